@@ -1,0 +1,96 @@
+"""Endpoints, paths and secrets, read once from the environment and `.env`.
+
+Every default lives here and nowhere else. Hyperparameters are not settings: they are typed run
+parameters (`nfl_mlops.modeling.params`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Configuration of every component; each external service has an embedded default."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # Paths and state
+    mlops_home: Path = Field(Path(".mlops"), validation_alias=_env("MLOPS_HOME"),
+                             description="Root of all local state (DB, models, runs, reports).")
+    models_dir: Path | None = Field(None, validation_alias=_env("MODELS_DIR"),
+                                    description="Model versions in Hugging Face layout; default MLOPS_HOME/models.")
+    deployments_dir: Path | None = Field(None, validation_alias=_env("DEPLOYMENTS_DIR"),
+                                         description="Rollout records and reports; default MLOPS_HOME/deployments.")
+    database_url: str | None = Field(None, validation_alias=_env("MLOPS_DATABASE_URL"),
+                                     description="SQLAlchemy URL of the state DB; default a SQLite file under MLOPS_HOME.")
+    redis_url: str | None = Field(None, validation_alias=_env("MLOPS_REDIS_URL"),
+                                  description="Redis for the prediction cache; default an in-process LRU.")
+    api_key: SecretStr | None = Field(None, validation_alias=_env("MLOPS_API_KEY"),
+                                      description="Key required by mutating /mlops endpoints (header X-API-Key).")
+
+    # Model
+    model_name: str = Field("nfl-sentiment", validation_alias=_env("MLOPS_MODEL_NAME"))
+    base_model: str = Field("sentence-transformers/all-MiniLM-L6-v2", validation_alias=_env("MLOPS_BASE_MODEL"),
+                            description="Hub id; the MiniLM default resolves offline to the packaged copy.")
+
+    # Hugging Face
+    huggingface_token: SecretStr | None = Field(None, validation_alias=_env("HUGGINGFACE_TOKEN", "HF_TOKEN"))
+    huggingface_repo: str | None = Field(None, validation_alias=_env("HUGGINGFACE_REPO"),
+                                         description="Hub repo that mirrors the registry (e.g. org/nfl-sentiment).")
+
+    # Weights & Biases
+    wandb_api_key: SecretStr | None = Field(None, validation_alias=_env("WANDB_API_KEY"))
+    wandb_project: str = Field("nfl-sentiment-analyzer", validation_alias=_env("WANDB_PROJECT"))
+    wandb_entity: str | None = Field(None, validation_alias=_env("WANDB_ENTITY"))
+
+    # Hopsworks
+    hopsworks_api_key: SecretStr | None = Field(None, validation_alias=_env("HOPSWORKS_API_KEY"))
+    hopsworks_project: str = Field("nfl-sentiment-analyzer", validation_alias=_env("HOPSWORKS_PROJECT"))
+    hopsworks_host: str = Field("https://c.app.hopsworks.ai", validation_alias=_env("HOPSWORKS_HOST"))
+
+    # Serving
+    max_text_chars: int = Field(2000, validation_alias=_env("MLOPS_MAX_TEXT_CHARS"))
+    max_batch_items: int = Field(256, validation_alias=_env("MLOPS_MAX_BATCH_ITEMS"))
+    rollout_poll_seconds: float = Field(1.0, validation_alias=_env("MLOPS_ROLLOUT_POLL_SECONDS"),
+                                        description="How often an API process re-reads the active rollout.")
+
+    # Monitoring
+    drift_share_threshold: float = Field(0.3, validation_alias=_env("MLOPS_DRIFT_SHARE_THRESHOLD"),
+                                         description="Drift is declared when this share of signals drifted.")
+    retrain_cooldown_minutes: float = Field(60.0, validation_alias=_env("MLOPS_RETRAIN_COOLDOWN_MINUTES"))
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.mlops_home / "models"
+
+    @property
+    def deployments_path(self) -> Path:
+        return self.deployments_dir or self.mlops_home / "deployments"
+
+    @property
+    def reports_path(self) -> Path:
+        return self.mlops_home / "reports"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.mlops_home / "wandb"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.mlops_home / 'mlops.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
+    return Settings()

@@ -1,1 +1,41 @@
-"""data."""
+"""The data layer: the default corpus, cleaning, deduplication, validation of user data, splits."""
+
+from nfl_mlops.data.corpus import (
+    TOPICS,
+    DataValidationError,
+    Splits,
+    clean_text,
+    clean_texts,
+    corpus_path,
+    deduplicate,
+    load_corpus,
+    load_table,
+    normalize_for_dedupe,
+    normalize_texts,
+    prepare,
+    select,
+    split,
+    topic_of,
+    topics_of,
+    validate_frame,
+)
+
+__all__ = [
+    "TOPICS",
+    "DataValidationError",
+    "Splits",
+    "clean_text",
+    "clean_texts",
+    "corpus_path",
+    "deduplicate",
+    "load_corpus",
+    "load_table",
+    "normalize_for_dedupe",
+    "normalize_texts",
+    "prepare",
+    "select",
+    "split",
+    "topic_of",
+    "topics_of",
+    "validate_frame",
+]

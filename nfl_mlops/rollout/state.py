@@ -1,0 +1,186 @@
+"""Rollout records in the state DB: which version serves, with which strategy, and rollback.
+
+The serving API reads the active rollout from here (every replica follows it); the deployment
+flow and the `/deployments` endpoints write it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from nfl_mlops.db import Rollout, session_scope, utcnow
+
+STRATEGIES = ("blue_green", "canary", "ab_test", "shadow", "rollback")
+
+
+class RolloutError(Exception):
+    """A rollout request that cannot be carried out."""
+
+
+class RolloutNotFound(RolloutError, LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class RolloutInfo:
+    id: str
+    model_name: str
+    environment: str
+    version: int
+    previous_version: int | None
+    strategy: str
+    status: str
+    arms: dict[str, Any]
+    config: dict[str, Any]
+    history: list[Any]
+    reason: str | None
+    flow_run_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _info(r: Rollout) -> RolloutInfo:
+    return RolloutInfo(
+        id=r.id, model_name=r.model_name, environment=r.environment, version=r.version,
+        previous_version=r.previous_version, strategy=r.strategy, status=r.status, arms=dict(r.arms or {}),
+        config=dict(r.config or {}), history=list(r.history or []), reason=r.reason, flow_run_id=r.flow_run_id,
+        created_at=r.created_at, updated_at=r.updated_at,
+    )
+
+
+def _event(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"at": utcnow().isoformat(), "event": kind, **fields}
+
+
+def active_rollout(model_name: str, environment: str = "production", db_url: str | None = None) -> RolloutInfo | None:
+    """The rollout serving traffic now, or None."""
+    with session_scope(db_url) as s:
+        row = s.scalar(
+            select(Rollout)
+            .where(Rollout.model_name == model_name, Rollout.environment == environment, Rollout.status == "active")
+            .order_by(Rollout.created_at.desc())
+            .limit(1)
+        )
+        return _info(row) if row else None
+
+
+def get_rollout(rollout_id: str, db_url: str | None = None) -> RolloutInfo:
+    with session_scope(db_url) as s:
+        row = s.get(Rollout, rollout_id)
+        if row is None:
+            raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
+        return _info(row)
+
+
+def list_rollouts(model_name: str | None = None, db_url: str | None = None, limit: int = 100) -> list[RolloutInfo]:
+    with session_scope(db_url) as s:
+        q = select(Rollout).order_by(Rollout.created_at.desc()).limit(limit)
+        if model_name:
+            q = q.where(Rollout.model_name == model_name)
+        return [_info(r) for r in s.scalars(q)]
+
+
+def activate(
+    model_name: str,
+    version: int,
+    strategy: str = "blue_green",
+    environment: str = "production",
+    arms: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    reason: str | None = None,
+    flow_run_id: str | None = None,
+    db_url: str | None = None,
+) -> RolloutInfo:
+    """Make a new rollout the active one; the one it replaces becomes `superseded`.
+
+    `arms` defaults to all traffic on `version` (blue-green's switch-at-once).
+    """
+    if strategy not in STRATEGIES:
+        raise RolloutError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    with session_scope(db_url) as s:
+        current = s.scalar(
+            select(Rollout)
+            .where(Rollout.model_name == model_name, Rollout.environment == environment, Rollout.status == "active")
+            .with_for_update()
+        )
+        previous_version = None
+        if current is not None:
+            previous_version = current.arms.get("stable", {}).get("version", current.version)
+            current.status = "superseded"
+            current.history = [*current.history, _event("superseded", reason=reason)]
+        row = Rollout(
+            model_name=model_name, environment=environment, version=version, previous_version=previous_version,
+            strategy=strategy, status="active",
+            arms=dict(arms or {"stable": {"version": version, "weight": 100.0}}),
+            config=dict(config or {}), reason=reason, flow_run_id=flow_run_id,
+            history=[_event("activated", version=version, strategy=strategy, reason=reason)],
+        )
+        s.add(row)
+        s.flush()
+        return _info(row)
+
+
+def update_arms(rollout_id: str, arms: Mapping[str, Any], note: str, db_url: str | None = None) -> RolloutInfo:
+    """Change the traffic of an active rollout (a canary step, say) and record why."""
+    with session_scope(db_url) as s:
+        row = s.get(Rollout, rollout_id)
+        if row is None:
+            raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
+        row.arms = dict(arms)
+        row.history = [*row.history, _event("traffic", arms=dict(arms), note=note)]
+        return _info(row)
+
+
+def rollback(rollout_id: str, reason: str = "manual rollback", db_url: str | None = None) -> RolloutInfo:
+    """Send all traffic back to the version that served before `rollout_id`.
+
+    Only the active rollout can be rolled back, and only when there was a previous version.
+    Returns the new active rollout (strategy `rollback`).
+    """
+    with session_scope(db_url) as s:
+        row = s.get(Rollout, rollout_id)
+        if row is None:
+            raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
+        if row.status != "active":
+            raise RolloutError(f"deployment {rollout_id} is {row.status}; only the active deployment can be rolled back")
+        if row.previous_version is None:
+            raise RolloutError(f"deployment {rollout_id} has no previous version to roll back to")
+        row.status = "rolled_back"
+        row.reason = reason
+        row.history = [*row.history, _event("rolled_back", reason=reason)]
+        new = Rollout(
+            model_name=row.model_name, environment=row.environment, version=row.previous_version,
+            previous_version=None, strategy="rollback", status="active",
+            arms={"stable": {"version": row.previous_version, "weight": 100.0}},
+            reason=f"rollback of {rollout_id}: {reason}",
+            history=[_event("activated", version=row.previous_version, strategy="rollback", reason=reason)],
+        )
+        s.add(new)
+        s.flush()
+        return _info(new)
+
+
+def choose_arm(arms: Mapping[str, Any], key: str | None, request_id: str) -> str:
+    """Pick the arm that serves a request: weighted, sticky by `key` when one is given.
+
+    Arms with `"shadow": true` never serve. Hashing makes the choice deterministic per key, so a
+    user stays on one arm for the whole test.
+    """
+    serving = [(name, float(arm.get("weight", 0))) for name, arm in arms.items() if not arm.get("shadow")]
+    total = sum(w for _, w in serving)
+    if not serving or total <= 0:
+        raise RolloutError("rollout has no serving arm")
+    digest = hashlib.sha256((key or request_id).encode()).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64 * total
+    acc = 0.0
+    for name, weight in serving:
+        acc += weight
+        if point < acc:
+            return name
+    return serving[-1][0]

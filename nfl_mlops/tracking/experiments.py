@@ -1,0 +1,122 @@
+"""Experiment tracking: Weights & Biases (offline by default) mirrored into the state DB.
+
+Without `WANDB_API_KEY` runs are written offline under MLOPS_HOME/wandb for a later `wandb sync`;
+with it they go to W&B cloud. Either way each run also gets a row in `experiments`, so the API
+and SDK can list experiments without W&B.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select
+
+from nfl_mlops.db import Experiment, session_scope, utcnow
+
+_SECRET_KEY = re.compile(r"(token|secret|password|api[_-]?key|credential)", re.I)
+
+
+def scrub(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop secret-looking keys and SecretStr values from a config before it is logged anywhere."""
+    from pydantic import SecretStr
+
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if _SECRET_KEY.search(str(key)) or isinstance(value, SecretStr):
+            continue
+        out[key] = scrub(value) if isinstance(value, Mapping) else value
+    return out
+
+
+class ExperimentTracker:
+    """One tracked run at a time: start, log metrics, finish."""
+
+    def __init__(self, settings: Any = None, use_wandb: bool = True) -> None:
+        from nfl_mlops.settings import get_settings
+
+        self.settings = settings or get_settings()
+        self.use_wandb = use_wandb
+        self.run: Any = None
+        self.experiment_id: str | None = None
+        self._metrics: dict[str, Any] = {}
+
+    @property
+    def mode(self) -> str:
+        if not self.use_wandb:
+            return "disabled"
+        return "online" if self.settings.wandb_api_key is not None else "offline"
+
+    def start(self, name: str, config: Mapping[str, Any] | None = None, tags: Sequence[str] = (),
+              job_type: str = "train") -> str:
+        """Open a run and its DB row; returns the experiment id."""
+        config = scrub(dict(config or {}))
+        run_id = run_dir = None
+        if self.use_wandb:
+            import wandb
+
+            self.settings.wandb_dir.mkdir(parents=True, exist_ok=True)
+            env = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
+            if self.settings.wandb_api_key is not None:
+                env["WANDB_API_KEY"] = self.settings.wandb_api_key.get_secret_value()
+            os.environ.update(env)
+            self.run = wandb.init(
+                project=self.settings.wandb_project,
+                entity=self.settings.wandb_entity,
+                name=name,
+                config=config,
+                tags=list(tags),
+                job_type=job_type,
+                dir=str(self.settings.wandb_dir),
+                mode=self.mode,
+                reinit="finish_previous",
+                settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+            )
+            run_id, run_dir = self.run.id, self.run.dir
+        with session_scope(self.settings.db_url) as s:
+            row = Experiment(name=name, tracker="wandb-" + self.mode, tracker_run_id=run_id, run_dir=run_dir,
+                             config=config, tags=list(tags))
+            s.add(row)
+            s.flush()
+            self.experiment_id = row.id
+        return self.experiment_id
+
+    @property
+    def tracker_run_id(self) -> str | None:
+        return self.run.id if self.run is not None else None
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log scalar metrics (per step or final)."""
+        if self.run is not None:
+            self.run.log(dict(metrics), step=step)
+        self._metrics.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
+
+    def finish(self, summary: Mapping[str, Any] | None = None, status: str = "finished") -> None:
+        """Close the run; `summary` becomes its final metrics (in W&B and the DB row)."""
+        summary = dict(summary or {})
+        if self.run is not None:
+            for k, v in summary.items():
+                self.run.summary[k] = v
+            self.run.finish(exit_code=0 if status == "finished" else 1)
+            self.run = None
+        self._metrics.update(summary)
+        if self.experiment_id is not None:
+            with session_scope(self.settings.db_url) as s:
+                row = s.get(Experiment, self.experiment_id)
+                if row is not None:
+                    row.metrics = {**(row.metrics or {}), **self._metrics}
+                    row.status = status
+                    row.finished_at = utcnow()
+
+
+def list_experiments(db_url: str | None = None, limit: int = 100) -> list[Experiment]:
+    with session_scope(db_url) as s:
+        return list(s.scalars(select(Experiment).order_by(Experiment.created_at.desc()).limit(limit)))

@@ -1,0 +1,414 @@
+"""Unit tests of the data layer: cleaning, dedupe keys, topics, prepare, validation, splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nfl_mlops import LABELS
+from nfl_mlops.data import (
+    TOPICS,
+    DataValidationError,
+    Splits,
+    clean_text,
+    clean_texts,
+    corpus_path,
+    load_corpus,
+    load_table,
+    normalize_for_dedupe,
+    normalize_texts,
+    prepare,
+    select,
+    split,
+    topic_of,
+    topics_of,
+    validate_frame,
+)
+from nfl_mlops.data.corpus import MOJIBAKE
+
+# --------------------------------------------------------------------------------------------
+# clean_text
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seq", ["’¢_äŒ_Ü¢", "‰Ûª", "äó»"])
+def test_mojibake_apostrophes(seq: str) -> None:
+    assert clean_text(f"I don{seq}t like it") == "I don't like it"
+
+
+@pytest.mark.parametrize("seq", ["‰ÛÏ", "‰Ûù", "äóì", "äóù"])
+def test_mojibake_double_quotes(seq: str) -> None:
+    assert clean_text(f"he said {seq}go{seq} loudly") == 'he said "go" loudly'
+
+
+def test_mojibake_ellipsis() -> None:
+    assert clean_text("the schedule consists of fo‰Û_") == "the schedule consists of fo..."
+
+
+def test_every_known_sequence_is_mapped_to_ascii() -> None:
+    for bad, good in MOJIBAKE.items():
+        assert clean_text(f"a{bad}b") == f"a{good}b"
+
+
+def test_emoji_mojibake_is_dropped_without_stray_quotes() -> None:
+    raw = "I took a Claritin _‰Ûª‰Û_‰Ûª_‰Ûªåç that shit does not help _Ù÷ç"
+    assert clean_text(raw) == "I took a Claritin that shit does not help"
+
+
+def test_clean_text_removes_cr_lf_entities_and_non_ascii() -> None:
+    raw = "Delays &amp; more delays\r\nat DEN &gt;:( caf\u00e9 ’¢_äŒÅ–@united  "
+    out = clean_text(raw)
+    assert out == "Delays & more delays at DEN >:( caf @united"
+    assert "\r" not in out and "\n" not in out and "&amp;" not in out
+    assert out.isascii()
+
+
+def test_clean_text_double_escaped_entity() -> None:
+    assert clean_text("Ford R&amp;amp;D car") == "Ford R&D car"
+
+
+def test_clean_text_entity_that_decodes_to_non_ascii_is_dropped() -> None:
+    assert clean_text("a&nbsp;b &eacute;") == "a b"
+
+
+def test_clean_text_keeps_urls_mentions_hashtags() -> None:
+    raw = "@SouthwestAir thanks! #bestairline http://t.co/AbC123"
+    assert clean_text(raw) == raw
+
+
+def test_clean_text_non_string_is_empty() -> None:
+    assert clean_text(None) == ""  # type: ignore[arg-type]
+
+
+def test_clean_texts_matches_clean_text() -> None:
+    texts = ["x &amp; y\r\n", "don‰Ûªt  stop", "_Ù÷ç", "plain", "", "Brady‰Ûù #DeflateGate‰Û_"]
+    assert clean_texts(texts).tolist() == [clean_text(t) for t in texts]
+
+
+# --------------------------------------------------------------------------------------------
+# normalize_for_dedupe and topics
+# --------------------------------------------------------------------------------------------
+
+
+def test_normalize_for_dedupe() -> None:
+    assert normalize_for_dedupe("RT @Foo_1: Hello, World!!  http://t.co/x @bar") == "hello world @user"
+    assert normalize_for_dedupe("hello world @someone https://t.co/y") == "hello world @user"
+    # a retweet and its original share a key
+    assert normalize_for_dedupe("RT @fan: Brady is GREAT") == normalize_for_dedupe("brady is great!")
+    # RT is only removed at the start
+    assert normalize_for_dedupe("I agree RT @fan: yes") == "i agree rt @user yes"
+    assert normalize_for_dedupe("Brady is great") != normalize_for_dedupe("Brady is not great")
+
+
+def test_normalize_texts_matches_scalar() -> None:
+    texts = ["RT @a: X y http://t.co/1", "  @b hi!!", "Go #Pats, go.", ""]
+    assert normalize_texts(texts).tolist() == [normalize_for_dedupe(t) for t in texts]
+
+
+@pytest.mark.parametrize(("text", "topic"), [
+    ("@united lost my bag again", "airline"),
+    ("@JetBlue thanks for the upgrade", "airline"),
+    ("Tom Brady and the deflated footballs #DeflateGate", "nfl"),
+    ("Who wins the Super Bowl? #SB49 Seahawks", "nfl"),
+    ("The NFL should suspend him", "nfl"),
+    ("I would never ride in a self-driving car", "cars"),
+    ("Google's driverless cars are scary", "cars"),
+    ("My new iPhone keeps crashing @apple", "apple"),
+    ("The #Coachella2015 lineup is out", "coachella"),
+    ("Claritin is not working, sneezing all day", "allergy"),
+    ("what a lovely day", "other"),
+    # precedence: airline before nfl, nfl before apple
+    ("@united flying to the super bowl", "airline"),
+    ("watching the Super Bowl on my ipad", "nfl"),
+    # word boundaries: "macaroni" is not "mac", "snfl" is not "nfl"
+    ("macaroni and cheese", "other"),
+])
+def test_topic_of(text: str, topic: str) -> None:
+    assert topic_of(text) == topic
+    assert topics_of([text]).tolist() == [topic]
+
+
+def test_topics_tuple() -> None:
+    assert TOPICS == ("airline", "nfl", "cars", "apple", "coachella", "allergy", "other")
+
+
+# --------------------------------------------------------------------------------------------
+# prepare
+# --------------------------------------------------------------------------------------------
+
+
+def _raw(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["text", "label", "confidence"])
+
+
+def test_prepare_dedupes_and_drops_conflicting_groups() -> None:
+    raw = _raw([
+        ("Brady cheated #DeflateGate", "negative", 1.0),
+        ("RT @fan: brady cheated! #deflategate http://t.co/1", "negative", 0.9),  # same key, same label
+        ("@united worst flight ever", "negative", 1.0),
+        ("@united worst flight ever!!", "positive", 1.0),  # same key, other label -> group dropped
+        ("Coachella was amazing", "positive", 0.5),  # low confidence
+        ("I love my iPhone", "positive", np.nan),  # no confidence: kept
+        ("   ", "neutral", 1.0),  # empty
+        ("‰Û_", "neutral", 1.0),  # empty after cleaning
+        ("http://t.co/xyz", "neutral", 1.0),  # nothing left after normalising
+    ])
+    out = prepare(raw)
+    assert out["text"].tolist() == ["Brady cheated #DeflateGate", "I love my iPhone"]
+    assert out["label"].tolist() == ["negative", "positive"]
+    assert out["topic"].tolist() == ["nfl", "apple"]
+    assert list(out.index) == [0, 1]
+    assert not out["norm"].duplicated().any()
+    assert {"text", "label", "confidence", "topic", "norm"} <= set(out.columns)
+
+
+def test_prepare_confidence_threshold_is_a_parameter() -> None:
+    raw = _raw([("Coachella was amazing", "positive", 0.5)])
+    assert len(prepare(raw)) == 0
+    assert len(prepare(raw, min_confidence=0.4)) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# validate_frame and load_table
+# --------------------------------------------------------------------------------------------
+
+
+def test_validate_frame_accepts_strings_any_case_and_ints() -> None:
+    df = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["Negative", " POSITIVE ", 1, 0], "extra": 1})
+    out = validate_frame(df)
+    assert out["label"].tolist() == ["negative", "positive", "neutral", "negative"]
+    assert "extra" in out.columns
+    assert df["label"].tolist()[0] == "Negative"  # input untouched
+
+
+def test_validate_frame_int_column() -> None:
+    out = validate_frame(pd.DataFrame({"text": ["a", "b", "c"], "label": np.array([2, 1, 0])}))
+    assert out["label"].tolist() == ["positive", "neutral", "negative"]
+
+
+def test_validate_frame_names_missing_column() -> None:
+    with pytest.raises(DataValidationError, match=r"'label'"):
+        validate_frame(pd.DataFrame({"text": ["a"], "sentiment": ["negative"]}))
+    with pytest.raises(DataValidationError, match=r"'text'"):
+        validate_frame(pd.DataFrame({"tweet": ["a"], "label": ["negative"]}))
+
+
+def test_validate_frame_names_unknown_labels_and_count() -> None:
+    df = pd.DataFrame({"text": ["a", "b", "c", "d"], "label": ["negative", "angry", "angry", 7]})
+    with pytest.raises(DataValidationError, match=r"3 row\(s\) have unknown labels") as info:
+        validate_frame(df)
+    assert "'angry'" in str(info.value) and "7" in str(info.value)
+
+
+def test_validate_frame_names_empty_texts() -> None:
+    df = pd.DataFrame({"text": ["ok", "  ", None, ""], "label": ["neutral"] * 4})
+    with pytest.raises(DataValidationError, match=r"3 row\(s\) have empty"):
+        validate_frame(df)
+
+
+def test_validate_frame_rejects_empty_frame() -> None:
+    with pytest.raises(DataValidationError, match="no rows"):
+        validate_frame(pd.DataFrame({"text": [], "label": []}))
+
+
+def test_data_validation_error_is_a_value_error() -> None:
+    assert issubclass(DataValidationError, ValueError)
+
+
+def test_load_table_csv_and_parquet(tmp_path) -> None:
+    df = pd.DataFrame({"text": ["great game", "awful refs", "kickoff at 6"], "label": ["positive", "negative", 1]})
+    csv = tmp_path / "data.csv"
+    df.astype({"label": str}).to_csv(csv, index=False)
+    pq = tmp_path / "data.parquet"
+    df.astype({"label": str}).to_parquet(pq)
+    for path in (csv, pq):
+        out = load_table(path)
+        assert out["label"].tolist() == ["positive", "negative", "neutral"]
+        assert out["text"].tolist() == ["great game", "awful refs", "kickoff at 6"]
+
+
+def test_load_table_csv_with_int_labels(tmp_path) -> None:
+    path = tmp_path / "ints.csv"
+    path.write_text("text,label\nhello,0\nworld,2\n")
+    assert load_table(path)["label"].tolist() == ["negative", "positive"]
+
+
+def test_load_table_errors(tmp_path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataValidationError, match="empty"):
+        load_table(empty)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("text,label\n")
+    with pytest.raises(DataValidationError, match="no rows"):
+        load_table(header_only)
+    txt = tmp_path / "data.txt"
+    txt.write_text("text,label\na,negative\n")
+    with pytest.raises(DataValidationError, match=r"Unsupported file type '\.txt'"):
+        load_table(txt)
+    with pytest.raises(DataValidationError, match="not found"):
+        load_table(tmp_path / "missing.csv")
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"this is not parquet")
+    with pytest.raises(DataValidationError, match="Cannot read"):
+        load_table(broken)
+    bad_labels = tmp_path / "bad.csv"
+    bad_labels.write_text("text,label\na,happy\n")
+    with pytest.raises(DataValidationError, match="unknown labels 'happy'"):
+        load_table(bad_labels)
+
+
+# --------------------------------------------------------------------------------------------
+# split and select
+# --------------------------------------------------------------------------------------------
+
+
+def _synthetic(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """Unique texts with imbalanced labels (50/35/15) and two topics, sorted by label like the corpus."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(LABELS, size=n, p=[0.5, 0.35, 0.15])
+    topics = rng.choice(["nfl", "airline"], size=n, p=[0.3, 0.7])
+    df = pd.DataFrame({"text": [f"tweet number {i} about {t}" for i, t in enumerate(topics)],
+                       "label": labels, "topic": topics})
+    df["norm"] = normalize_texts(df["text"]).to_numpy()
+    return df.sort_values("label").reset_index(drop=True)
+
+
+def _shares(df: pd.DataFrame) -> pd.Series:
+    return df["label"].value_counts(normalize=True).reindex(list(LABELS), fill_value=0.0)
+
+
+def test_split_sizes_and_stratification() -> None:
+    df = _synthetic()
+    s = split(df, test_size=0.15, val_size=0.1, seed=42)
+    assert isinstance(s, Splits)
+    assert sum(s.sizes.values()) == len(df)
+    assert s.sizes["test"] == pytest.approx(0.15 * len(df), abs=2)
+    assert s.sizes["val"] == pytest.approx(0.10 * len(df), abs=2)
+    overall = _shares(df)
+    for part in (s.train, s.val, s.test):
+        assert (abs(_shares(part) - overall) < 0.02).all()
+        assert list(part.index) == list(range(len(part)))
+
+
+def test_split_is_deterministic_and_seed_dependent() -> None:
+    df = _synthetic()
+    a, b = split(df, seed=1), split(df, seed=1)
+    c = split(df, seed=2)
+    assert a.test["text"].tolist() == b.test["text"].tolist()
+    assert a.train["text"].tolist() == b.train["text"].tolist()
+    assert set(a.test["text"]) != set(c.test["text"])
+
+
+def test_split_does_not_depend_on_row_order() -> None:
+    df = _synthetic()
+    shuffled = df.sample(frac=1.0, random_state=7)
+    assert set(split(df).test["text"]) == set(split(shuffled).test["text"])
+
+
+def test_split_never_lets_near_duplicates_cross() -> None:
+    base = _synthetic(600).drop(columns=["norm"])
+    # add retweets / re-cased copies of every text: same normalised key, same label
+    dups = base.assign(text="RT @someone: " + base["text"].str.upper() + "!!")
+    s = split(pd.concat([base, dups], ignore_index=True), seed=3)
+    assert sum(s.sizes.values()) == len(base)  # deduplicated defensively
+    keys = [set(normalize_texts(part["text"])) for part in (s.train, s.val, s.test)]
+    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+
+
+def test_split_drops_conflicting_groups_defensively() -> None:
+    df = pd.concat([_synthetic(300), pd.DataFrame({"text": ["same words", "Same words!"],
+                                                   "label": ["negative", "positive"]})], ignore_index=True)
+    df["norm"] = normalize_texts(df["text"]).to_numpy()
+    s = split(df)
+    everything = pd.concat([s.train, s.val, s.test])
+    assert "same words" not in set(everything["norm"])
+
+
+def test_split_by_label_and_topic_keeps_topic_shares() -> None:
+    df = _synthetic(4000)
+    s = split(df, stratify_by=("label", "topic"), seed=5)
+    for part in (s.train, s.val, s.test):
+        assert abs((part["topic"] == "nfl").mean() - (df["topic"] == "nfl").mean()) < 0.02
+
+
+def test_split_falls_back_when_strata_are_tiny() -> None:
+    df = _synthetic(200)
+    df.loc[df.index[:3], "topic"] = "cars"  # a (label, topic) cell too small to stratify
+    df.loc[df.index[-1], "label"] = "neutral"
+    s = split(df, stratify_by=("label", "topic"))
+    assert sum(s.sizes.values()) == len(df)
+    tiny = pd.DataFrame({"text": ["a b", "c d", "e f", "g h"], "label": ["negative", "positive", "neutral", "neutral"]})
+    assert sum(split(tiny, test_size=0.25, val_size=0.25).sizes.values()) == 4
+
+
+def test_data_hash_is_stable_and_content_sensitive() -> None:
+    df = _synthetic(500)
+    h = split(df, seed=1).data_hash
+    assert len(h) == 16 and int(h, 16) >= 0
+    assert split(df.sample(frac=1.0, random_state=3), seed=1).data_hash == h
+    changed = df.copy()
+    changed.loc[0, "label"] = "positive" if changed.loc[0, "label"] != "positive" else "negative"
+    assert split(changed, seed=1).data_hash != h
+
+
+def test_split_rejects_bad_sizes() -> None:
+    with pytest.raises(ValueError):
+        split(_synthetic(100), test_size=0.6, val_size=0.5)
+
+
+def test_select_filters_topics_and_samples_stratified() -> None:
+    df = _synthetic(3000)
+    only_nfl = select(df, topics_include=["nfl"])
+    assert set(only_nfl["topic"]) == {"nfl"}
+    no_nfl = select(df, topics_exclude=["nfl"])
+    assert "nfl" not in set(no_nfl["topic"]) and len(no_nfl) + len(only_nfl) == len(df)
+    sample = select(df, max_rows=1000, seed=1)
+    assert len(sample) == 1000
+    assert (abs(_shares(sample) - _shares(df)) < 0.02).all()
+    assert sample["text"].tolist() == select(df, max_rows=1000, seed=1)["text"].tolist()
+    assert sample["text"].tolist() != select(df, max_rows=1000, seed=2)["text"].tolist()
+    assert len(select(df, max_rows=10_000)) == len(df)
+
+
+def test_select_computes_topic_and_rejects_unknown_topics() -> None:
+    df = pd.DataFrame({"text": ["@united late again", "Brady cheated"], "label": ["negative", "negative"]})
+    assert select(df, topics_include=["nfl"])["text"].tolist() == ["Brady cheated"]
+    with pytest.raises(DataValidationError, match="football"):
+        select(df, topics_include=["football"])
+
+
+# --------------------------------------------------------------------------------------------
+# The real corpus (fast: about a second)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def raw_corpus() -> pd.DataFrame:
+    try:
+        corpus_path()
+    except DataValidationError as exc:
+        pytest.skip(str(exc))
+    return load_corpus()
+
+
+def test_load_corpus(raw_corpus: pd.DataFrame) -> None:
+    assert list(raw_corpus.columns) == ["text", "label", "confidence"]
+    assert len(raw_corpus) == 38_158
+    assert set(raw_corpus["label"]) == set(LABELS)
+    assert raw_corpus["confidence"].isna().sum() == 5_460
+    assert raw_corpus["confidence"].dtype == float
+
+
+def test_prepare_real_corpus(raw_corpus: pd.DataFrame) -> None:
+    before = topics_of(clean_texts(raw_corpus["text"]))
+    assert (before == "nfl").sum() > 7000
+    out = prepare(raw_corpus)
+    assert 30_000 <= len(out) <= 35_000
+    assert out["text"].map(str.isascii).all()
+    assert not out["norm"].duplicated().any()
+    assert not out["text"].str.contains("\r|\n|&amp;").any()
+    assert set(out["label"]) == set(LABELS)
+    assert set(out["topic"]) <= set(TOPICS)
+    assert ((out["confidence"] >= 0.6) | out["confidence"].isna()).all()

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from nfl_mlops.monitoring.thresholds import DRIFT_SHARE_THRESHOLD, RETRAIN_COOLDOWN_MINUTES
+
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
@@ -59,13 +61,15 @@ class Settings(BaseSettings):
     # Serving
     max_text_chars: int = Field(2000, validation_alias=_env("MLOPS_MAX_TEXT_CHARS"))
     max_batch_items: int = Field(256, validation_alias=_env("MLOPS_MAX_BATCH_ITEMS"))
+    api_url: str | None = Field(None, validation_alias=_env("MLOPS_API_URL"),
+                                description="Base URL of the serving API; the deployment flow waits until it serves a new version.")
     rollout_poll_seconds: float = Field(1.0, validation_alias=_env("MLOPS_ROLLOUT_POLL_SECONDS"),
                                         description="How often an API process re-reads the active rollout.")
 
     # Monitoring
-    drift_share_threshold: float = Field(0.3, validation_alias=_env("MLOPS_DRIFT_SHARE_THRESHOLD"),
+    drift_share_threshold: float = Field(DRIFT_SHARE_THRESHOLD, validation_alias=_env("MLOPS_DRIFT_SHARE_THRESHOLD"),
                                          description="Drift is declared when this share of signals drifted.")
-    retrain_cooldown_minutes: float = Field(60.0, validation_alias=_env("MLOPS_RETRAIN_COOLDOWN_MINUTES"))
+    retrain_cooldown_minutes: float = Field(RETRAIN_COOLDOWN_MINUTES, validation_alias=_env("MLOPS_RETRAIN_COOLDOWN_MINUTES"))
 
     @property
     def models_path(self) -> Path:

@@ -56,3 +56,9 @@ def register_version(candidate: Candidate, status: str, reason: str | None, extr
 @task(name="set-alias", cache_policy=NO_CACHE)
 def set_alias(model_name: str, alias: str, version: int) -> None:
     Registry.from_settings().set_alias(model_name, alias, version)
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote(model_name: str, version: int) -> None:
+    """Move `champion` to the version now serving all traffic."""
+    Registry.from_settings().promote(model_name, version)

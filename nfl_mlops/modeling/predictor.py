@@ -30,6 +30,14 @@ def configure_torch_threads() -> None:
         torch.set_num_threads(n)
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' load reports and progress bars (they flood flow logs)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 class SentimentModel:
     """Wraps a Hugging Face sequence classifier with the project's label order."""
 
@@ -45,6 +53,7 @@ class SentimentModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         configure_torch_threads()
+        quiet_transformers()
         path = str(path)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
         model = AutoModelForSequenceClassification.from_pretrained(

@@ -11,7 +11,7 @@ from pathlib import Path
 from nfl_mlops import LABEL2ID, LABELS
 from nfl_mlops.modeling.base import resolve_base_model
 from nfl_mlops.modeling.params import TrainParams
-from nfl_mlops.modeling.predictor import configure_torch_threads
+from nfl_mlops.modeling.predictor import configure_torch_threads, quiet_transformers
 
 
 @dataclass
@@ -68,6 +68,7 @@ def fine_tune(
     if len(texts) != len(labels) or not texts:
         raise ValueError(f"need equal, non-zero numbers of texts and labels (got {len(texts)}, {len(labels)})")
     configure_torch_threads()
+    quiet_transformers()
     torch.manual_seed(params.seed)
     source = resolve_base_model(base_model)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nfl_mlops.monitoring.thresholds import DRIFT_SHARE_THRESHOLD
+
 NUM = "num"
 CAT = "cat"
 
@@ -54,7 +56,7 @@ class DriftConfig:
         seed: random state of the sampling.
     """
 
-    share_threshold: float = 0.3
+    share_threshold: float = DRIFT_SHARE_THRESHOLD
     num_method: str | None = None
     cat_method: str | None = None
     per_column_threshold: float | None = None

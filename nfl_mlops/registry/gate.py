@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -44,9 +45,9 @@ def quality_gate(
     passed = True
     for comp in comparisons:
         cand = comp.candidate.get(metric)
-        if cand is None:
+        if cand is None or math.isnan(cand):  # NaN is no evidence either
             passed = False
-            reasons.append(f"{comp.name}: candidate has no {metric}")
+            reasons.append(f"{comp.name}: candidate has no {metric}" + ("" if cand is None else " (NaN)"))
             continue
         if min_score is not None and cand < min_score:
             passed = False

@@ -164,6 +164,14 @@ class Registry:
             else:
                 existing.version = version
 
+    def promote(self, model_name: str, version: int) -> None:
+        """Make `version` the champion; a `challenger` alias on the same version is cleared."""
+        self.set_alias(model_name, "champion", version)
+        with session_scope(self.db_url) as s:
+            challenger = s.get(Alias, (model_name, "challenger"))
+            if challenger is not None and challenger.version == version:
+                s.delete(challenger)
+
     def delete_alias(self, model_name: str, alias: str) -> None:
         with session_scope(self.db_url) as s:
             existing = s.get(Alias, (model_name, alias))

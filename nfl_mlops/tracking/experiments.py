@@ -41,6 +41,7 @@ class ExperimentTracker:
         self.use_wandb = use_wandb
         self.run: Any = None
         self.experiment_id: str | None = None
+        self.tracker_run_id: str | None = None
         self._metrics: dict[str, Any] = {}
 
     @property
@@ -75,6 +76,7 @@ class ExperimentTracker:
                 settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
             )
             run_id, run_dir = self.run.id, self.run.dir
+            self.tracker_run_id = run_id
         with session_scope(self.settings.db_url) as s:
             row = Experiment(name=name, tracker="wandb-" + self.mode, tracker_run_id=run_id, run_dir=run_dir,
                              config=config, tags=list(tags))
@@ -82,10 +84,6 @@ class ExperimentTracker:
             s.flush()
             self.experiment_id = row.id
         return self.experiment_id
-
-    @property
-    def tracker_run_id(self) -> str | None:
-        return self.run.id if self.run is not None else None
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log scalar metrics (per step or final)."""

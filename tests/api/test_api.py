@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -479,16 +480,30 @@ def test_prediction_log_loses_nothing(settings, tiny_model_dir):
         jobs = [(single, i) for i in range(n_single)]
         for k, b in enumerate(batches):
             jobs.insert(k * 50 + 25, (batch, b))
-        try:
+        service = handle.service
+        logger = service.logger
+
+        def fire(part: list) -> list[str]:
             with ThreadPoolExecutor(max_workers=32) as pool:
-                futures = [pool.submit(fn, arg) for fn, arg in jobs]
-                answered = [pid for f in futures for pid in f.result()]
+                futures = [pool.submit(fn, arg) for fn, arg in part]
+                return [pid for f in futures for pid in f.result()]
+
+        try:
+            # phase 1: the writer flushes in the background while requests come in
+            answered = fire(jobs[: len(jobs) // 2])
+            # phase 2: the writer holds its rows, so only the shutdown can write them
+            logger.flush_seconds, logger.batch_size = 3600.0, 10**9
+            wait_until(lambda: logger.queued == 0, timeout=10, what="phase 1 to be written")
+            time.sleep(logger_round := 0.6)  # the writer's current round (0.5 s) ends; the next one waits
+            held = fire(jobs[len(jobs) // 2 :])
+            answered += held
+            time.sleep(logger_round)
+            assert logger.queued == len(held), "the writer was expected to hold phase 2"
         finally:
             for cl in clients:
                 cl.close()
         assert len(answered) == n_single + sum(len(b) for b in batches)
         assert len(set(answered)) == len(answered)
-        service = handle.service
     finally:
         handle.stop()  # lifespan shutdown: the log writer writes what is still queued
     assert service.logger.queued == 0

@@ -1,0 +1,125 @@
+"""End to end on a real Prefect server: a drift event makes the automation run the retraining
+deployment through a process worker; a second event inside the cooldown starts no training."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "e2e-model"
+POOL = "e2e-process-pool"
+
+
+async def _runs_of(client, deployment_id):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    return await client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+
+async def _wait_for_new_run(client, deployment_id, known: set, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [r for r in await _runs_of(client, deployment_id) if r.id not in known]
+        if fresh:
+            return fresh[0]
+        await asyncio.sleep(0.5)
+    raise AssertionError("the automation created no flow run for the drift event")
+
+
+async def _execute(client, run_id, timeout=600.0):
+    """Let a real process worker pick the run up and wait for a final state."""
+    from prefect.workers.process import ProcessWorker
+
+    deadline = time.monotonic() + timeout
+    async with ProcessWorker(work_pool_name=POOL) as worker:
+        while time.monotonic() < deadline:
+            await worker.get_and_submit_flow_runs()
+            run = await client.read_flow_run(run_id)
+            if run.state and run.state.is_final():
+                return run
+            await asyncio.sleep(2)
+    raise AssertionError(f"flow run {run_id} did not finish in {timeout}s")
+
+
+def _emit_drift(share: float) -> None:
+    from prefect.events import emit_event
+
+    emit_event(event="nfl-mlops.drift.detected",
+               resource={"prefect.resource.id": f"nfl-mlops.model.{MODEL}"},
+               payload={"reason": "drift", "drift_share": share})
+
+
+@pytest.fixture(scope="module")
+def champion(settings):
+    """v1 (small recipe) so that the triggered retraining reuses a small recipe."""
+    from flows.pipeline import pipeline_flow
+    from nfl_mlops.modeling.params import DataParams, TrainParams
+
+    return pipeline_flow(data=DataParams(topics_exclude=["nfl"], max_train_samples=300, max_eval_samples=150, seed=5),
+                         train=TrainParams(epochs=1, learning_rate=2e-4, max_length=48), model_name=MODEL)
+
+
+async def test_drift_event_triggers_retraining_then_cooldown(champion, settings, monkeypatch):
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    from flows.retraining import retraining_flow
+    from nfl_mlops.db import RetrainingJob, session_scope
+    from nfl_mlops.registry.store import Registry
+
+    assert champion["passed"]
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name=POOL, type="process"), overwrite=True)
+    trigger = DeploymentEventTrigger(
+        enabled=True,
+        match={"prefect.resource.id": "nfl-mlops.model.*"},
+        expect={"nfl-mlops.drift.detected"},
+        posture="Reactive",
+        threshold=1,
+        within=0,
+        parameters={"trigger": "automation", "model_name": MODEL,
+                    "reason": "{{ event.payload.reason | default('drift') }}",
+                    "drift_share": "{{ event.payload.drift_share | default(0.0) }}"},
+    )
+    source = await retraining_flow.from_source(source=str(ROOT), entrypoint="flows/retraining.py:retraining_flow")
+    deployment_id = await source.deploy(name="e2e-retraining", work_pool_name=POOL, triggers=[trigger], print_next_steps=False)
+    monkeypatch.setenv("NFL_MLOPS_ROOT", str(ROOT))
+
+    async with get_client() as client:
+        # First drift event -> the automation creates a run -> a worker executes it -> v2 exists
+        known = {r.id for r in await _runs_of(client, deployment_id)}
+        _emit_drift(0.6)
+        run = await _wait_for_new_run(client, deployment_id, known)
+        assert run.parameters["trigger"] == "automation"
+        assert run.parameters["drift_share"] == pytest.approx(0.6)  # templated, JSON type kept
+        run = await _execute(client, run.id)
+        assert run.state.is_completed(), run.state
+
+        versions = Registry.from_settings().list_versions(MODEL)
+        assert [v.version for v in versions] == [1, 2]
+        assert versions[1].status in ("ready", "rejected")
+        if versions[1].status == "ready":  # only a challenger that passed the gate is served
+            assert Registry.from_settings().get(MODEL, "champion").version == 2
+        else:
+            assert Registry.from_settings().get(MODEL, "champion").version == 1
+
+        # Second event inside the cooldown -> a run, but it trains nothing
+        known.add(run.id)
+        _emit_drift(0.7)
+        second = await _wait_for_new_run(client, deployment_id, known)
+        second = await _execute(client, second.id)
+        assert second.state.is_completed()
+
+    assert len(Registry.from_settings().list_versions(MODEL)) == 2
+    with session_scope() as s:
+        jobs = sorted(s.query(RetrainingJob).filter_by(model_name=MODEL).all(), key=lambda j: j.created_at)
+    assert [j.trigger for j in jobs] == ["automation", "automation"]
+    assert jobs[0].status in ("completed", "rejected")
+    assert jobs[1].status == "skipped" and "cooldown" in jobs[1].result["skipped"]

@@ -50,7 +50,8 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: in
 
 def evaluate(y_true: Sequence[str] | np.ndarray, proba: np.ndarray) -> EvalMetrics:
     """Metrics of predicted class probabilities `proba` (n x 3) against string labels."""
-    y = to_ids(y_true) if len(y_true) and isinstance(y_true[0], str) else np.asarray(y_true, dtype=np.int64)
+    values = list(y_true)
+    y = to_ids(values) if values and isinstance(values[0], str) else np.asarray(values, dtype=np.int64)
     if len(y) == 0:
         raise ValueError("cannot evaluate on an empty set")
     pred = proba.argmax(axis=1)

@@ -16,19 +16,22 @@ from sqlalchemy import select
 
 from nfl_mlops.db import Experiment, session_scope, utcnow
 
-_SECRET_KEY = re.compile(r"(token|secret|password|api[_-]?key|credential)", re.I)
+_SECRET_KEY = re.compile(r"(?:^|[_\-.])(?:token|secret|password|passwd|api[_-]?key|credentials?)(?:$|[_\-.])", re.I)
 
 
 def scrub(config: Mapping[str, Any]) -> dict[str, Any]:
     """Drop secret-looking keys and SecretStr values from a config before it is logged anywhere."""
     from pydantic import SecretStr
 
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if _SECRET_KEY.search(str(key)) or isinstance(value, SecretStr):
-            continue
-        out[key] = scrub(value) if isinstance(value, Mapping) else value
-    return out
+    def clean(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return scrub(value)
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value if not isinstance(v, SecretStr)]
+        return value
+
+    return {key: clean(value) for key, value in config.items()
+            if not (_SECRET_KEY.search(str(key)) or isinstance(value, SecretStr))}
 
 
 class ExperimentTracker:

@@ -9,7 +9,7 @@ from nfl_mlops.modeling.candidate import Candidate, RegistrationResult
 from nfl_mlops.registry.gate import Comparison, quality_gate
 from nfl_mlops.reports import registration_markdown
 from tasks.alerts import publish_markdown
-from tasks.registry import register_version, score_champion, set_alias
+from tasks.registry import mirror_to_hub, register_version, score_champion, set_alias
 
 
 @flow(name="registration", log_prints=True)
@@ -39,6 +39,10 @@ def registration_flow(
     )
     if decision.passed:
         set_alias(info.model_name, "challenger", info.version)
+
+    # Mirror (Hub; queued when offline, never fails the registration)
+    if decision.passed:
+        mirror_to_hub(info)
     result = RegistrationResult(
         model_name=info.model_name, version=info.version, status=status, passed=decision.passed,
         reasons=decision.reasons, champion_version=champion.version if champion else None,

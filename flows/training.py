@@ -1,4 +1,4 @@
-"""Training flow: dataset -> fine-tune -> evaluate beside the baseline -> tracked candidate."""
+"""Training flow: dataset -> feature store -> fine-tune -> evaluate beside the baseline -> candidate."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from nfl_mlops.settings import get_settings
 from tasks.alerts import publish_markdown
 from tasks.data import build_dataset
 from tasks.evaluation import evaluate_model, train_baseline
+from tasks.features import create_training_dataset, write_feature_group
 from tasks.tracking import finish_tracking, start_tracking
 from tasks.training import fine_tune_model
 
@@ -39,10 +40,22 @@ def training_flow(
     dataset, dataset_dir = build_dataset(data, model_name)
     eval_sets = {"test": dataset.test, "recent": dataset.recent}
 
+    # Features
+    feature_group = write_feature_group(dataset)
+    training_set = create_training_dataset(feature_group)
+    feature_lineage = {
+        "feature_store_backend": feature_group.backend,
+        "feature_group": feature_group.name,
+        "feature_group_version": feature_group.version,
+        "feature_group_hash": feature_group.content_hash,
+        "training_dataset": training_set.name,
+        "training_dataset_version": training_set.version,
+    }
+
     # Train
     params = {"data": data.model_dump(), "train": {**train.model_dump(), "base_model": base_model}}
-    tracker = start_tracking(run_name, {**params, "dataset_version": dataset.version, "sizes": dataset.sizes},
-                             ["sentiment", "nfl", "training"])
+    tracker = start_tracking(run_name, {**params, "dataset_version": dataset.version, "sizes": dataset.sizes,
+                                        **feature_lineage}, ["sentiment", "nfl", "training"])
     result = fine_tune_model(dataset, train, base_model, output_dir, tracker)
 
     # Evaluate
@@ -56,7 +69,18 @@ def training_flow(
     summary = {f"{name}/{k}": v for name, m in metrics.items() for k, v in m.items() if isinstance(v, float)}
     summary.update({f"baseline/{name}/{k}": v for name, m in baseline.items() for k, v in m.items()
                     if isinstance(v, float)})
-    finish_tracking(tracker, {**summary, "train_seconds": result.seconds}, wrong)
+    test_true = [LABELS.index(y) for y in dataset.test["label"]]
+    test_pred = [int(p.argmax()) for p in probas["test"]]
+    artifacts = [
+        {"name": f"{model_name}-dataset", "type": "dataset", "path": dataset_dir, "as_input": True,
+         "aliases": [dataset.version], "metadata": {"version": dataset.version, "sizes": dataset.sizes,
+                                                    **feature_lineage}},
+        {"name": model_name, "type": "model", "path": output_dir, "aliases": ["candidate", run_name],
+         "metadata": {"dataset_version": dataset.version, "base_model": base_model, **feature_lineage,
+                      "test": {k: v for k, v in metrics["test"].items() if isinstance(v, float)}}},
+    ]
+    wandb_artifacts = finish_tracking(tracker, {**summary, "train_seconds": result.seconds}, wrong,
+                                      confusion=(test_true, test_pred), artifacts=artifacts)
 
     candidate = Candidate(
         model_name=model_name,
@@ -71,8 +95,10 @@ def training_flow(
             "dataset_sizes": dataset.sizes,
             "data_source": data.source,
             "split_seed": data.seed,
+            **feature_lineage,
             "experiment_id": tracker.experiment_id,
             "tracker_run_id": tracker.tracker_run_id,
+            "wandb_artifacts": wandb_artifacts,
             "training_flow_run_id": flow_run_id,
             "git_sha": git_sha(),
             "base_model": base_model,

@@ -1,4 +1,4 @@
-"""`nfl-mlops`: the command line (demo, local stack, serving, registry and rollout commands).
+"""`nfl-mlops`: the command line (demo, local stack, serving, registry, lineage, HPO and rollout commands).
 
 Commands that orchestrate (demo, up, run) import the flow and deployment packages lazily, so the
 CLI starts fast and `nfl_mlops` stays free of Prefect at import time.
@@ -109,6 +109,83 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_registry_sync(args: argparse.Namespace) -> int:
+    """Send the Hub pushes that wait in the queue."""
+    from nfl_mlops.registry.hub import HubMirror
+
+    mirror = HubMirror()
+    if args.list:
+        for p in mirror.queued():
+            print(f"{p.model_name} v{p.version} -> {p.repo_id}@{p.tag} {p.status} attempts={p.attempts} "
+                  f"{p.last_error or ''}")
+        return 0
+    if not mirror.enabled:
+        print("error: the Hub mirror needs HUGGINGFACE_TOKEN and HUGGINGFACE_REPO", file=sys.stderr)
+        return 2
+    results = mirror.sync(limit=args.limit)
+    for p in results:
+        print(f"{p.model_name} v{p.version} -> {p.repo_id}@{p.tag}: {p.status}"
+              + (f" ({p.commit_sha})" if p.commit_sha else f" ({p.last_error})"))
+    if not results:
+        print("nothing queued")
+    return 0 if all(p.status == "pushed" for p in results) else 1
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from nfl_mlops.lineage import lineage_of_prediction
+
+    try:
+        out = lineage_of_prediction(args.prediction_id)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def _cmd_hpo(args: argparse.Namespace) -> int:
+    from nfl_mlops.modeling.hpo import HPOParams, wandb_sweep_config
+
+    params = json.loads(args.params) if args.params else {}
+    if args.print_sweep:
+        from nfl_mlops.settings import get_settings
+
+        search = HPOParams(**params.get("search", {}))
+        print(json.dumps(wandb_sweep_config(search, get_settings().wandb_project), indent=2))
+        return 0
+    if args.sweep_trial is not None:
+        return _sweep_trial(json.loads(args.sweep_trial), params)
+    from flows.hpo import hpo_flow
+
+    print(json.dumps(hpo_flow(**params), indent=2, default=str))
+    return 0
+
+
+def _sweep_trial(values: dict[str, Any], params: dict[str, Any]) -> int:
+    """One W&B sweep trial (started by `wandb agent`): train and score the agent's configuration."""
+    from nfl_mlops.data.datasets import build_training_data, load_base
+    from nfl_mlops.modeling.hpo import HPO_EVAL_SAMPLES, HPO_TRAIN_SAMPLES, run_trial
+    from nfl_mlops.modeling.params import DataParams, TrainParams
+    from nfl_mlops.settings import get_settings
+    from nfl_mlops.tracking.experiments import ExperimentTracker
+
+    settings = get_settings()
+    data = DataParams(**{"max_train_samples": HPO_TRAIN_SAMPLES, "max_eval_samples": HPO_EVAL_SAMPLES,
+                         **params.get("data", {})})
+    train = TrainParams(**{**params.get("train", {}), **values})
+    dataset = build_training_data(data, load_base(data.source))
+    base_model = train.base_model or settings.base_model
+    tracker = ExperimentTracker()
+    tracker.start("sweep-trial", config={"train": train.model_dump(), "dataset_version": dataset.version},
+                  tags=["hpo", "sweep"], job_type="hpo-trial")
+    result = run_trial(dataset.train["text"].tolist(), dataset.train["label"].tolist(), dataset.val["text"].tolist(),
+                       dataset.val["label"].tolist(), train, base_model,
+                       settings.mlops_home / "hpo" / "sweep" / (tracker.tracker_run_id or "trial"), tracker=tracker)
+    tracker.finish({**result["metrics"], "train_seconds": result["seconds"]})
+    print(json.dumps(result, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nfl-mlops", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -152,6 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("deployment_id")
     rb.add_argument("--reason", default="manual rollback (CLI)")
     rb.set_defaults(func=_cmd_rollback)
+
+    rg = sub.add_parser("registry", help="registry maintenance (Hub mirror)")
+    rg_sub = rg.add_subparsers(dest="registry_command", required=True)
+    sy = rg_sub.add_parser("sync", help="send the versions queued for the Hugging Face Hub mirror")
+    sy.add_argument("--limit", type=int, default=None, help="at most this many pushes")
+    sy.add_argument("--list", action="store_true", help="only list the queue")
+    sy.set_defaults(func=_cmd_registry_sync)
+
+    ln = sub.add_parser("lineage", help="where a prediction came from (model, data, features, runs) as JSON")
+    ln.add_argument("prediction_id")
+    ln.set_defaults(func=_cmd_lineage)
+
+    hp = sub.add_parser("hpo", help="hyperparameter search (Optuna) and registration of the best configuration")
+    hp.add_argument("--params", help='flow parameters as JSON, e.g. \'{"search": {"n_trials": 8}}\'')
+    hp.add_argument("--print-sweep", action="store_true", help="print the equivalent W&B sweep configuration")
+    hp.add_argument("--sweep-trial", default=None, metavar="JSON",
+                    help="run one W&B sweep trial with these hyperparameters (used by `wandb agent`)")
+    hp.set_defaults(func=_cmd_hpo)
     return p
 
 

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     huggingface_token: SecretStr | None = Field(None, validation_alias=_env("HUGGINGFACE_TOKEN", "HF_TOKEN"))
     huggingface_repo: str | None = Field(None, validation_alias=_env("HUGGINGFACE_REPO"),
                                          description="Hub repo that mirrors the registry (e.g. org/nfl-sentiment).")
+    huggingface_private: bool = Field(True, validation_alias=_env("HUGGINGFACE_PRIVATE"),
+                                      description="Create the mirror repo as private.")
+    huggingface_endpoint: str | None = Field(None, validation_alias=_env("HF_ENDPOINT", "HUGGINGFACE_ENDPOINT"),
+                                             description="Hub URL; default huggingface.co (set for a private Hub).")
 
     # Weights & Biases
     wandb_api_key: SecretStr | None = Field(None, validation_alias=_env("WANDB_API_KEY"))
@@ -57,6 +61,10 @@ class Settings(BaseSettings):
     hopsworks_api_key: SecretStr | None = Field(None, validation_alias=_env("HOPSWORKS_API_KEY"))
     hopsworks_project: str = Field("nfl-sentiment-analyzer", validation_alias=_env("HOPSWORKS_PROJECT"))
     hopsworks_host: str = Field("https://c.app.hopsworks.ai", validation_alias=_env("HOPSWORKS_HOST"))
+
+    # Hyperparameter search
+    optuna_storage: str | None = Field(None, validation_alias=_env("MLOPS_OPTUNA_STORAGE"),
+                                       description="Optuna storage URL; default a SQLite file under MLOPS_HOME.")
 
     # Serving
     max_text_chars: int = Field(2000, validation_alias=_env("MLOPS_MAX_TEXT_CHARS"))
@@ -86,6 +94,16 @@ class Settings(BaseSettings):
     @property
     def wandb_dir(self) -> Path:
         return self.mlops_home / "wandb"
+
+    @property
+    def feature_store_path(self) -> Path:
+        return self.mlops_home / "feature_store"
+
+    @property
+    def optuna_url(self) -> str:
+        if self.optuna_storage:
+            return self.optuna_storage
+        return f"sqlite:///{(self.mlops_home / 'optuna.db').resolve()}"
 
     @property
     def db_url(self) -> str:

@@ -12,6 +12,7 @@ from nfl_mlops.data.datasets import TrainingData
 from nfl_mlops.modeling.candidate import Candidate
 from nfl_mlops.modeling.metrics import evaluate
 from nfl_mlops.registry.card import write_model_card
+from nfl_mlops.registry.hub import HubMirror
 from nfl_mlops.registry.store import Registry, VersionInfo
 
 
@@ -62,3 +63,25 @@ def set_alias(model_name: str, alias: str, version: int) -> None:
 def promote(model_name: str, version: int) -> None:
     """Move `champion` to the version now serving all traffic."""
     Registry.from_settings().promote(model_name, version)
+
+
+@task(name="mirror-to-hub", cache_policy=NO_CACHE)
+def mirror_to_hub(info: VersionInfo) -> dict[str, Any] | None:
+    """Upload a registered version to the Hugging Face Hub mirror, tagged v{N}.
+
+    Network failures are retried with backoff inside the mirror; a push that still fails waits in
+    the queue for `nfl-mlops registry sync` and never fails the registration. None when no mirror
+    is configured (HUGGINGFACE_TOKEN and HUGGINGFACE_REPO).
+    """
+    mirror = HubMirror()
+    if not mirror.enabled:
+        return None
+    push = mirror.mirror(info.model_name, info.version, info.path)
+    logger = get_run_logger()
+    if push is not None and push.status == "pushed":
+        logger.info("mirrored %s v%d to %s@%s (%s)", info.model_name, info.version, push.repo_id, push.tag,
+                    push.commit_sha)
+    elif push is not None:
+        logger.warning("Hub push of %s v%d is queued (%s): %s; run `nfl-mlops registry sync` later",
+                       info.model_name, info.version, push.status, push.last_error)
+    return push.as_dict() if push is not None else None

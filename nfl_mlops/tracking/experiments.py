@@ -3,6 +3,13 @@
 Without `WANDB_API_KEY` runs are written offline under MLOPS_HOME/wandb for a later `wandb sync`;
 with it they go to W&B cloud. Either way each run also gets a row in `experiments`, so the API
 and SDK can list experiments without W&B.
+
+Artifacts: the training run logs its dataset (type `dataset`) and its model (type `model`) as
+W&B artifacts. Online, the dataset is logged with `use_artifact` (an input of the run, so W&B's
+lineage graph reads dataset -> run -> model); offline W&B cannot record inputs, so both are
+outputs of the run and the dataset version is in the model artifact's metadata. Files are added
+with the `immutable` policy (referenced, not copied: datasets and candidate folders never change),
+so they must still exist when `wandb sync` sends an offline run.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -45,6 +53,7 @@ class ExperimentTracker:
         self.run: Any = None
         self.experiment_id: str | None = None
         self.tracker_run_id: str | None = None
+        self.artifacts: list[str] = []
         self._metrics: dict[str, Any] = {}
 
     @property
@@ -54,8 +63,12 @@ class ExperimentTracker:
         return "online" if self.settings.wandb_api_key is not None else "offline"
 
     def start(self, name: str, config: Mapping[str, Any] | None = None, tags: Sequence[str] = (),
-              job_type: str = "train") -> str:
-        """Open a run and its DB row; returns the experiment id."""
+              job_type: str = "train", group: str | None = None) -> str:
+        """Open a run and its DB row; returns the experiment id.
+
+        Args:
+            group: W&B run group (an HPO study groups its trials).
+        """
         config = scrub(dict(config or {}))
         run_id = run_dir = None
         if self.use_wandb:
@@ -66,6 +79,10 @@ class ExperimentTracker:
             if self.settings.wandb_api_key is not None:
                 env["WANDB_API_KEY"] = self.settings.wandb_api_key.get_secret_value()
             os.environ.update(env)
+            # Artifact staging and cache next to the runs, not in the user's home.
+            for var, sub in (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
+                             ("WANDB_ARTIFACT_DIR", "artifacts")):
+                os.environ.setdefault(var, str(self.settings.wandb_dir / sub))
             self.run = wandb.init(
                 project=self.settings.wandb_project,
                 entity=self.settings.wandb_entity,
@@ -73,6 +90,7 @@ class ExperimentTracker:
                 config=config,
                 tags=list(tags),
                 job_type=job_type,
+                group=group,
                 dir=str(self.settings.wandb_dir),
                 mode=self.mode,
                 reinit="finish_previous",
@@ -100,6 +118,42 @@ class ExperimentTracker:
 
             self.run.log({key: wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
 
+    def log_artifact(self, name: str, type: str, path: str | Path, metadata: Mapping[str, Any] | None = None,
+                     aliases: Sequence[str] = (), as_input: bool = False) -> str | None:
+        """Log a file or folder as a W&B artifact of this run; returns `name:alias` (None without W&B).
+
+        Args:
+            as_input: record it as an input of the run (`use_artifact`) when W&B is online; offline
+                runs cannot record inputs, so it is logged as an output instead.
+        """
+        if self.run is None:
+            return None
+        import wandb
+
+        path = Path(path)
+        artifact = wandb.Artifact(_artifact_name(name), type=type, metadata=scrub(dict(metadata or {})))
+        if path.is_dir():
+            artifact.add_dir(str(path), policy="immutable")
+        else:
+            artifact.add_file(str(path), policy="immutable")
+        if as_input and self.mode == "online":
+            self.run.use_artifact(artifact, aliases=list(aliases) or None)
+        else:
+            self.run.log_artifact(artifact, aliases=list(aliases) or None)
+        ref = f"{artifact.name}:{aliases[0] if aliases else 'latest'}"
+        self.artifacts.append(ref)
+        return ref
+
+    def log_confusion_matrix(self, key: str, y_true: Sequence[int], y_pred: Sequence[int],
+                             class_names: Sequence[str]) -> None:
+        """The W&B confusion-matrix chart of predicted vs. true class ids."""
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.plot.confusion_matrix(y_true=[int(v) for v in y_true],
+                                                           preds=[int(v) for v in y_pred],
+                                                           class_names=list(class_names), title=key)})
+
     def finish(self, summary: Mapping[str, Any] | None = None, status: str = "finished") -> None:
         """Close the run; `summary` becomes its final metrics (in W&B and the DB row)."""
         summary = dict(summary or {})
@@ -116,6 +170,19 @@ class ExperimentTracker:
                     row.metrics = {**(row.metrics or {}), **self._metrics}
                     row.status = status
                     row.finished_at = utcnow()
+
+
+def _artifact_name(name: str) -> str:
+    """W&B artifact names allow letters, digits, dashes, underscores and dots."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "artifact"
+
+
+def offline_runs(settings: Any = None) -> list[Path]:
+    """Offline run folders under MLOPS_HOME/wandb, oldest first (send with `wandb sync <folder>`)."""
+    from nfl_mlops.settings import get_settings
+
+    root = (settings or get_settings()).wandb_dir / "wandb"
+    return sorted(p for p in root.glob("offline-run-*") if p.is_dir()) if root.exists() else []
 
 
 def list_experiments(db_url: str | None = None, limit: int = 100) -> list[Experiment]:

@@ -1,0 +1,167 @@
+"""Hyperparameter search: the search space, Optuna studies, one tracked trial, W&B sweep config.
+
+Optuna is the embedded default (a study in a SQLite file under MLOPS_HOME, or MLOPS_OPTUNA_STORAGE);
+each trial fine-tunes on a small slice, is scored on the validation split (never the test split,
+which stays for the gate) and is a tracked run (W&B offline + a row in `experiments`). The same
+space converts to a W&B sweep configuration for the online option (`wandb sweep`).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from nfl_mlops import LABELS
+from nfl_mlops.modeling.params import TrainParams
+
+HPO_TRAIN_SAMPLES = 800
+"""Default training rows per trial (a small stratified slice)."""
+
+HPO_EVAL_SAMPLES = 400
+"""Default cap on the validation/test rows of the trials' dataset."""
+
+
+class SearchSpace(BaseModel):
+    """Ranges searched for each hyperparameter (the rest come from the base TrainParams)."""
+
+    learning_rate: tuple[float, float] = Field((2e-5, 5e-4), description="Log-uniform range of the peak learning rate.")
+    batch_size: list[int] = Field([16, 32], description="Batch sizes to choose from.")
+    epochs: tuple[float, float] = Field((1.0, 3.0), description="Uniform range of epochs.")
+    warmup_ratio: tuple[float, float] = Field((0.0, 0.2), description="Uniform range of the warm-up share.")
+    weight_decay: tuple[float, float] = Field((0.0, 0.1), description="Uniform range of the weight decay.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchSpace:
+        for name in ("learning_rate", "epochs", "warmup_ratio", "weight_decay"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: low {lo} > high {hi}")
+        if self.learning_rate[0] <= 0:
+            raise ValueError("learning_rate must be positive")
+        if not self.batch_size:
+            raise ValueError("batch_size needs at least one choice")
+        return self
+
+
+class HPOParams(BaseModel):
+    """How the search runs."""
+
+    n_trials: int = Field(4, ge=1, le=500, description="Trials to run (in this flow run).")
+    metric: Literal["macro_f1", "accuracy"] = Field("macro_f1", description="Validation metric to maximise.")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler.")
+    seed: int = Field(42, description="Seed of the sampler.")
+    study_name: str | None = Field(None, description="Resume or name the study; default hpo-<flow run id>.")
+    timeout_minutes: float | None = Field(None, gt=0, description="Start no new trial after this long.")
+    space: SearchSpace = Field(default_factory=SearchSpace)
+
+
+def suggest_params(trial: Any, space: SearchSpace, base: TrainParams) -> TrainParams:
+    """The TrainParams of an Optuna trial: `base` with the searched fields drawn from `space`."""
+
+    def uniform(name: str, bounds: tuple[float, float], log: bool = False) -> float:
+        lo, hi = bounds
+        return lo if lo == hi else trial.suggest_float(name, lo, hi, log=log)
+
+    return base.model_copy(update={
+        "learning_rate": uniform("learning_rate", space.learning_rate, log=True),
+        "batch_size": int(trial.suggest_categorical("batch_size", list(space.batch_size))),
+        "epochs": uniform("epochs", space.epochs),
+        "warmup_ratio": uniform("warmup_ratio", space.warmup_ratio),
+        "weight_decay": uniform("weight_decay", space.weight_decay),
+    })
+
+
+def optuna_storage_url(url: str) -> str:
+    """SQLAlchemy URL for Optuna (PostgreSQL through psycopg 3, which this project installs)."""
+    return url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+
+
+def open_study(name: str, storage_url: str, sampler: str = "tpe", seed: int | None = 42) -> Any:
+    """Create or resume an Optuna study that maximises the validation metric.
+
+    The sampler's seed is offset by the number of trials already in the study, so a resumed study
+    does not draw the same configurations again.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage_url.startswith("sqlite:///"):
+        Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.RDBStorage(optuna_storage_url(storage_url),
+                                         engine_kwargs={"pool_pre_ping": True})
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    offset = len(study.trials)
+    seed_ = None if seed is None else seed + offset
+    study.sampler = (optuna.samplers.RandomSampler(seed=seed_) if sampler == "random"
+                     else optuna.samplers.TPESampler(seed=seed_))
+    return study
+
+
+def best_train_params(study: Any, base: TrainParams) -> tuple[int, float, TrainParams]:
+    """(number, value, TrainParams) of the study's best completed trial."""
+    best = study.best_trial  # raises ValueError when no trial completed
+    params = best.user_attrs.get("train_params")
+    return best.number, float(best.value), TrainParams(**params) if params else base.model_copy(update=best.params)
+
+
+def run_trial(train_texts: list[str], train_labels: list[str], val_texts: list[str], val_labels: list[str],
+              params: TrainParams, base_model: str, work_dir: Path, tracker: Any = None,
+              metric: str = "macro_f1", keep_model: bool = False) -> dict[str, Any]:
+    """Fine-tune with `params`, score on the validation rows; the model folder is removed unless kept.
+
+    Returns:
+        {"value": validation metric, "metrics": flat validation metrics, "seconds", "steps", "final_loss"}.
+    """
+    from nfl_mlops.modeling.metrics import evaluate
+    from nfl_mlops.modeling.predictor import SentimentModel
+    from nfl_mlops.modeling.train import fine_tune
+
+    started = time.perf_counter()
+
+    def on_log(step: int, values: dict[str, float]) -> None:
+        if tracker is not None:
+            tracker.log(values, step=step)
+
+    try:
+        result = fine_tune(train_texts, train_labels, params, work_dir, base_model=base_model, on_log=on_log)
+        model = SentimentModel.load(work_dir)
+        m = evaluate(val_labels, model.predict_proba(val_texts))
+    finally:
+        if not keep_model:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    flat = {f"val/{k}": v for k, v in m.flat().items()}
+    value = float(getattr(m, metric))
+    if not math.isfinite(value):
+        raise ValueError(f"validation {metric} is not finite: {value}")
+    return {"value": value, "metrics": flat, "seconds": round(time.perf_counter() - started, 2),
+            "steps": result.steps, "final_loss": result.final_loss, "n_val": m.n, "labels": list(LABELS)}
+
+
+def wandb_sweep_config(search: HPOParams, project: str | None = None) -> dict[str, Any]:
+    """The same search as a W&B sweep (the online option): `wandb sweep` this, then `wandb agent`.
+
+    Each agent run executes `nfl-mlops hpo --sweep-trial '<params json>'`, which trains and scores
+    one configuration and logs to the sweep's run.
+    """
+    s = search.space
+    cfg: dict[str, Any] = {
+        "method": "bayes" if search.sampler == "tpe" else "random",
+        "metric": {"name": f"val/{search.metric}", "goal": "maximize"},
+        "parameters": {
+            "learning_rate": {"distribution": "log_uniform_values", "min": s.learning_rate[0], "max": s.learning_rate[1]},
+            "batch_size": {"values": list(s.batch_size)},
+            "epochs": {"distribution": "uniform", "min": s.epochs[0], "max": s.epochs[1]},
+            "warmup_ratio": {"distribution": "uniform", "min": s.warmup_ratio[0], "max": s.warmup_ratio[1]},
+            "weight_decay": {"distribution": "uniform", "min": s.weight_decay[0], "max": s.weight_decay[1]},
+        },
+        "run_cap": search.n_trials,
+        "command": ["${env}", "nfl-mlops", "hpo", "--sweep-trial", "${args_json}"],
+    }
+    if project:
+        cfg["project"] = project
+    return cfg

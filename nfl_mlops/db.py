@@ -114,6 +114,7 @@ class Prediction(Base):
     label: Mapped[str] = mapped_column(String(20))
     confidence: Mapped[float] = mapped_column(Float)
     latency_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # a failed arm (canary/shadow)
     true_label: Mapped[str | None] = mapped_column(String(20), nullable=True)
     feedback_at: Mapped[datetime | None] = mapped_column(nullable=True)
 

@@ -68,7 +68,12 @@ class Settings(BaseSettings):
 
     # Serving
     max_text_chars: int = Field(2000, validation_alias=_env("MLOPS_MAX_TEXT_CHARS"))
-    max_batch_items: int = Field(256, validation_alias=_env("MLOPS_MAX_BATCH_ITEMS"))
+    max_batch_items: int = Field(256, validation_alias=_env("MLOPS_MAX_BATCH_ITEMS"),
+                                 description="Most texts one /predict/sentiment/batch request may carry.")
+    max_batch_size: int = Field(64, validation_alias=_env("MLOPS_MAX_BATCH_SIZE"),
+                                description="Most texts the dynamic batcher puts into one forward pass.")
+    max_wait_ms: float = Field(2.0, validation_alias=_env("MLOPS_MAX_WAIT_MS"),
+                               description="How long the batcher waits for more requests before a forward pass.")
     api_url: str | None = Field(None, validation_alias=_env("MLOPS_API_URL"),
                                 description="Base URL of the serving API; the deployment flow waits until it serves a new version.")
     rollout_poll_seconds: float = Field(1.0, validation_alias=_env("MLOPS_ROLLOUT_POLL_SECONDS"),

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from nfl_mlops.registry.store import NotFoundError, RegistryError, VersionInfo
 from nfl_mlops.rollout import state as rollouts
@@ -77,6 +77,26 @@ def create_app(settings: Any = None) -> FastAPI:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        svc = getattr(request.app.state, "service", None)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        if svc is not None:
+            svc.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+            svc.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        svc: PredictionService = request.app.state.service
+        svc.metrics.log_queue.set(svc.logger.queued)
+        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     def service(request: Request) -> PredictionService:
         return request.app.state.service

@@ -1,6 +1,11 @@
-"""The prediction service behind the API: follows the active rollout, routes, predicts, logs.
+"""The prediction service behind the API: follows the active rollout, routes, batches, caches, logs.
 
-Plain Python with asyncio; FastAPI routes in `app.py` stay thin.
+Plain Python with asyncio; FastAPI routes in `app.py` stay thin. Per request:
+route (sticky arm) -> cache lookup by (version, text hash) -> dynamic batcher for the misses ->
+answer -> prediction-log rows queued (written in batches off the request path). Shadow arms get
+a copy of the texts in the background; their answers are logged with `served=False`, never
+returned. A failing non-stable arm is recorded (rows with `error`) and the request is answered
+by the stable arm, so a broken canary shows up in the gates, not in users' responses.
 """
 
 from __future__ import annotations
@@ -12,12 +17,16 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from nfl_mlops.db import utcnow
 from nfl_mlops.registry.store import Registry
 from nfl_mlops.rollout.state import RolloutInfo, active_rollout, choose_arm
+from nfl_mlops.serving.batcher import DynamicBatcher
+from nfl_mlops.serving.cache import make_cache
+from nfl_mlops.serving.metrics import ServingMetrics
 from nfl_mlops.serving.predlog import PredictionLogWriter
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,10 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _as_dict(p: Any) -> dict[str, Any]:
+    return {"label": p.label, "confidence": p.confidence, "scores": p.scores}
+
+
 class PredictionService:
     """Loads versions on demand, keeps the previous one warm, and serves the active rollout."""
 
@@ -52,13 +65,18 @@ class PredictionService:
         self.environment = "production"
         self.registry = registry or Registry.from_settings(settings)
         self.logger = PredictionLogWriter(settings.db_url)
+        self.metrics = ServingMetrics()
+        self.cache = make_cache(settings.redis_url)
         self.rollout: RolloutInfo | None = None
         self._models: dict[int, Any] = {}
+        self._batchers: dict[int, DynamicBatcher] = {}
+        # one inference thread for all versions: two forwards at once only fight over the cores
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._load_lock = threading.Lock()
-        self._infer_lock = threading.Lock()
         self._poll_task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
         self.started_at = time.time()
-        self.counts: dict[str, int] = {"requests": 0, "predictions": 0}
+        self.counts: dict[str, int] = {"requests": 0, "predictions": 0, "shadow": 0, "arm_errors": 0}
         self.last_refresh_error: str | None = None
 
     # Lifecycle
@@ -78,7 +96,12 @@ class PredictionService:
                 await self._poll_task
             except asyncio.CancelledError:
                 pass
+        if self._background:  # shadow predictions still running: let them finish and log
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for batcher in self._batchers.values():
+            await batcher.close()
         await asyncio.to_thread(self.logger.close)
+        self._executor.shutdown(wait=False)
 
     async def _poll(self) -> None:
         while True:
@@ -103,6 +126,11 @@ class PredictionService:
             for version in list(self._models):
                 if version not in keep:
                     self._models.pop(version, None)
+                    batcher = self._batchers.pop(version, None)
+                    if batcher is not None:
+                        await batcher.close()
+            stable = rollout.arms.get("stable", {}).get("version", rollout.version)
+            self.metrics.serving_version.set(int(stable))
         self.rollout = rollout
         return rollout
 
@@ -124,39 +152,111 @@ class PredictionService:
                 self._models[version] = model
         return model
 
+    def _batcher(self, version: int) -> DynamicBatcher:
+        batcher = self._batchers.get(version)
+        if batcher is None:
+            model = self.ensure_loaded(version)
+            batcher = DynamicBatcher(
+                lambda texts, m=model: m.predict(texts, batch_size=self.settings.max_batch_size),
+                max_batch_size=self.settings.max_batch_size,
+                max_wait_ms=self.settings.max_wait_ms,
+                on_batch=self._on_batch,
+                executor=self._executor,
+            )
+            self._batchers[version] = batcher
+        return batcher
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.batch_seconds.observe(seconds)
+
     @property
     def loaded_versions(self) -> list[int]:
         return sorted(self._models)
 
     # Serving
+    async def _predict_version(self, version: int, texts: list[str], hashes: list[str]) -> list[dict[str, Any]]:
+        """Answers of one version: cached ones, and the rest through the dynamic batcher."""
+        if version not in self._models:
+            await asyncio.to_thread(self.ensure_loaded, version)
+        cached = self.cache.get_many(version, hashes)
+        missing = [i for i, c in enumerate(cached) if c is None]
+        self.metrics.cache_hits.inc(len(texts) - len(missing))
+        self.metrics.cache_misses.inc(len(missing))
+        if missing:
+            fresh = await self._batcher(version).submit([texts[i] for i in missing])
+            fresh_dicts = [_as_dict(p) for p in fresh]
+            self.cache.put_many(version, [(hashes[i], d) for i, d in zip(missing, fresh_dicts, strict=True)])
+            for i, d in zip(missing, fresh_dicts, strict=True):
+                cached[i] = d
+        return cached  # type: ignore[return-value]
+
+    def _rows(self, rollout: RolloutInfo, request_id: str, arm: str, version: int, texts: list[str],
+              hashes: list[str], answers: list[dict[str, Any]] | None, latency_ms: float, served: bool,
+              error: str | None = None) -> list[dict[str, Any]]:
+        now = utcnow()
+        rows = []
+        for i, (text, h) in enumerate(zip(texts, hashes, strict=True)):
+            a = answers[i] if answers else {"label": "", "confidence": 0.0}
+            rows.append(dict(
+                id=uuid.uuid4().hex[:16], request_id=request_id, created_at=now, model_name=self.model_name,
+                model_version=version, rollout_id=rollout.id, arm=arm, served=served, text=text, text_hash=h,
+                label=a["label"], confidence=a["confidence"], latency_ms=latency_ms, error=error,
+            ))
+        return rows
+
     async def predict(self, texts: Sequence[str], key: str | None = None, request_id: str | None = None) -> list[Served]:
         """Predict `texts` with the arm the rollout assigns to this request, and log each answer."""
         rollout = self.rollout
         if rollout is None:
             raise NoModelDeployed("no model is deployed yet: run the deployment flow or POST /mlops/deployments")
+        texts = list(texts)
         request_id = request_id or uuid.uuid4().hex
+        hashes = [text_hash(t) for t in texts]
         arm = choose_arm(rollout.arms, key, request_id)
         version = int(rollout.arms[arm]["version"])
-        model = self.ensure_loaded(version)
         started = time.perf_counter()
-        preds = await asyncio.to_thread(self._infer, model, list(texts))
-        latency_ms = (time.perf_counter() - started) * 1000.0 / max(1, len(texts)) if len(texts) > 1 else (
-            time.perf_counter() - started) * 1000.0
-        now = utcnow()
-        served, rows = [], []
-        for text, p in zip(texts, preds, strict=True):
-            pid = uuid.uuid4().hex[:16]
-            served.append(Served(pid, request_id, p.label, p.confidence, p.scores, version, arm, latency_ms))
-            rows.append(dict(
-                id=pid, request_id=request_id, created_at=now, model_name=self.model_name, model_version=version,
-                rollout_id=rollout.id, arm=arm, served=True, text=text, text_hash=text_hash(text), label=p.label,
-                confidence=p.confidence, latency_ms=latency_ms,
-            ))
+        try:
+            answers = await self._predict_version(version, texts, hashes)
+        except Exception as exc:
+            stable = rollout.arms.get("stable")
+            if arm == "stable" or stable is None:
+                raise
+            # a broken candidate: record it for the gates, answer from the stable version
+            self.counts["arm_errors"] += 1
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("arm %s (v%s) failed, falling back to stable: %s", arm, version, error)
+            self.logger.put_many(self._rows(rollout, request_id, arm, version, texts, hashes, None,
+                                            (time.perf_counter() - started) * 1000.0, served=False, error=error))
+            arm, version = "stable", int(stable["version"])
+            answers = await self._predict_version(version, texts, hashes)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        rows = self._rows(rollout, request_id, arm, version, texts, hashes, answers, latency_ms, served=True)
         self.logger.put_many(rows)
+        for name, spec in rollout.arms.items():
+            if spec.get("shadow"):
+                task = asyncio.create_task(self._shadow(rollout, request_id, name, int(spec["version"]), texts, hashes))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         self.counts["requests"] += 1
         self.counts["predictions"] += len(texts)
-        return served
+        for a in answers:
+            self.metrics.predictions.labels(str(version), arm, a["label"]).inc()
+        self.metrics.log_queue.set(self.logger.queued)
+        return [Served(r["id"], request_id, a["label"], a["confidence"], a["scores"], version, arm, latency_ms)
+                for r, a in zip(rows, answers, strict=True)]
 
-    def _infer(self, model: Any, texts: list[str]) -> list[Any]:
-        with self._infer_lock:
-            return model.predict(texts)
+    async def _shadow(self, rollout: RolloutInfo, request_id: str, arm: str, version: int, texts: list[str],
+                      hashes: list[str]) -> None:
+        """The shadow version's answers, logged with served=False (errors logged too)."""
+        started = time.perf_counter()
+        try:
+            answers = await self._predict_version(version, texts, hashes)
+            error = None
+        except Exception as exc:
+            answers, error = None, f"{type(exc).__name__}: {exc}"[:500]
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        self.logger.put_many(self._rows(rollout, request_id, arm, version, texts, hashes, answers, latency_ms,
+                                        served=False, error=error))
+        self.counts["shadow"] += len(texts)
+        self.metrics.shadow_predictions.labels(str(version)).inc(len(texts))

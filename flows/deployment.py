@@ -1,41 +1,88 @@
-"""Deployment flow: warm + smoke-test the version, switch traffic (blue-green), move `champion`."""
+"""Deployment flow: warm + smoke-test the version, then roll it out with a strategy.
+
+- blue_green: switch all traffic at once; the previous version stays warm for instant rollback.
+- canary: traffic steps, each held until its gates pass (error rate, p95 latency, label shift vs.
+  stable); a failed gate rolls back and emits `nfl-mlops.rollout.rolled_back`.
+- shadow: the candidate answers a copy of the traffic (logged, never returned); errors, latency and
+  agreement with stable decide.
+- ab_test: arms A (serving now) and B split by percentage; the serving API ends it after
+  `duration_days` (a worker is not held for days), the winner by significance test.
+
+Promotion moves the `champion` alias and emits `nfl-mlops.rollout.promoted`.
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from prefect import flow
 
 from nfl_mlops.lineage import current_flow_run_id
-from nfl_mlops.rollout.state import RolloutInfo
+from nfl_mlops.rollout.controller import report_markdown
+from nfl_mlops.rollout.state import RolloutInfo, get_rollout
+from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams
 from nfl_mlops.settings import get_settings
-from tasks.alerts import emit
+from tasks.alerts import emit, publish_markdown
 from tasks.registry import promote
-from tasks.rollout import switch_traffic, wait_for_api, warm_and_smoke_test
+from tasks.rollout import hold_step, start_rollout, switch_traffic, wait_for_api, warm_and_smoke_test
 
 
 @flow(name="deployment", log_prints=True)
 def deployment_flow(
     version: str = "challenger",
     model_name: str | None = None,
-    strategy: str = "blue_green",
+    strategy: Literal["blue_green", "canary", "shadow", "ab_test"] = "blue_green",
     environment: str = "production",
     api_url: str | None = None,
     reason: str | None = None,
+    canary: CanaryParams | None = None,
+    shadow: ShadowParams | None = None,
+    ab_test: ABTestParams | None = None,
+    test_name: str | None = None,
 ) -> RolloutInfo:
-    """Roll out `version` (a number, `v3` or an alias); the previous version stays warm for rollback.
+    """Roll out `version` (a number, `v3` or an alias) with `strategy`.
 
     Args:
-        api_url: when given (default MLOPS_API_URL), wait until that API reports the new version healthy.
+        api_url: when given (default MLOPS_API_URL), wait until that API reports the promoted version healthy.
+        canary, shadow, ab_test: settings of that strategy (defaults when omitted).
+        test_name: name of the A/B test record.
+
+    Returns:
+        The rollout record: `active` when promoted (or an A/B test started), `rolled_back` when a gate failed.
     """
     settings = get_settings()
     model_name = model_name or settings.model_name
     api_url = api_url or settings.api_url
     # Warm
     info, _smoke = warm_and_smoke_test(model_name, version)
-    # Switch
-    rollout = switch_traffic(info, strategy, environment, reason, current_flow_run_id())
-    promote(model_name, info.version)
-    if api_url:
+
+    # Switch at once
+    if strategy == "blue_green":
+        rollout = switch_traffic(info, strategy, environment, reason, current_flow_run_id())
+        promote(model_name, info.version)
+        if api_url:
+            wait_for_api(api_url, info.version)
+        emit("rollout.promoted", model_name, {"version": info.version, "previous_version": rollout.previous_version,
+                                              "deployment_id": rollout.id, "strategy": strategy})
+        return rollout
+
+    # Start stepped
+    params = {"canary": canary or CanaryParams(), "shadow": shadow or ShadowParams(),
+              "ab_test": ab_test or ABTestParams()}[strategy]
+    rollout = start_rollout(info, strategy, environment, params, reason, current_flow_run_id(), test_name)
+    if strategy == "ab_test":
+        return rollout
+
+    # Hold each step until its gates decide
+    outcome = hold_step(rollout.id)
+    while not outcome.ended:
+        outcome = hold_step(rollout.id)
+
+    # Promote or roll back
+    if outcome.event:
+        emit(outcome.event, model_name, outcome.payload)
+    final = get_rollout(rollout.id)
+    publish_markdown("rollout-report", report_markdown(final), f"{model_name} v{info.version} {strategy}: {final.status}")
+    if final.status == "active" and api_url:
         wait_for_api(api_url, info.version)
-    emit("rollout.promoted", model_name, {"version": info.version, "previous_version": rollout.previous_version,
-                                          "deployment_id": rollout.id, "strategy": strategy})
-    return rollout
+    return final

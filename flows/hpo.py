@@ -1,4 +1,4 @@
-"""HPO flow: Optuna trials on a small slice (each a tracked run) -> the best configuration trained and registered."""
+"""HPO flow: Optuna trials on a small slice, each a tracked run -> the best configuration, registered."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def hpo_flow(
     train: TrainParams = TrainParams(),
     search: HPOParams = HPOParams(),
     final_data: DataParams | None = None,
-    register: bool = True,
+    register_best: bool = True,
     model_name: str | None = None,
 ) -> dict[str, Any]:
     """Search hyperparameters with Optuna, then train the best configuration and send it through registration.
@@ -40,7 +40,7 @@ def hpo_flow(
         data: the trials' data (a small slice by default); trials are scored on its validation split.
         train: the base TrainParams; `search.space` decides which fields are searched.
         final_data: data of the final training run (default: the trials' data).
-        register: train the best configuration as a candidate and run the registration flow.
+        register_best: train the best configuration as a candidate and run the registration flow.
     """
     settings = get_settings()
     logger = get_run_logger()
@@ -73,24 +73,48 @@ def hpo_flow(
             study.tell(trial, result["value"])
         trials.append(result)
     number, value, best = best_train_params(study, train)
-    logger.info("best trial %d of %s: val %s %.4f with %s", number, study_name, search.metric, value,
-                {k: getattr(best, k) for k in ("learning_rate", "batch_size", "epochs", "warmup_ratio", "weight_decay")})
+    logger.info(
+        "best trial %d of %s: val %s %.4f with %s",
+        number,
+        study_name,
+        search.metric,
+        value,
+        {
+            k: getattr(best, k)
+            for k in ("learning_rate", "batch_size", "epochs", "warmup_ratio", "weight_decay")
+        },
+    )
     out: dict[str, Any] = {
         "study": study_name,
         "metric": f"val/{search.metric}",
-        "trials": [{k: t.get(k) for k in ("number", "value", "params", "experiment_id", "tracker_run_id", "error")}
-                   for t in trials],
+        "trials": [
+            {k: t.get(k) for k in ("number", "value", "params", "experiment_id", "tracker_run_id", "error")}
+            for t in trials
+        ],
         "best": {"number": number, "value": value, "params": best.model_dump()},
     }
 
     # Register the best configuration
-    if register:
-        candidate = training_flow(data=final_data or data, train=best, model_name=model_name,
-                                  run_name=f"{study_name}-best")
-        candidate = candidate.model_copy(update={"lineage": {
-            **candidate.lineage, "hpo_study": study_name, "hpo_best_trial": number,
-            "hpo_best_value": value, "hpo_flow_run_id": flow_run_id}})
+    if register_best:
+        candidate = training_flow(
+            data=final_data or data, train=best, model_name=model_name, run_name=f"{study_name}-best"
+        )
+        candidate = candidate.model_copy(
+            update={
+                "lineage": {
+                    **candidate.lineage,
+                    "hpo_study": study_name,
+                    "hpo_best_trial": number,
+                    "hpo_best_value": value,
+                    "hpo_flow_run_id": flow_run_id,
+                }
+            }
+        )
         registration = registration_flow(candidate)
-        out["registration"] = {"version": registration.version, "status": registration.status,
-                               "passed": registration.passed, "reasons": registration.reasons}
+        out["registration"] = {
+            "version": registration.version,
+            "status": registration.status,
+            "passed": registration.passed,
+            "reasons": registration.reasons,
+        }
     return out

@@ -11,6 +11,7 @@ from flows.registration import registration_flow
 from flows.training import training_flow
 from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.params import DataParams, TrainParams
+from nfl_mlops.monitoring.thresholds import RETRAIN_DAILY_BUDGET
 from nfl_mlops.registry.store import Registry
 from nfl_mlops.settings import get_settings
 from tasks.jobs import close_job, open_job
@@ -35,7 +36,7 @@ def retraining_flow(
     strategy: str = "blue_green",
     api_url: str | None = None,
     cooldown_minutes: float | None = None,
-    daily_budget: int = 3,
+    daily_budget: int = RETRAIN_DAILY_BUDGET,
     job_id: str | None = None,
 ) -> dict[str, Any]:
     """Retrain on the champion's recipe plus labelled feedback; deploy only a challenger that passes the gate.

@@ -10,11 +10,11 @@ from nfl_mlops import LABELS
 from nfl_mlops.lineage import current_flow_run_id, git_sha
 from nfl_mlops.modeling.candidate import Candidate
 from nfl_mlops.modeling.params import DataParams, TrainParams
-from nfl_mlops.monitoring.reference import build_reference, save_reference
 from nfl_mlops.reports import training_markdown
 from nfl_mlops.settings import get_settings
 from tasks.alerts import publish_markdown
 from tasks.data import build_dataset
+from tasks.drift import save_reference_profile
 from tasks.evaluation import evaluate_model, train_baseline
 from tasks.features import create_training_dataset, write_feature_group
 from tasks.tracking import finish_tracking, start_tracking
@@ -61,8 +61,8 @@ def training_flow(
     # Evaluate
     metrics, probas = evaluate_model(output_dir, eval_sets)
     baseline = train_baseline(dataset.train, eval_sets, seed=data.seed)
-    save_reference(build_reference(dataset.train["text"].tolist(), dataset.test["text"].tolist(), probas["test"]),
-                   output_dir)
+    save_reference_profile(dataset.train["text"].tolist(), dataset.test["text"].tolist(), probas["test"],
+                           dataset.test["label"].tolist(), base_model, output_dir)
     wrong = [(t, y, LABELS[int(p.argmax())], float(p.max()))
              for t, y, p in zip(dataset.test["text"], dataset.test["label"], probas["test"], strict=True)
              if LABELS[int(p.argmax())] != y][:200]

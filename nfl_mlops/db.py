@@ -172,6 +172,44 @@ class MonitoringRun(Base):
     report_path: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class ExperimentLog(Base):
+    """One `POST /mlops/experiments/metrics` call: the metric history of an experiment, step by step."""
+
+    __tablename__ = "experiment_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(String(32), index=True)
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    logged_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ABTest(Base):
+    """An A/B test: two versions split by percentage, sticky per key; outcomes from feedback labels.
+
+    Its traffic is the rollout `rollout_id` (strategy `ab_test`, arms `a` and `b`).
+    """
+
+    __tablename__ = "ab_tests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    test_name: Mapped[str] = mapped_column(String(200), index=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    environment: Mapped[str] = mapped_column(String(50), default="production")
+    version_a: Mapped[int] = mapped_column(Integer)
+    version_b: Mapped[int] = mapped_column(Integer)
+    traffic_split: Mapped[float] = mapped_column(Float)  # percent of traffic on B
+    duration_days: Mapped[float] = mapped_column(Float)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    rollout_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | completed | stopped
+    winner: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ends_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -232,9 +270,11 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 
 
 __all__ = [
+    "ABTest",
     "Alias",
     "Base",
     "Experiment",
+    "ExperimentLog",
     "ModelVersion",
     "MonitoringRun",
     "Prediction",

@@ -18,8 +18,13 @@ from typing import Any
 def git_sha() -> str | None:
     """The commit of the code that runs (None outside a git checkout)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -56,54 +61,95 @@ def lineage_of_version(model_name: str, version: int, db_url: str | None = None)
     from nfl_mlops.registry.hub import push_status
 
     with session_scope(db_url) as s:
-        mv = s.scalar(select(ModelVersion).where(ModelVersion.model_name == model_name,
-                                                 ModelVersion.version == version))
+        mv = s.scalar(
+            select(ModelVersion).where(ModelVersion.model_name == model_name, ModelVersion.version == version)
+        )
         if mv is None:
             raise LookupError(f"{model_name} has no registered version {version}")
         lin: dict[str, Any] = dict(mv.lineage or {})
-        aliases = sorted(a.alias for a in s.scalars(select(Alias).where(Alias.model_name == model_name,
-                                                                          Alias.version == version)))
+        aliases = sorted(
+            a.alias
+            for a in s.scalars(select(Alias).where(Alias.model_name == model_name, Alias.version == version))
+        )
         exp = s.get(Experiment, lin["experiment_id"]) if lin.get("experiment_id") else None
         if exp is None and lin.get("tracker_run_id"):
             exp = s.scalar(select(Experiment).where(Experiment.tracker_run_id == lin["tracker_run_id"]))
-        experiment = None if exp is None else {
-            "id": exp.id, "name": exp.name, "tracker": exp.tracker, "tracker_run_id": exp.tracker_run_id,
-            "run_dir": exp.run_dir, "status": exp.status, "created_at": _iso(exp.created_at),
-        }
+        experiment = (
+            None
+            if exp is None
+            else {
+                "id": exp.id,
+                "name": exp.name,
+                "tracker": exp.tracker,
+                "tracker_run_id": exp.tracker_run_id,
+                "run_dir": exp.run_dir,
+                "status": exp.status,
+                "created_at": _iso(exp.created_at),
+            }
+        )
         deployments = [
-            {"id": r.id, "strategy": r.strategy, "status": r.status, "environment": r.environment,
-             "flow_run_id": r.flow_run_id, "created_at": _iso(r.created_at)}
-            for r in s.scalars(select(Rollout).where(Rollout.model_name == model_name, Rollout.version == version)
-                               .order_by(Rollout.created_at))
+            {
+                "id": r.id,
+                "strategy": r.strategy,
+                "status": r.status,
+                "environment": r.environment,
+                "flow_run_id": r.flow_run_id,
+                "created_at": _iso(r.created_at),
+            }
+            for r in s.scalars(
+                select(Rollout)
+                .where(Rollout.model_name == model_name, Rollout.version == version)
+                .order_by(Rollout.created_at)
+            )
         ]
         jobs = [
             {"id": j.id, "trigger": j.trigger, "reason": j.reason, "flow_run_id": j.flow_run_id}
             for j in s.scalars(select(RetrainingJob).where(RetrainingJob.model_name == model_name))
             if (j.result or {}).get("version") == version
         ]
-        model = {"name": mv.model_name, "version": mv.version, "status": mv.status, "path": mv.path,
-                 "aliases": aliases, "created_at": _iso(mv.created_at), "base_model": lin.get("base_model"),
-                 "params": dict(mv.params or {})}
+        model = {
+            "name": mv.model_name,
+            "version": mv.version,
+            "status": mv.status,
+            "path": mv.path,
+            "aliases": aliases,
+            "created_at": _iso(mv.created_at),
+            "base_model": lin.get("base_model"),
+            "params": dict(mv.params or {}),
+        }
 
     fg = td = None
     backend = lin.get("feature_store_backend")
     if lin.get("feature_group") and lin.get("feature_group_version") is not None:
         row = find_feature_group(lin["feature_group"], int(lin["feature_group_version"]), backend, db_url)
-        fg = row.as_dict() if row is not None else {"name": lin["feature_group"],
-                                                     "version": lin["feature_group_version"], "backend": backend}
+        fg = (
+            row.as_dict()
+            if row is not None
+            else {"name": lin["feature_group"], "version": lin["feature_group_version"], "backend": backend}
+        )
     if lin.get("training_dataset") and lin.get("training_dataset_version") is not None:
-        row_td = find_training_dataset(lin["training_dataset"], int(lin["training_dataset_version"]), backend, db_url)
-        td = row_td.as_dict() if row_td is not None else {"name": lin["training_dataset"],
-                                                          "version": lin["training_dataset_version"]}
+        row_td = find_training_dataset(
+            lin["training_dataset"], int(lin["training_dataset_version"]), backend, db_url
+        )
+        td = (
+            row_td.as_dict()
+            if row_td is not None
+            else {"name": lin["training_dataset"], "version": lin["training_dataset_version"]}
+        )
     hub = push_status(model_name, version, db_url)
     return {
         "model": model,
-        "dataset": {"version": lin.get("dataset_version"), "dir": lin.get("dataset_dir"),
-                    "sizes": lin.get("dataset_sizes"), "source": lin.get("data_source"),
-                    "split_seed": lin.get("split_seed")},
+        "dataset": {
+            "version": lin.get("dataset_version"),
+            "dir": lin.get("dataset_dir"),
+            "sizes": lin.get("dataset_sizes"),
+            "source": lin.get("data_source"),
+            "split_seed": lin.get("split_seed"),
+        },
         "feature_group": fg,
         "training_dataset": td,
-        "experiment": experiment or ({"tracker_run_id": lin["tracker_run_id"]} if lin.get("tracker_run_id") else None),
+        "experiment": experiment
+        or ({"tracker_run_id": lin["tracker_run_id"]} if lin.get("tracker_run_id") else None),
         "wandb_artifacts": lin.get("wandb_artifacts") or [],
         "flow_runs": {
             "training": lin.get("training_flow_run_id"),
@@ -112,7 +158,9 @@ def lineage_of_version(model_name: str, version: int, db_url: str | None = None)
             "deployments": [d["flow_run_id"] for d in deployments if d["flow_run_id"]],
             "retraining": [j["flow_run_id"] for j in jobs if j["flow_run_id"]],
         },
-        "hpo": {"study": lin["hpo_study"], "best_trial": lin.get("hpo_best_trial")} if lin.get("hpo_study") else None,
+        "hpo": {"study": lin["hpo_study"], "best_trial": lin.get("hpo_best_trial")}
+        if lin.get("hpo_study")
+        else None,
         "deployments": deployments,
         "retraining_jobs": jobs,
         "hub": hub.as_dict() if hub is not None else None,
@@ -143,13 +191,26 @@ def lineage_of_prediction(prediction_id: str, db_url: str | None = None) -> dict
             raise PredictionNotFound(f"no prediction with id {pid!r} in the prediction log")
         rollout = s.get(Rollout, p.rollout_id) if p.rollout_id else None
         prediction = {
-            "id": p.id, "request_id": p.request_id, "created_at": _iso(p.created_at), "model_name": p.model_name,
-            "model_version": p.model_version, "arm": p.arm, "served": p.served, "label": p.label,
-            "confidence": p.confidence, "latency_ms": p.latency_ms, "text_hash": p.text_hash,
+            "id": p.id,
+            "request_id": p.request_id,
+            "created_at": _iso(p.created_at),
+            "model_name": p.model_name,
+            "model_version": p.model_version,
+            "arm": p.arm,
+            "served": p.served,
+            "label": p.label,
+            "confidence": p.confidence,
+            "latency_ms": p.latency_ms,
+            "text_hash": p.text_hash,
             "true_label": p.true_label,
-            "rollout": None if rollout is None else {
-                "id": rollout.id, "strategy": rollout.strategy, "status": rollout.status,
-                "flow_run_id": rollout.flow_run_id},
+            "rollout": None
+            if rollout is None
+            else {
+                "id": rollout.id,
+                "strategy": rollout.strategy,
+                "status": rollout.status,
+                "flow_run_id": rollout.flow_run_id,
+            },
         }
         model_name, version = p.model_name, p.model_version
     return {"prediction": prediction, **lineage_of_version(model_name, version, db_url)}

@@ -1,48 +1,113 @@
-"""Drift tasks: read the prediction-log window, compare it with the version's reference profile."""
+"""Monitoring tasks: the prediction-log window, the version's reference, drift, performance, where people look.
+
+Each task is one stage of `nfl_mlops.monitoring.monitor` (plain functions, unit-tested there), drawn at
+an I/O boundary (DB, model files, encoder, Evidently workspace) or a checkpoint worth seeing in the UI.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from nfl_mlops.db import MonitoringRun, session_scope
-from nfl_mlops.monitoring.drift import DriftConfig, DriftResult, detect_drift
+from nfl_mlops.monitoring.drift import DriftResult
+from nfl_mlops.monitoring.embeddings import EmbeddingDrift
 from nfl_mlops.monitoring.feedback import prediction_window
-from nfl_mlops.monitoring.reference import CATEGORICAL, NUMERICAL, load_reference, monitoring_frame
-from nfl_mlops.registry.store import Registry
+from nfl_mlops.monitoring.monitor import (
+    MonitoringConfig,
+    MonitoringResult,
+    descriptor_drift,
+    window_descriptors,
+    window_embedding_drift,
+    window_performance,
+)
+from nfl_mlops.monitoring.performance import PerformanceResult
+from nfl_mlops.monitoring.reference import ReferenceProfile, build_reference, load_reference, save_reference
 from nfl_mlops.settings import get_settings
 
 
 @task(name="load-window", cache_policy=NO_CACHE)
 def load_window(model_name: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """The served predictions of `model_name` logged in [start, end)."""
     frame = prediction_window(model_name, start=start, end=end, db_url=get_settings().db_url)
     get_run_logger().info("window %s .. %s: %d predictions", start.isoformat(), end.isoformat(), len(frame))
     return frame
 
 
-@task(name="compute-drift", cache_policy=NO_CACHE)
-def compute_drift(model_name: str, version: int, window: pd.DataFrame, report_dir: Path, name: str,
-                  share_threshold: float) -> DriftResult:
-    """Evidently drift of the window's descriptors and predictions vs. the version's reference."""
+@task(name="load-reference", cache_policy=NO_CACHE)
+def load_version_reference(model_name: str, version: int) -> tuple[ReferenceProfile, dict[str, Any] | None]:
+    """The version's reference profile and its test metrics (registry metrics["test"])."""
+    from nfl_mlops.registry.store import Registry
+
     info = Registry.from_settings().get(model_name, version)
     reference = load_reference(Path(info.path))
-    current = monitoring_frame(window["text"].tolist(), window["label"].tolist(), window["confidence"].tolist(),
-                               reference.vocabulary)
-    result = detect_drift(reference.frame, current, list(NUMERICAL), list(CATEGORICAL),
-                          DriftConfig(share_threshold=share_threshold), report_dir=report_dir, name=name)
-    get_run_logger().info("drift share %.2f (%s); drifted: %s", result.drift_share,
-                          "DRIFT" if result.dataset_drift else "ok", list(result.drifted_columns))
+    get_run_logger().info("reference of %s v%d: %d test rows, %d descriptor rows, %s embeddings (%s)", model_name,
+                          version, int(reference.frame["predicted_label"].notna().sum()), len(reference.frame),
+                          0 if reference.embeddings is None else len(reference.embeddings), reference.encoder)
+    return reference, info.metrics.get("test")
+
+
+@task(name="compute-drift", cache_policy=NO_CACHE)
+def compute_drift(reference: ReferenceProfile, window: pd.DataFrame, config: MonitoringConfig, report_dir: Path,
+                  name: str, timestamp: datetime | None, metadata: dict[str, str]) -> tuple[DriftResult, pd.DataFrame]:
+    """Evidently drift of the window's descriptors and predictions vs. the reference (HTML + JSON report)."""
+    current = window_descriptors(window, reference)
+    result = descriptor_drift(reference, current, config, report_dir=report_dir, name=name, timestamp=timestamp,
+                              metadata=metadata)
+    get_run_logger().info("descriptor/prediction drift: %d of %d columns drifted (%s)", len(result.drifted_columns),
+                          len(result.columns), list(result.drifted_columns))
+    return result, current
+
+
+@task(name="compute-embedding-drift", cache_policy=NO_CACHE)
+def compute_embedding_drift(reference: ReferenceProfile, texts: Sequence[str],
+                            config: MonitoringConfig) -> EmbeddingDrift | None:
+    """Base-encoder embeddings of a window sample vs. the reference sample (domain classifier AUC)."""
+    result = window_embedding_drift(reference, texts, config)
+    logger = get_run_logger()
+    if result is None:
+        logger.info("embedding drift skipped: the reference has no embeddings")
+    else:
+        logger.info("embedding drift: AUC %.3f (threshold %.2f, null SE %.3f) on %d vs %d texts", result.score,
+                    result.threshold, result.null_se, result.n_current, result.n_reference)
     return result
+
+
+@task(name="assess-performance", cache_policy=NO_CACHE)
+def assess_window_performance(reference: ReferenceProfile, test_metrics: dict[str, Any] | None, window: pd.DataFrame,
+                              config: MonitoringConfig) -> PerformanceResult:
+    """Observed metrics from feedback labels, else the label-free estimate; the degradation verdict."""
+    result = window_performance(reference, test_metrics, window, config)
+    get_run_logger().info("performance (%s): %s", result.source, result.reason)
+    return result
+
+
+@task(name="publish-evidently-workspace", cache_policy=NO_CACHE)
+def publish_to_workspace(model_name: str, result: MonitoringResult, name: str, timestamp: datetime | None,
+                         metadata: dict[str, str]) -> list[str]:
+    """Add the run's drift snapshot and its summary snapshot to the model's project in the local workspace."""
+    from nfl_mlops.monitoring.reference import CATEGORICAL, NUMERICAL
+    from nfl_mlops.monitoring.workspace import add_snapshots, summary_snapshot, workspace_path
+
+    snapshots = [s for s in (result.drift.snapshot,) if s is not None]
+    snapshots.append(summary_snapshot(result.summary_values(), f"summary-{name}", timestamp, metadata))
+    path = workspace_path(get_settings())
+    ids = add_snapshots(path, model_name, snapshots, drift_columns=[*NUMERICAL, *CATEGORICAL])
+    get_run_logger().info("Evidently workspace %s: snapshots %s (evidently ui --workspace %s)", path, ids, path)
+    return ids
 
 
 @task(name="record-monitoring-run", cache_policy=NO_CACHE)
 def record_run(model_name: str, version: int | None, start: datetime, end: datetime, n: int,
                result: DriftResult | None, summary: dict[str, Any]) -> str:
+    """A `MonitoringRun` row: the latest verdict for the API, triggers and the demo."""
     with session_scope(get_settings().db_url) as s:
         row = MonitoringRun(
             model_name=model_name, model_version=version, window_start=start, window_end=end, n_predictions=n,
@@ -52,3 +117,18 @@ def record_run(model_name: str, version: int | None, start: datetime, end: datet
         s.add(row)
         s.flush()
         return row.id
+
+
+@task(name="save-reference-profile", cache_policy=NO_CACHE)
+def save_reference_profile(train_texts: Sequence[str], test_texts: Sequence[str], test_proba: np.ndarray,
+                           test_labels: Sequence[str] | None, encoder: str | None, model_dir: Path) -> Path:
+    """Build the version's reference profile (descriptors, vocabulary, embeddings sample, predictions) and save it."""
+    try:
+        profile = build_reference(train_texts, test_texts, test_proba, test_labels, encoder=encoder)
+    except (OSError, RuntimeError, ValueError) as exc:  # an encoder that cannot load offline: no embeddings
+        get_run_logger().warning("reference embeddings skipped (encoder %r: %s)", encoder, exc)
+        profile = build_reference(train_texts, test_texts, test_proba, test_labels, encoder=None)
+    folder = save_reference(profile, model_dir)
+    get_run_logger().info("reference profile: %d test rows, %d embeddings (%s) -> %s", profile.meta["n_test"],
+                          profile.meta["n_embeddings"], profile.meta["encoder"], folder)
+    return folder

@@ -25,10 +25,19 @@ def write_feature_group(dataset: TrainingData, name: str = FEATURE_GROUP) -> Fea
     frame = build_feature_frame({split: getattr(dataset, split) for split in SPLITS})
     store = get_feature_store()
     fg = store.write_feature_group(
-        name, frame, data_version=dataset.version,
-        description=f"Text features of dataset {dataset.version} (source {dataset.description.get('source')})")
-    get_run_logger().info("feature group %s v%d (%s, %d rows, data %s)", fg.name, fg.version, fg.backend,
-                          fg.n_rows, fg.data_version)
+        name,
+        frame,
+        data_version=dataset.version,
+        description=f"Text features of dataset {dataset.version} ({dataset.description.get('source')})",
+    )
+    get_run_logger().info(
+        "feature group %s v%d (%s, %d rows, data %s)",
+        fg.name,
+        fg.version,
+        fg.backend,
+        fg.n_rows,
+        fg.data_version,
+    )
     return fg
 
 
@@ -36,6 +45,7 @@ def write_feature_group(dataset: TrainingData, name: str = FEATURE_GROUP) -> Fea
 def create_training_dataset(fg: FeatureGroupVersion, name: str = TRAINING_DATASET) -> TrainingDatasetVersion:
     """Snapshot the feature-group version as an immutable training dataset with its split."""
     td = get_feature_store().create_training_dataset(name, fg)
-    get_run_logger().info("training dataset %s v%d from %s v%d: %s", td.name, td.version, fg.name, fg.version,
-                          td.splits)
+    get_run_logger().info(
+        "training dataset %s v%d from %s v%d: %s", td.name, td.version, fg.name, fg.version, td.splits
+    )
     return td

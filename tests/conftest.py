@@ -45,6 +45,8 @@ def mlops_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _reset_database(url: str) -> None:
+    import nfl_mlops.features.store  # noqa: F401  (their tables join Base.metadata on import)
+    import nfl_mlops.registry.hub  # noqa: F401
     from nfl_mlops.db import Base, get_engine
 
     engine = get_engine(url)

@@ -38,8 +38,10 @@ def _sdk_login() -> Callable[..., Any]:
     try:
         import hopsworks
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
-        raise FeatureStoreError("HOPSWORKS_API_KEY is set but the `hopsworks` package is not installed "
-                                "(pip install 'nfl-mlops[hopsworks]')") from exc
+        raise FeatureStoreError(
+            "HOPSWORKS_API_KEY is set but the `hopsworks` package is not installed "
+            "(pip install 'nfl-mlops[hopsworks]')"
+        ) from exc
     return hopsworks.login
 
 
@@ -48,8 +50,15 @@ class HopsworksFeatureStore(FeatureStore):
 
     backend = "hopsworks"
 
-    def __init__(self, host: str, project: str, api_key: str, db_url: str | None = None,
-                 login: Callable[..., Any] | None = None, port: int = 443) -> None:
+    def __init__(
+        self,
+        host: str,
+        project: str,
+        api_key: str,
+        db_url: str | None = None,
+        login: Callable[..., Any] | None = None,
+        port: int = 443,
+    ) -> None:
         """
         Args:
             host: Hopsworks host name or URL (`https://c.app.hopsworks.ai` -> `c.app.hopsworks.ai`).
@@ -67,15 +76,22 @@ class HopsworksFeatureStore(FeatureStore):
     def from_settings(cls, settings: Any, login: Callable[..., Any] | None = None) -> HopsworksFeatureStore:
         if settings.hopsworks_api_key is None:
             raise FeatureStoreError("HOPSWORKS_API_KEY is not set")
-        return cls(settings.hopsworks_host, settings.hopsworks_project,
-                   settings.hopsworks_api_key.get_secret_value(), settings.db_url, login=login)
+        return cls(
+            settings.hopsworks_host,
+            settings.hopsworks_project,
+            settings.hopsworks_api_key.get_secret_value(),
+            settings.db_url,
+            login=login,
+        )
 
     @property
     def feature_store(self) -> Any:
         """The project's feature store handle (one login per store object)."""
         if self._fs is None:
             login = self._login or _sdk_login()
-            project = login(host=self.host, port=self.port, project=self.project_name, api_key_value=self._api_key)
+            project = login(
+                host=self.host, port=self.port, project=self.project_name, api_key_value=self._api_key
+            )
             self._fs = project.get_feature_store()
         return self._fs
 
@@ -147,9 +163,14 @@ class HopsworksFeatureStore(FeatureStore):
         features, labels = view.get_training_data(training_dataset_version=version, primary_key=True)
         frame = features.copy()
         if labels is not None:
-            frame[LABEL_COLUMN] = labels[LABEL_COLUMN].to_numpy() if isinstance(labels, pd.DataFrame) else labels
-        return {split: frame[frame["split"] == split].reset_index(drop=True)
-                for split in SPLIT_ORDER if (frame["split"] == split).any()}
+            frame[LABEL_COLUMN] = (
+                labels[LABEL_COLUMN].to_numpy() if isinstance(labels, pd.DataFrame) else labels
+            )
+        return {
+            split: frame[frame["split"] == split].reset_index(drop=True)
+            for split in SPLIT_ORDER
+            if (frame["split"] == split).any()
+        }
 
 
 def _is_not_found(exc: Exception) -> bool:

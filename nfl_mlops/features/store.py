@@ -162,18 +162,35 @@ class TrainingDatasetVersion:
 
 
 def _fg(row: FeatureGroupRow) -> FeatureGroupVersion:
-    return FeatureGroupVersion(name=row.name, version=row.version, backend=row.backend, data_version=row.data_version,
-                               content_hash=row.content_hash, n_rows=row.n_rows, schema=dict(row.schema or {}),
-                               split_counts=dict(row.split_counts or {}), location=row.location, primary_key=list(row.primary_key or []),
-                               description=row.description, pipeline_version=row.pipeline_version,
-                               created_at=row.created_at)
+    return FeatureGroupVersion(
+        name=row.name,
+        version=row.version,
+        backend=row.backend,
+        data_version=row.data_version,
+        content_hash=row.content_hash,
+        n_rows=row.n_rows,
+        schema=dict(row.schema or {}),
+        split_counts=dict(row.split_counts or {}),
+        location=row.location,
+        primary_key=list(row.primary_key or []),
+        description=row.description,
+        pipeline_version=row.pipeline_version,
+        created_at=row.created_at,
+    )
 
 
 def _td(row: TrainingDatasetRow) -> TrainingDatasetVersion:
-    return TrainingDatasetVersion(name=row.name, version=row.version, backend=row.backend,
-                                  feature_group=row.feature_group, feature_group_version=row.feature_group_version,
-                                  splits=dict(row.splits or {}), content_hash=row.content_hash, location=row.location,
-                                  created_at=row.created_at)
+    return TrainingDatasetVersion(
+        name=row.name,
+        version=row.version,
+        backend=row.backend,
+        feature_group=row.feature_group,
+        feature_group_version=row.feature_group_version,
+        splits=dict(row.splits or {}),
+        content_hash=row.content_hash,
+        location=row.location,
+        created_at=row.created_at,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,16 +218,23 @@ def build_feature_frame(splits: dict[str, pd.DataFrame]) -> pd.DataFrame:
             continue
         feats = compute_features(frame["text"].tolist(), vocabulary=vocabulary)
         norm = frame["norm"].astype(str).tolist() if "norm" in frame else frame["text"].astype(str).tolist()
-        frames.append(pd.concat([
-            pd.DataFrame({
-                "tweet_id": [hashlib.sha1(n.encode()).hexdigest()[:16] for n in norm],
-                "split": name,
-                "text": frame["text"].astype(str).tolist(),
-                "norm": norm,
-                "label": frame["label"].astype(str).tolist(),
-            }),
-            feats,
-        ], axis=1))
+        frames.append(
+            pd.concat(
+                [
+                    pd.DataFrame(
+                        {
+                            "tweet_id": [hashlib.sha1(n.encode()).hexdigest()[:16] for n in norm],
+                            "split": name,
+                            "text": frame["text"].astype(str).tolist(),
+                            "norm": norm,
+                            "label": frame["label"].astype(str).tolist(),
+                        }
+                    ),
+                    feats,
+                ],
+                axis=1,
+            )
+        )
     columns = ["tweet_id", "split", "text", "norm", "label", *FEATURE_COLUMNS, "topic"]
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
@@ -283,8 +307,9 @@ class FeatureStore(ABC):
         return 0
 
     # Shared
-    def write_feature_group(self, name: str, frame: pd.DataFrame, data_version: str,
-                            description: str = "") -> FeatureGroupVersion:
+    def write_feature_group(
+        self, name: str, frame: pd.DataFrame, data_version: str, description: str = ""
+    ) -> FeatureGroupVersion:
         """Store `frame` as a feature-group version; the same content returns the existing version."""
         ensure_tables(self.db_url)
         missing = [c for c in PRIMARY_KEY if c not in frame.columns]
@@ -298,16 +323,32 @@ class FeatureStore(ABC):
             return existing
         for _attempt in range(5):
             with session_scope(self.db_url) as s:
-                current = s.scalar(select(func.max(FeatureGroupRow.version)).where(
-                    FeatureGroupRow.backend == self.backend, FeatureGroupRow.name == name)) or 0
+                current = (
+                    s.scalar(
+                        select(func.max(FeatureGroupRow.version)).where(
+                            FeatureGroupRow.backend == self.backend, FeatureGroupRow.name == name
+                        )
+                    )
+                    or 0
+                )
             version = max(current, self._next_remote_version(name)) + 1
             location = self._write_group(name, version, frame, description)
             try:
                 with session_scope(self.db_url) as s:
-                    row = FeatureGroupRow(backend=self.backend, name=name, version=version, data_version=data_version,
-                                          content_hash=digest, n_rows=len(frame), schema=frame_schema(frame),
-                                          split_counts=split_counts(frame), primary_key=list(PRIMARY_KEY), location=location, description=description,
-                                          pipeline_version=FEATURE_PIPELINE_VERSION)
+                    row = FeatureGroupRow(
+                        backend=self.backend,
+                        name=name,
+                        version=version,
+                        data_version=data_version,
+                        content_hash=digest,
+                        n_rows=len(frame),
+                        schema=frame_schema(frame),
+                        split_counts=split_counts(frame),
+                        primary_key=list(PRIMARY_KEY),
+                        location=location,
+                        description=description,
+                        pipeline_version=FEATURE_PIPELINE_VERSION,
+                    )
                     s.add(row)
                     s.flush()
                     return _fg(row)
@@ -319,21 +360,34 @@ class FeatureStore(ABC):
 
     def _find_group(self, name: str, digest: str) -> FeatureGroupVersion | None:
         with session_scope(self.db_url) as s:
-            row = s.scalar(select(FeatureGroupRow).where(
-                FeatureGroupRow.backend == self.backend, FeatureGroupRow.name == name,
-                FeatureGroupRow.content_hash == digest).order_by(FeatureGroupRow.version))
+            row = s.scalar(
+                select(FeatureGroupRow)
+                .where(
+                    FeatureGroupRow.backend == self.backend,
+                    FeatureGroupRow.name == name,
+                    FeatureGroupRow.content_hash == digest,
+                )
+                .order_by(FeatureGroupRow.version)
+            )
             return _fg(row) if row is not None else None
 
     def get_feature_group(self, name: str, version: int | None = None) -> FeatureGroupVersion:
         """A feature-group version (the latest when `version` is None)."""
         ensure_tables(self.db_url)
         with session_scope(self.db_url) as s:
-            q = select(FeatureGroupRow).where(FeatureGroupRow.backend == self.backend, FeatureGroupRow.name == name)
-            q = q.where(FeatureGroupRow.version == version) if version is not None else q.order_by(
-                FeatureGroupRow.version.desc())
+            q = select(FeatureGroupRow).where(
+                FeatureGroupRow.backend == self.backend, FeatureGroupRow.name == name
+            )
+            q = (
+                q.where(FeatureGroupRow.version == version)
+                if version is not None
+                else q.order_by(FeatureGroupRow.version.desc())
+            )
             row = s.scalars(q).first()
             if row is None:
-                raise FeatureStoreNotFound(f"feature group {name} v{version or 'latest'} not found ({self.backend})")
+                raise FeatureStoreNotFound(
+                    f"feature group {name} v{version or 'latest'} not found ({self.backend})"
+                )
             return _fg(row)
 
     def list_feature_groups(self, name: str | None = None) -> list[FeatureGroupVersion]:
@@ -352,15 +406,28 @@ class FeatureStore(ABC):
             return existing
         for _attempt in range(5):
             with session_scope(self.db_url) as s:
-                current = s.scalar(select(func.max(TrainingDatasetRow.version)).where(
-                    TrainingDatasetRow.backend == self.backend, TrainingDatasetRow.name == name)) or 0
+                current = (
+                    s.scalar(
+                        select(func.max(TrainingDatasetRow.version)).where(
+                            TrainingDatasetRow.backend == self.backend, TrainingDatasetRow.name == name
+                        )
+                    )
+                    or 0
+                )
             version, location, digest = self._snapshot(name, fg, current + 1)
             splits = dict(fg.split_counts)
             try:
                 with session_scope(self.db_url) as s:
-                    row = TrainingDatasetRow(backend=self.backend, name=name, version=version, feature_group=fg.name,
-                                             feature_group_version=fg.version, splits=splits, content_hash=digest,
-                                             location=location)
+                    row = TrainingDatasetRow(
+                        backend=self.backend,
+                        name=name,
+                        version=version,
+                        feature_group=fg.name,
+                        feature_group_version=fg.version,
+                        splits=splits,
+                        content_hash=digest,
+                        location=location,
+                    )
                     s.add(row)
                     s.flush()
                     return _td(row)
@@ -372,22 +439,34 @@ class FeatureStore(ABC):
 
     def _find_dataset(self, name: str, fg: FeatureGroupVersion) -> TrainingDatasetVersion | None:
         with session_scope(self.db_url) as s:
-            row = s.scalar(select(TrainingDatasetRow).where(
-                TrainingDatasetRow.backend == self.backend, TrainingDatasetRow.name == name,
-                TrainingDatasetRow.feature_group == fg.name,
-                TrainingDatasetRow.feature_group_version == fg.version).order_by(TrainingDatasetRow.version))
+            row = s.scalar(
+                select(TrainingDatasetRow)
+                .where(
+                    TrainingDatasetRow.backend == self.backend,
+                    TrainingDatasetRow.name == name,
+                    TrainingDatasetRow.feature_group == fg.name,
+                    TrainingDatasetRow.feature_group_version == fg.version,
+                )
+                .order_by(TrainingDatasetRow.version)
+            )
             return _td(row) if row is not None else None
 
     def get_training_dataset(self, name: str, version: int | None = None) -> TrainingDatasetVersion:
         ensure_tables(self.db_url)
         with session_scope(self.db_url) as s:
-            q = select(TrainingDatasetRow).where(TrainingDatasetRow.backend == self.backend,
-                                                 TrainingDatasetRow.name == name)
-            q = q.where(TrainingDatasetRow.version == version) if version is not None else q.order_by(
-                TrainingDatasetRow.version.desc())
+            q = select(TrainingDatasetRow).where(
+                TrainingDatasetRow.backend == self.backend, TrainingDatasetRow.name == name
+            )
+            q = (
+                q.where(TrainingDatasetRow.version == version)
+                if version is not None
+                else q.order_by(TrainingDatasetRow.version.desc())
+            )
             row = s.scalars(q).first()
             if row is None:
-                raise FeatureStoreNotFound(f"training dataset {name} v{version or 'latest'} not found ({self.backend})")
+                raise FeatureStoreNotFound(
+                    f"training dataset {name} v{version or 'latest'} not found ({self.backend})"
+                )
             return _td(row)
 
 
@@ -419,11 +498,22 @@ class LocalFeatureStore(FeatureStore):
         tmp = final.with_name(f".{final.name}-{uuid.uuid4().hex[:8]}")
         tmp.mkdir(parents=True)
         frame.to_parquet(tmp / "data.parquet", index=False)
-        (tmp / "schema.json").write_text(json.dumps({
-            "name": name, "version": version, "columns": frame_schema(frame), "primary_key": list(PRIMARY_KEY),
-            "content_hash": content_hash(frame), "file_sha256": _file_sha256(tmp / "data.parquet"),
-            "n_rows": len(frame), "pipeline_version": FEATURE_PIPELINE_VERSION, "description": description,
-        }, indent=2))
+        (tmp / "schema.json").write_text(
+            json.dumps(
+                {
+                    "name": name,
+                    "version": version,
+                    "columns": frame_schema(frame),
+                    "primary_key": list(PRIMARY_KEY),
+                    "content_hash": content_hash(frame),
+                    "file_sha256": _file_sha256(tmp / "data.parquet"),
+                    "n_rows": len(frame),
+                    "pipeline_version": FEATURE_PIPELINE_VERSION,
+                    "description": description,
+                },
+                indent=2,
+            )
+        )
         _make_read_only(tmp)
         tmp.rename(final)
         return str(final.resolve())
@@ -452,10 +542,20 @@ class LocalFeatureStore(FeatureStore):
                 part.to_parquet(tmp / f"{split}.parquet", index=False)
                 files[split] = {"rows": len(part), "sha256": _file_sha256(tmp / f"{split}.parquet")}
         digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-        (tmp / "manifest.json").write_text(json.dumps({
-            "name": name, "version": version, "feature_group": fg.name, "feature_group_version": fg.version,
-            "feature_group_hash": fg.content_hash, "files": files, "content_hash": digest,
-        }, indent=2))
+        (tmp / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "name": name,
+                    "version": version,
+                    "feature_group": fg.name,
+                    "feature_group_version": fg.version,
+                    "feature_group_hash": fg.content_hash,
+                    "files": files,
+                    "content_hash": digest,
+                },
+                indent=2,
+            )
+        )
         _make_read_only(tmp)
         tmp.rename(final)
         return version, str(final.resolve()), digest
@@ -469,7 +569,9 @@ class LocalFeatureStore(FeatureStore):
         for split, meta in manifest["files"].items():
             path = folder / f"{split}.parquet"
             if not path.exists() or _file_sha256(path) != meta["sha256"]:
-                raise FeatureStoreError(f"training dataset {name} v{version}: {split} split was modified or removed")
+                raise FeatureStoreError(
+                    f"training dataset {name} v{version}: {split} split was modified or removed"
+                )
             out[split] = pd.read_parquet(path)
         return out
 
@@ -501,8 +603,9 @@ def get_feature_store(settings: Any = None) -> FeatureStore:
     return LocalFeatureStore(settings.feature_store_path, settings.db_url)
 
 
-def find_feature_group(name: str, version: int, backend: str | None = None,
-                       db_url: str | None = None) -> FeatureGroupVersion | None:
+def find_feature_group(
+    name: str, version: int, backend: str | None = None, db_url: str | None = None
+) -> FeatureGroupVersion | None:
     """The metadata row of a feature-group version in any backend (for lineage; no backend call)."""
     ensure_tables(db_url)
     with session_scope(db_url) as s:
@@ -513,11 +616,14 @@ def find_feature_group(name: str, version: int, backend: str | None = None,
         return _fg(row) if row is not None else None
 
 
-def find_training_dataset(name: str, version: int, backend: str | None = None,
-                          db_url: str | None = None) -> TrainingDatasetVersion | None:
+def find_training_dataset(
+    name: str, version: int, backend: str | None = None, db_url: str | None = None
+) -> TrainingDatasetVersion | None:
     ensure_tables(db_url)
     with session_scope(db_url) as s:
-        q = select(TrainingDatasetRow).where(TrainingDatasetRow.name == name, TrainingDatasetRow.version == version)
+        q = select(TrainingDatasetRow).where(
+            TrainingDatasetRow.name == name, TrainingDatasetRow.version == version
+        )
         if backend:
             q = q.where(TrainingDatasetRow.backend == backend)
         row = s.scalars(q).first()

@@ -29,7 +29,9 @@ HPO_EVAL_SAMPLES = 400
 class SearchSpace(BaseModel):
     """Ranges searched for each hyperparameter (the rest come from the base TrainParams)."""
 
-    learning_rate: tuple[float, float] = Field((2e-5, 5e-4), description="Log-uniform range of the peak learning rate.")
+    learning_rate: tuple[float, float] = Field(
+        (2e-5, 5e-4), description="Log-uniform range of the peak learning rate."
+    )
     batch_size: list[int] = Field([16, 32], description="Batch sizes to choose from.")
     epochs: tuple[float, float] = Field((1.0, 3.0), description="Uniform range of epochs.")
     warmup_ratio: tuple[float, float] = Field((0.0, 0.2), description="Uniform range of the warm-up share.")
@@ -67,18 +69,22 @@ def suggest_params(trial: Any, space: SearchSpace, base: TrainParams) -> TrainPa
         lo, hi = bounds
         return lo if lo == hi else trial.suggest_float(name, lo, hi, log=log)
 
-    return base.model_copy(update={
-        "learning_rate": uniform("learning_rate", space.learning_rate, log=True),
-        "batch_size": int(trial.suggest_categorical("batch_size", list(space.batch_size))),
-        "epochs": uniform("epochs", space.epochs),
-        "warmup_ratio": uniform("warmup_ratio", space.warmup_ratio),
-        "weight_decay": uniform("weight_decay", space.weight_decay),
-    })
+    return base.model_copy(
+        update={
+            "learning_rate": uniform("learning_rate", space.learning_rate, log=True),
+            "batch_size": int(trial.suggest_categorical("batch_size", list(space.batch_size))),
+            "epochs": uniform("epochs", space.epochs),
+            "warmup_ratio": uniform("warmup_ratio", space.warmup_ratio),
+            "weight_decay": uniform("weight_decay", space.weight_decay),
+        }
+    )
 
 
 def optuna_storage_url(url: str) -> str:
     """SQLAlchemy URL for Optuna (PostgreSQL through psycopg 3, which this project installs)."""
-    return url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+    return (
+        url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+    )
 
 
 def open_study(name: str, storage_url: str, sampler: str = "tpe", seed: int | None = 42) -> Any:
@@ -92,13 +98,17 @@ def open_study(name: str, storage_url: str, sampler: str = "tpe", seed: int | No
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage_url.startswith("sqlite:///"):
         Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.RDBStorage(optuna_storage_url(storage_url),
-                                         engine_kwargs={"pool_pre_ping": True})
+    storage = optuna.storages.RDBStorage(
+        optuna_storage_url(storage_url), engine_kwargs={"pool_pre_ping": True}
+    )
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
     offset = len(study.trials)
     seed_ = None if seed is None else seed + offset
-    study.sampler = (optuna.samplers.RandomSampler(seed=seed_) if sampler == "random"
-                     else optuna.samplers.TPESampler(seed=seed_))
+    study.sampler = (
+        optuna.samplers.RandomSampler(seed=seed_)
+        if sampler == "random"
+        else optuna.samplers.TPESampler(seed=seed_)
+    )
     return study
 
 
@@ -106,12 +116,25 @@ def best_train_params(study: Any, base: TrainParams) -> tuple[int, float, TrainP
     """(number, value, TrainParams) of the study's best completed trial."""
     best = study.best_trial  # raises ValueError when no trial completed
     params = best.user_attrs.get("train_params")
-    return best.number, float(best.value), TrainParams(**params) if params else base.model_copy(update=best.params)
+    return (
+        best.number,
+        float(best.value),
+        TrainParams(**params) if params else base.model_copy(update=best.params),
+    )
 
 
-def run_trial(train_texts: list[str], train_labels: list[str], val_texts: list[str], val_labels: list[str],
-              params: TrainParams, base_model: str, work_dir: Path, tracker: Any = None,
-              metric: str = "macro_f1", keep_model: bool = False) -> dict[str, Any]:
+def run_trial(
+    train_texts: list[str],
+    train_labels: list[str],
+    val_texts: list[str],
+    val_labels: list[str],
+    params: TrainParams,
+    base_model: str,
+    work_dir: Path,
+    tracker: Any = None,
+    metric: str = "macro_f1",
+    keep_model: bool = False,
+) -> dict[str, Any]:
     """Fine-tune with `params`, score on the validation rows; the model folder is removed unless kept.
 
     Returns:
@@ -138,8 +161,15 @@ def run_trial(train_texts: list[str], train_labels: list[str], val_texts: list[s
     value = float(getattr(m, metric))
     if not math.isfinite(value):
         raise ValueError(f"validation {metric} is not finite: {value}")
-    return {"value": value, "metrics": flat, "seconds": round(time.perf_counter() - started, 2),
-            "steps": result.steps, "final_loss": result.final_loss, "n_val": m.n, "labels": list(LABELS)}
+    return {
+        "value": value,
+        "metrics": flat,
+        "seconds": round(time.perf_counter() - started, 2),
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "n_val": m.n,
+        "labels": list(LABELS),
+    }
 
 
 def wandb_sweep_config(search: HPOParams, project: str | None = None) -> dict[str, Any]:
@@ -153,7 +183,11 @@ def wandb_sweep_config(search: HPOParams, project: str | None = None) -> dict[st
         "method": "bayes" if search.sampler == "tpe" else "random",
         "metric": {"name": f"val/{search.metric}", "goal": "maximize"},
         "parameters": {
-            "learning_rate": {"distribution": "log_uniform_values", "min": s.learning_rate[0], "max": s.learning_rate[1]},
+            "learning_rate": {
+                "distribution": "log_uniform_values",
+                "min": s.learning_rate[0],
+                "max": s.learning_rate[1],
+            },
             "batch_size": {"values": list(s.batch_size)},
             "epochs": {"distribution": "uniform", "min": s.epochs[0], "max": s.epochs[1]},
             "warmup_ratio": {"distribution": "uniform", "min": s.warmup_ratio[0], "max": s.warmup_ratio[1]},

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,13 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nfl_mlops.monitoring.thresholds import (
-    DRIFT_CAT_METHOD,
-    DRIFT_COLUMN_THRESHOLD,
-    DRIFT_MAX_ROWS,
-    DRIFT_NUM_METHOD,
-    DRIFT_SHARE_THRESHOLD,
-)
+from nfl_mlops.monitoring.thresholds import DRIFT_MAX_ROWS, DRIFT_SHARE_THRESHOLD
 
 NUM = "num"
 CAT = "cat"
@@ -60,15 +54,17 @@ class DriftConfig:
         max_rows: each side above this many rows is sampled down to it (seeded); None keeps all.
         min_rows: a current window (or a reference) with fewer rows raises ValueError.
         seed: random state of the sampling.
+        column_methods: per-column stat test ids that override `num_method` / `cat_method`.
     """
 
     share_threshold: float = DRIFT_SHARE_THRESHOLD
-    num_method: str | None = DRIFT_NUM_METHOD
-    cat_method: str | None = DRIFT_CAT_METHOD
-    per_column_threshold: float | None = DRIFT_COLUMN_THRESHOLD
+    num_method: str | None = None
+    cat_method: str | None = None
+    per_column_threshold: float | None = None
     max_rows: int | None = DRIFT_MAX_ROWS
     min_rows: int = 30
     seed: int = 0
+    column_methods: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.share_threshold <= 1.0:
@@ -255,7 +251,7 @@ def detect_drift(
     metrics = {
         c: ValueDrift(
             column=c,
-            method=config.num_method if kind == NUM else config.cat_method,
+            method=(config.column_methods or {}).get(c) or (config.num_method if kind == NUM else config.cat_method),
             threshold=config.per_column_threshold,
         )
         for c, kind in kinds.items()

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from nfl_mlops.monitoring.thresholds import EMBEDDING_AUC_THRESHOLD, EMBEDDING_SAMPLE_SIZE
+from nfl_mlops.monitoring.thresholds import EMBEDDING_AUC_THRESHOLD, EMBEDDING_NULL_Z, EMBEDDING_SAMPLE_SIZE
 
 EMBEDDING_COLUMN = "embedding"
 """The signal name of embedding drift in drift results."""
@@ -105,7 +105,8 @@ class EmbeddingDrift:
     """Embedding drift of a window sample against the reference sample.
 
     `score` is the domain classifier's ROC AUC; `null_se` its standard error under no drift at these
-    sample sizes (the sampling error of the verdict); `drifted` is Evidently's verdict at `threshold`.
+    sample sizes (the sampling error of the verdict); `threshold` the run's threshold
+    (`embedding_threshold`); `drifted` is Evidently's verdict at it.
     """
 
     score: float
@@ -135,13 +136,20 @@ class EmbeddingDrift:
                 "null_se": _finite(self.null_se), "z": _finite(self.z), "encoder": self.encoder}
 
 
+def embedding_threshold(n_reference: int, n_current: int, min_auc: float = EMBEDDING_AUC_THRESHOLD,
+                        z: float = EMBEDDING_NULL_Z) -> float:
+    """The AUC above which a run counts as drifted: a minimum effect, and `z` null SEs above chance."""
+    return max(min_auc, 0.5 + z * auc_null_se(n_reference, n_current))
+
+
 def embedding_drift(reference: np.ndarray, current: np.ndarray, threshold: float = EMBEDDING_AUC_THRESHOLD,
-                    encoder: str = "", min_rows: int = 30) -> EmbeddingDrift:
+                    encoder: str = "", min_rows: int = 30, z: float = EMBEDDING_NULL_Z) -> EmbeddingDrift:
     """Domain-classifier embedding drift (Evidently's `ModelDriftMethod`) of `current` vs `reference`.
 
     Args:
         reference, current: embedding matrices (rows x dim), already sampled.
-        threshold: drift when the held-out ROC AUC exceeds it.
+        threshold: the smallest held-out ROC AUC that counts as drift.
+        z: the AUC must also be this many null standard errors above 0.5 (`embedding_threshold`).
     """
     import pandas as pd
     from evidently.metrics.embeddings import ModelDriftMethod
@@ -153,6 +161,7 @@ def embedding_drift(reference: np.ndarray, current: np.ndarray, threshold: float
         if len(m) < min_rows:
             raise ValueError(f"{label} has {len(m)} embeddings; embedding drift needs at least {min_rows}")
     cols = [f"e{i}" for i in range(reference.shape[1])]
+    threshold = embedding_threshold(len(reference), len(current), threshold, z)
     score, drifted, method = ModelDriftMethod(threshold=threshold)(
         pd.DataFrame(current, columns=cols), pd.DataFrame(reference, columns=cols))
     return EmbeddingDrift(score=float(score), threshold=float(threshold), drifted=bool(drifted),

@@ -39,12 +39,16 @@ from nfl_mlops.monitoring.reference import (
     prediction_summary,
 )
 from nfl_mlops.monitoring.thresholds import (
+    DRIFT_CAT_METHOD,
+    DRIFT_COLUMN_METHODS,
+    DRIFT_COLUMN_THRESHOLD,
+    DRIFT_NUM_METHOD,
     DRIFT_SHARE_THRESHOLD,
     EMBEDDING_AUC_THRESHOLD,
     EMBEDDING_SAMPLE_SIZE,
     MIN_LABELLED,
     PERFORMANCE_MAX_DROP,
-    PERFORMANCE_METRIC,
+    PERFORMANCE_METRICS,
 )
 
 DRIFT_EVENT = "drift.detected"
@@ -58,16 +62,22 @@ class MonitoringConfig:
     """Thresholds and sample sizes of one check (defaults from `thresholds.py`)."""
 
     share_threshold: float = DRIFT_SHARE_THRESHOLD
+    num_method: str | None = DRIFT_NUM_METHOD
+    cat_method: str | None = DRIFT_CAT_METHOD
+    column_threshold: float | None = DRIFT_COLUMN_THRESHOLD
+    column_methods: Mapping[str, str] = field(default_factory=lambda: dict(DRIFT_COLUMN_METHODS), hash=False)
     embedding_sample: int = EMBEDDING_SAMPLE_SIZE
     embedding_threshold: float = EMBEDDING_AUC_THRESHOLD
-    metric: str = PERFORMANCE_METRIC
+    metrics: tuple[str, ...] = PERFORMANCE_METRICS
     max_drop: float = PERFORMANCE_MAX_DROP
     min_labelled: int = MIN_LABELLED
     seed: int = 0
 
     @property
     def drift(self) -> DriftConfig:
-        return DriftConfig(share_threshold=self.share_threshold, seed=self.seed)
+        return DriftConfig(share_threshold=self.share_threshold, num_method=self.num_method,
+                           cat_method=self.cat_method, per_column_threshold=self.column_threshold, seed=self.seed,
+                           column_methods=dict(self.column_methods))
 
 
 def window_descriptors(window: pd.DataFrame, reference: ReferenceProfile) -> pd.DataFrame:
@@ -91,6 +101,8 @@ def window_embedding_drift(reference: ReferenceProfile, texts: Sequence[str], co
     """Embedding drift of a seeded sample of the window's texts; None when the reference has no embeddings."""
     if reference.embeddings is None or len(reference.embeddings) < 30 or len(texts) < 30:
         return None
+    if encoder is None and not reference.encoder:
+        return None  # embeddings of an unknown encoder cannot be compared with anything
     enc = encoder or get_encoder(reference.encoder)
     texts = list(texts)
     idx = sample_indices(len(texts), config.embedding_sample, config.seed)
@@ -104,7 +116,7 @@ def window_performance(reference: ReferenceProfile, test_metrics: Mapping[str, A
     """Observed (feedback) and estimated (label-free) performance of the window vs. the test metrics."""
     true = window["true_label"].tolist() if "true_label" in window.columns else None
     return assess_performance(reference.frame, test_metrics, window["label"].tolist(), window["confidence"].tolist(),
-                              true, metric=config.metric, max_drop=config.max_drop,
+                              true, metrics=config.metrics, max_drop=config.max_drop,
                               min_labelled=config.min_labelled, seed=config.seed)
 
 
@@ -162,6 +174,21 @@ class MonitoringResult:
                "predictions": self.predictions,
                "signals": self.signals,
                "reason": reason_for(self.drift, self.performance)}
+        return out
+
+    def event_payload(self) -> dict[str, Any]:
+        """The payload of the emitted event: verdicts and numbers per signal, the performance headline.
+
+        The full payload (signal summaries, prediction distributions, calibration) stays in the
+        MonitoringRun row and the flow's return value; an event carries what an automation or a
+        notification needs.
+        """
+        full = self.payload()
+        perf = full["performance"]
+        keep = ("performance_degraded", "source", "metric", "degraded_metrics", "value", "lower", "upper",
+                "baseline", "reference_value", "drop", "drops", "max_drop", "n_window", "n_labelled")
+        out = {k: v for k, v in full.items() if k not in ("signals", "predictions", "performance")}
+        out["performance"] = {k: perf[k] for k in keep}
         return out
 
     def summary_values(self) -> dict[str, float | None]:
@@ -270,7 +297,7 @@ def _mean(values: pd.Series) -> str:
 
 
 def _top(values: pd.Series) -> str:
-    shares = values.astype(str).value_counts(normalize=True)
+    shares = values.dropna().astype(str).value_counts(normalize=True)
     if shares.empty:
         return "-"
     return ", ".join(f"{k} {v:.2f}" for k, v in shares.head(2).items())

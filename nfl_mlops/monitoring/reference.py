@@ -3,9 +3,12 @@
 Built at training time from the version's held-out test split (the rows whose predictions are
 unbiased), and saved in `<model_dir>/reference/`:
 
-- `profile.parquet`: one row per test text: the text descriptors (`NUMERICAL`, `CATEGORICAL`), the
-  predicted label and its confidence, and, when the test labels are given, `true_label` and
-  `correct` (what the label-free performance estimate calibrates on);
+- `profile.parquet`: one row per test text (`split` "test"): the text descriptors, the predicted
+  label and its confidence, and, when the test labels are given, `true_label` and `correct` (what the
+  label-free performance estimate calibrates on); plus one row per training text (`split` "train",
+  a seeded sample of at most `REFERENCE_MAX_TRAIN_ROWS`) with the descriptors only, so the
+  descriptor distributions rest on the training data and more rows (prediction columns and the
+  out-of-vocabulary share NaN there: training texts are in their own vocabulary);
 - `vocabulary.json`: the vocabulary of the training texts (for the out-of-vocabulary share);
 - `embeddings.npy`: sentence embeddings of a seeded sample of the test texts from the base encoder
   (absent when no encoder was given);
@@ -29,7 +32,7 @@ import pandas as pd
 
 from nfl_mlops import LABELS
 from nfl_mlops.features.text import build_vocabulary, compute_features
-from nfl_mlops.monitoring.thresholds import EMBEDDING_SAMPLE_SIZE
+from nfl_mlops.monitoring.thresholds import EMBEDDING_SAMPLE_SIZE, REFERENCE_MAX_TRAIN_ROWS
 
 REFERENCE_DIR = "reference"
 FORMAT_VERSION = 2
@@ -73,7 +76,9 @@ def monitoring_frame(texts: Sequence[str], labels: Sequence[str], confidences: S
 def prediction_summary(labels: Sequence[str], confidences: Sequence[float]) -> dict[str, Any]:
     """Shares of predicted labels and quantiles of the confidence (the prediction distributions)."""
     labels = pd.Series(list(labels), dtype=object)
+    labels = labels[labels.map(lambda v: isinstance(v, str))]
     conf = np.asarray(confidences, dtype=float)
+    conf = conf[np.isfinite(conf)]
     n = max(len(labels), 1)
     return {
         "label_shares": {name: float((labels == name).sum() / n) for name in LABELS},
@@ -91,6 +96,8 @@ def build_reference(
     encoder: Any = None,
     embedding_sample: int = EMBEDDING_SAMPLE_SIZE,
     seed: int = 0,
+    train_descriptors: bool = True,
+    max_train_rows: int = REFERENCE_MAX_TRAIN_ROWS,
 ) -> ReferenceProfile:
     """The reference profile of a version from its training texts and its test-set predictions.
 
@@ -99,6 +106,8 @@ def build_reference(
         test_labels: the test texts' true labels; with them the profile can calibrate confidences.
         encoder: a `SentenceEncoder`, or the name of one (e.g. the base model id); None = no embeddings.
         embedding_sample: how many test texts are embedded (a seeded sample).
+        train_descriptors: add the descriptors of (a sample of up to `max_train_rows`) training texts, so
+            the descriptor distributions rest on more rows; their prediction columns are NaN.
     """
     from nfl_mlops.monitoring.embeddings import get_encoder, sample_indices
 
@@ -106,16 +115,25 @@ def build_reference(
     test_proba = np.asarray(test_proba, dtype=float)
     if len(test_texts) != len(test_proba):
         raise ValueError(f"{len(test_texts)} test texts but {len(test_proba)} probability rows")
+    train_texts = list(train_texts)
     vocab = build_vocabulary(train_texts)
     labels = [LABELS[i] for i in test_proba.argmax(axis=1)]
     conf = test_proba.max(axis=1)
     frame = monitoring_frame(test_texts, labels, conf, vocab)
+    frame["split"] = "test"
     if test_labels is not None:
         truth = list(test_labels)
         if len(truth) != len(test_texts):
             raise ValueError(f"{len(test_texts)} test texts but {len(truth)} labels")
         frame["true_label"] = np.asarray(truth, dtype=object)
         frame["correct"] = (frame["true_label"] == frame["predicted_label"]).astype(float)
+    if train_descriptors and train_texts:
+        # more rows for the descriptor distributions; the prediction columns stay NaN there (test rows only)
+        idx = sample_indices(len(train_texts), max_train_rows, seed)
+        extra = monitoring_frame([train_texts[i] for i in idx], [None] * len(idx), [np.nan] * len(idx), vocab)
+        extra["oov_share"] = np.nan  # training texts are in their own vocabulary by construction
+        extra["split"] = "train"
+        frame = pd.concat([frame, extra], ignore_index=True)
     embeddings, encoder_name = None, None
     if encoder is not None:
         enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
@@ -126,6 +144,7 @@ def build_reference(
         "format_version": FORMAT_VERSION,
         "created_at": datetime.now(UTC).isoformat(),
         "n_test": len(test_texts),
+        "n_train_descriptor_rows": int((frame["split"] == "train").sum()),
         "n_vocabulary": len(vocab),
         "has_labels": test_labels is not None,
         "encoder": encoder_name,
@@ -134,7 +153,7 @@ def build_reference(
         "predictions": prediction_summary(labels, conf),
     }
     if test_labels is not None:
-        meta["test_accuracy"] = float(frame["correct"].mean()) if len(frame) else None
+        meta["test_accuracy"] = float(frame["correct"].mean()) if len(test_texts) else None
     return ReferenceProfile(frame=frame, vocabulary=vocab, embeddings=embeddings, meta=meta)
 
 

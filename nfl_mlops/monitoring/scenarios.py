@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from nfl_mlops import LABELS
+from nfl_mlops.monitoring.performance import judge
+from nfl_mlops.monitoring.thresholds import PERFORMANCE_METRICS
 
 SCENARIOS = ("airline", "nfl", "airline_label_shift")
 LABEL_SHIFT_MIX = {"negative": 0.2, "neutral": 0.4, "positive": 0.4}
@@ -91,8 +93,15 @@ def scenario_row(name: str, result: Any, window: pd.DataFrame) -> dict[str, Any]
     row["test"] = {k: round(v, 4) for k, v in p.reference.items()}
     row["observed"] = {k: v.to_payload() for k, v in (p.observed or {}).items()}
     row["estimated"] = {k: v.to_payload() for k, v in (p.estimated or {}).items()}
+    row["estimate_baseline"] = {k: round(v, 4) for k, v in (p.reference_estimate or {}).items()}
     row["performance_source"] = p.source
     row["performance_degraded"] = p.degraded
+    if p.estimated and p.reference_estimate:  # the verdict a window without feedback would get
+        row["degraded_by_estimate"] = [m for m in PERFORMANCE_METRICS
+                                       if judge(p.estimated[m], p.reference_estimate[m], p.max_drop)[0]]
+    if p.observed:
+        row["degraded_by_observed"] = [m for m in PERFORMANCE_METRICS
+                                       if judge(p.observed[m], p.reference[m], p.max_drop)[0]]
     row["events"] = result.events
     return row
 

@@ -33,6 +33,14 @@ SUMMARY_COLUMNS = (
 _lock = threading.Lock()
 
 
+WORKSPACE_DIR = "evidently"
+
+
+def workspace_path(settings: Any) -> Path:
+    """Where the local Evidently workspace lives: `$MLOPS_HOME/evidently`."""
+    return Path(settings.mlops_home) / WORKSPACE_DIR
+
+
 def project_name(model_name: str) -> str:
     return f"nfl-mlops {model_name}"
 

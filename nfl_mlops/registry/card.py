@@ -39,7 +39,7 @@ LIMITATIONS = """\
 """
 
 _LINEAGE_LABELS = {
-    "dataset_version": "Training dataset version (content hash of the splits)",
+    "dataset_version": "Training dataset version, content hash of the splits",
     "feature_group": "Feature group",
     "feature_group_version": "Feature-group version",
     "feature_store_backend": "Feature store",
@@ -70,19 +70,31 @@ def card_metadata(info: Any) -> Any:
     metrics: dict[str, Any] = info.metrics or {}
     lineage: dict[str, Any] = info.lineage or {}
     params: dict[str, Any] = info.params or {}
-    base = lineage.get("base_model") or params.get("train", {}).get("base_model") or params.get("base_model")
+    base = (
+        lineage.get("base_model")
+        or params.get("train", {}).get("base_model")
+        or params.get("base_model")
+        or "unknown"
+    )
     dataset = _dataset_name(lineage)
     results = []
     for set_name, m in metrics.items():
         if not (isinstance(m, dict) and "accuracy" in m) or set_name == "baseline":
             continue
-        for metric_type, key, label in (("accuracy", "accuracy", "Accuracy"), ("f1", "macro_f1", "Macro F1")):
-            results.append(EvalResult(
-                task_type="text-classification", task_name="Sentiment analysis",
-                dataset_type="tweets", dataset_name=f"{dataset} ({set_name})", dataset_split=set_name,
-                metric_type=metric_type, metric_value=round(float(m[key]), 4), metric_name=label,
-                metric_config="macro" if key == "macro_f1" else None,
-            ))
+        for metric_type, key in (("accuracy", "accuracy"), ("f1", "macro_f1")):
+            results.append(
+                EvalResult(
+                    task_type="text-classification",
+                    task_name="Sentiment analysis",
+                    dataset_type="tweets",
+                    dataset_name=f"{dataset} ({set_name})",
+                    dataset_split=set_name,
+                    metric_type=metric_type,
+                    metric_value=round(float(m[key]), 4),
+                    metric_name=key,
+                    metric_config="macro" if key == "macro_f1" else None,
+                )
+            )
     return ModelCardData(
         base_model=base,
         datasets=[dataset],
@@ -97,14 +109,18 @@ def card_metadata(info: Any) -> Any:
 
 
 def _metrics_table(metrics: dict[str, Any]) -> list[str]:
-    lines = ["| set | n | accuracy | macro-F1 | " + " | ".join(f"F1 {x}" for x in LABELS) + " | ECE |",
-             "|---|---|---|---|" + "---|" * len(LABELS) + "---|"]
+    lines = [
+        "| set | n | accuracy | macro-F1 | " + " | ".join(f"F1 {x}" for x in LABELS) + " | ECE |",
+        "|---|---|---|---|" + "---|" * len(LABELS) + "---|",
+    ]
 
     def row(name: str, m: dict[str, Any]) -> str:
         f1 = m.get("f1", {})
-        return (f"| {name} | {m.get('n', '')} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
-                + " | ".join(f"{f1.get(x, float('nan')):.4f}" for x in LABELS)
-                + f" | {m.get('ece', float('nan')):.4f} |")
+        return (
+            f"| {name} | {m.get('n', '')} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+            + " | ".join(f"{f1.get(x, float('nan')):.4f}" for x in LABELS)
+            + f" | {m.get('ece', float('nan')):.4f} |"
+        )
 
     for name, m in metrics.items():
         if isinstance(m, dict) and "accuracy" in m:
@@ -131,43 +147,80 @@ def render_model_card(info: Any, hub_repo: str | None = None, image: str | None 
     params: dict[str, Any] = scrub(info.params or {})
     tag = f"v{info.version}"
     source = f'"{hub_repo}", revision="{tag}"' if hub_repo else '"path/to/this/folder"'
-    lines = ["---", card_metadata(info).to_yaml(), "---", "",
-             f"# {info.model_name} {tag}", "",
-             info.description or "Three-class sentiment (negative, neutral, positive) of NFL tweets.", "",
-             f"Status: **{info.status}**" + (f" ({info.reason})" if getattr(info, "reason", None) else ""), "",
-             "## How to use", "", "```python",
-             "from transformers import pipeline", "",
-             f"classifier = pipeline(\"text-classification\", model={source})",
-             "classifier(\"Brady and the Patriots did it again! #SB49\")", "```", "",
-             "## Metrics", ""]
+    lines = [
+        "---",
+        card_metadata(info).to_yaml(),
+        "---",
+        "",
+        f"# {info.model_name} {tag}",
+        "",
+        info.description or "Three-class sentiment (negative, neutral, positive) of NFL tweets.",
+        "",
+        f"Status: **{getattr(info, 'status', 'ready')}**"
+        + (f" ({info.reason})" if getattr(info, "reason", None) else ""),
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        "",
+        f'classifier = pipeline("text-classification", model={source})',
+        'classifier("Brady and the Patriots did it again! #SB49")',
+        "```",
+        "",
+        "## Metrics",
+        "",
+    ]
     lines += _metrics_table(metrics)
     if "confusion" in test:
         lines += ["", "### Confusion matrix (test split)", ""]
         if image:
             lines += [f"![Confusion matrix on the test split]({image})", ""]
-        lines += ["Rows: true label, columns: predicted label.", "",
-                  "| | " + " | ".join(LABELS) + " |", "|---|" + "---|" * len(LABELS)]
+        lines += [
+            "Rows: true label, columns: predicted label.",
+            "",
+            "| | " + " | ".join(LABELS) + " |",
+            "|---|" + "---|" * len(LABELS),
+        ]
         for label, counts in zip(LABELS, test["confusion"], strict=False):
             lines.append(f"| **{label}** | " + " | ".join(str(v) for v in counts) + " |")
     lines += ["", "## Lineage", ""]
-    known = [k for k in _LINEAGE_LABELS if lineage.get(k) not in (None, "")]
-    lines += [f"- {_LINEAGE_LABELS[k]}: `{lineage[k]}`" for k in known]
-    rest = {k: v for k, v in lineage.items() if k not in _LINEAGE_LABELS and k not in ("gate",)}
-    if rest:
-        lines += ["", "<details><summary>Full lineage record</summary>", "", "```json",
-                  json.dumps(rest, indent=2, sort_keys=True, default=str), "```", "", "</details>"]
+    ordered = [k for k in _LINEAGE_LABELS if k in lineage] + sorted(
+        k for k in lineage if k not in _LINEAGE_LABELS
+    )
+    for key in ordered:
+        value = lineage[key]
+        if key == "gate" or value in (None, "", [], {}):
+            continue
+        shown = json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else value
+        label = f" ({_LINEAGE_LABELS[key]})" if key in _LINEAGE_LABELS else ""
+        lines.append(f"- **{key}**{label}: `{shown}`")
     if isinstance(lineage.get("gate"), dict):
         gate = lineage["gate"]
         lines += ["", "### Quality gate", "", f"Passed: **{gate.get('passed')}**", ""]
         lines += [f"- {r}" for r in gate.get("reasons", [])]
-    lines += ["", "## Training", "", "Hyperparameters and data selection of the run:", "", "```json",
-              json.dumps(params, indent=2, sort_keys=True, default=str), "```", "",
-              "## Intended use", "", INTENDED_USE, "## Limitations", "", LIMITATIONS]
+    lines += [
+        "",
+        "## Training",
+        "",
+        "Hyperparameters and data selection of the run:",
+        "",
+        "```json",
+        json.dumps(params, indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+        "## Intended use",
+        "",
+        INTENDED_USE,
+        "## Limitations",
+        "",
+        LIMITATIONS,
+    ]
     return "\n".join(lines)
 
 
 def write_model_card(folder: Path, info: Any, hub_repo: str | None = None) -> None:
-    """Write README.md (and confusion_matrix.png when the test metrics have a confusion matrix) into `folder`."""
+    """Write README.md (and confusion_matrix.png when the test metrics have one) into `folder`."""
     from nfl_mlops.registry.plots import confusion_matrix_png
 
     folder = Path(folder)
@@ -176,10 +229,15 @@ def write_model_card(folder: Path, info: Any, hub_repo: str | None = None) -> No
     confusion = (info.metrics or {}).get("test", {}).get("confusion")
     image = None
     if confusion:
-        (folder / CONFUSION_PNG).write_bytes(confusion_matrix_png(
-            confusion, LABELS, f"{info.model_name} v{info.version} test n={sum(map(sum, confusion))}"))
+        (folder / CONFUSION_PNG).write_bytes(
+            confusion_matrix_png(
+                confusion, LABELS, f"{info.model_name} v{info.version} test n={sum(map(sum, confusion))}"
+            )
+        )
         image = CONFUSION_PNG
-    (folder / "README.md").write_text(render_model_card(info, hub_repo=hub_repo, image=image), encoding="utf-8")
+    (folder / "README.md").write_text(
+        render_model_card(info, hub_repo=hub_repo, image=image), encoding="utf-8"
+    )
 
 
 def _mirror_repo(model_name: str) -> str | None:

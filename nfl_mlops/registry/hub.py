@@ -76,14 +76,31 @@ class HubPush:
     pushed_at: datetime | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "version": self.version, "repo_id": self.repo_id, "tag": self.tag,
-                "status": self.status, "attempts": self.attempts, "last_error": self.last_error,
-                "commit_sha": self.commit_sha, "pushed_at": self.pushed_at.isoformat() if self.pushed_at else None}
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "repo_id": self.repo_id,
+            "tag": self.tag,
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "commit_sha": self.commit_sha,
+            "pushed_at": self.pushed_at.isoformat() if self.pushed_at else None,
+        }
 
 
 def _push(row: HubPushRow) -> HubPush:
-    return HubPush(row.model_name, row.version, row.repo_id, row.tag, row.status, row.attempts, row.last_error,
-                   row.commit_sha, row.pushed_at)
+    return HubPush(
+        row.model_name,
+        row.version,
+        row.repo_id,
+        row.tag,
+        row.status,
+        row.attempts,
+        row.last_error,
+        row.commit_sha,
+        row.pushed_at,
+    )
 
 
 def classify_error(exc: BaseException) -> str:
@@ -98,7 +115,8 @@ def classify_error(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
         return "fail"
     network = isinstance(exc, OSError | TimeoutError | ConnectionError) or type(exc).__module__.startswith(
-        ("httpx", "httpcore", "requests", "urllib3"))
+        ("httpx", "httpcore", "requests", "urllib3")
+    )
     return "retry" if network else "fail"
 
 
@@ -109,8 +127,13 @@ def version_tag(version: int) -> str:
 class HubMirror:
     """Queue and send registry versions to the Hugging Face Hub."""
 
-    def __init__(self, settings: Any = None, api: Any = None, sleep: Callable[[float], None] = time.sleep,
-                 backoff: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Any = None,
+        api: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff: Sequence[float] | None = None,
+    ) -> None:
         """
         Args:
             api: a `huggingface_hub.HfApi` (built from the settings when None).
@@ -134,8 +157,10 @@ class HubMirror:
             from huggingface_hub import HfApi
 
             token = self.settings.huggingface_token
-            self._api = HfApi(endpoint=self.settings.huggingface_endpoint,
-                              token=token.get_secret_value() if token is not None else None)
+            self._api = HfApi(
+                endpoint=self.settings.huggingface_endpoint,
+                token=token.get_secret_value() if token is not None else None,
+            )
         return self._api
 
     def repo_for(self, model_name: str) -> str:
@@ -150,11 +175,23 @@ class HubMirror:
         ensure_tables(self.db_url)
         repo = self.repo_for(model_name)
         with session_scope(self.db_url) as s:
-            row = s.scalar(select(HubPushRow).where(HubPushRow.model_name == model_name,
-                                                    HubPushRow.version == version, HubPushRow.repo_id == repo))
+            row = s.scalar(
+                select(HubPushRow).where(
+                    HubPushRow.model_name == model_name,
+                    HubPushRow.version == version,
+                    HubPushRow.repo_id == repo,
+                )
+            )
             if row is None:
-                row = HubPushRow(model_name=model_name, version=version, repo_id=repo, tag=version_tag(version),
-                                 path=str(path), status="pending", attempts=0)
+                row = HubPushRow(
+                    model_name=model_name,
+                    version=version,
+                    repo_id=repo,
+                    tag=version_tag(version),
+                    path=str(path),
+                    status="pending",
+                    attempts=0,
+                )
                 s.add(row)
                 s.flush()
             return _push(row)
@@ -178,16 +215,30 @@ class HubMirror:
             self.enqueue(model_name, version, path)
             return self.push(model_name, version)
         except Exception as exc:  # the mirror must never fail a registration
-            return HubPush(model_name, version, self.settings.huggingface_repo or "", version_tag(version),
-                           "pending", 0, f"{type(exc).__name__}: {exc}", None, None)
+            return HubPush(
+                model_name,
+                version,
+                self.settings.huggingface_repo or "",
+                version_tag(version),
+                "pending",
+                0,
+                f"{type(exc).__name__}: {exc}",
+                None,
+                None,
+            )
 
     def push(self, model_name: str, version: int) -> HubPush:
         """Send a queued version: attempts with backoff on network errors; the row records the outcome."""
         ensure_tables(self.db_url)
         repo = self.repo_for(model_name)
         with session_scope(self.db_url) as s:
-            row = s.scalar(select(HubPushRow).where(HubPushRow.model_name == model_name,
-                                                    HubPushRow.version == version, HubPushRow.repo_id == repo))
+            row = s.scalar(
+                select(HubPushRow).where(
+                    HubPushRow.model_name == model_name,
+                    HubPushRow.version == version,
+                    HubPushRow.repo_id == repo,
+                )
+            )
             if row is None:
                 raise LookupError(f"{model_name} v{version} is not queued for {repo}")
             if row.status == "pushed":
@@ -209,8 +260,13 @@ class HubMirror:
                     break
                 self.sleep(waits.pop(0))
         with session_scope(self.db_url) as s:
-            row = s.scalar(select(HubPushRow).where(HubPushRow.model_name == model_name,
-                                                    HubPushRow.version == version, HubPushRow.repo_id == repo))
+            row = s.scalar(
+                select(HubPushRow).where(
+                    HubPushRow.model_name == model_name,
+                    HubPushRow.version == version,
+                    HubPushRow.repo_id == repo,
+                )
+            )
             row.attempts = (row.attempts or 0) + attempts
             row.status, row.last_error = state, error
             if state == "pushed":
@@ -228,9 +284,13 @@ class HubMirror:
         if not (folder / "config.json").exists():
             raise FileNotFoundError(f"{folder} is not a model folder (was the version deleted?)")
         api = self.api
-        api.create_repo(repo_id=repo, repo_type="model", private=self.settings.huggingface_private, exist_ok=True)
+        api.create_repo(
+            repo_id=repo, repo_type="model", private=self.settings.huggingface_private, exist_ok=True
+        )
         commit = api.upload_folder(
-            repo_id=repo, repo_type="model", folder_path=str(folder),
+            repo_id=repo,
+            repo_type="model",
+            folder_path=str(folder),
             commit_message=f"{model_name} {tag}",
             commit_description=f"Registry version {version} of {model_name}, mirrored by nfl-mlops.",
             ignore_patterns=list(IGNORE_PATTERNS),
@@ -244,8 +304,14 @@ class HubMirror:
             api.delete_tag(repo_id=repo, tag=tag, repo_type="model")
             existing = None
         if existing is None:
-            api.create_tag(repo_id=repo, tag=tag, revision=sha, tag_message=f"{model_name} {tag}",
-                           repo_type="model", exist_ok=True)
+            api.create_tag(
+                repo_id=repo,
+                tag=tag,
+                revision=sha,
+                tag_message=f"{model_name} {tag}",
+                repo_type="model",
+                exist_ok=True,
+            )
         return sha
 
 
@@ -253,13 +319,23 @@ def push_status(model_name: str, version: int, db_url: str | None = None) -> Hub
     """The mirror state of a version (any repo; the latest row), without calling the Hub."""
     ensure_tables(db_url)
     with session_scope(db_url) as s:
-        row = s.scalars(select(HubPushRow).where(HubPushRow.model_name == model_name, HubPushRow.version == version)
-                        .order_by(HubPushRow.id.desc())).first()
+        row = s.scalars(
+            select(HubPushRow)
+            .where(HubPushRow.model_name == model_name, HubPushRow.version == version)
+            .order_by(HubPushRow.id.desc())
+        ).first()
         return _push(row) if row is not None else None
 
 
 def queued_count(db_url: str | None = None) -> int:
     ensure_tables(db_url)
     with session_scope(db_url) as s:
-        return len(list(s.scalars(select(HubPushRow.id).where(or_(HubPushRow.status == "pending",
-                                                                   HubPushRow.status == "failed")))))
+        return len(
+            list(
+                s.scalars(
+                    select(HubPushRow.id).where(
+                        or_(HubPushRow.status == "pending", HubPushRow.status == "failed")
+                    )
+                )
+            )
+        )

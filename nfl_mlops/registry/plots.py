@@ -70,8 +70,15 @@ def text_width(text: str, scale: int) -> int:
     return max(0, len(text) * 6 * scale - scale)
 
 
-def draw_text(img: np.ndarray, text: str, x: int, y: int, scale: int = 2, color: tuple[int, int, int] = BLACK,
-              vertical: bool = False) -> None:
+def draw_text(
+    img: np.ndarray,
+    text: str,
+    x: int,
+    y: int,
+    scale: int = 2,
+    color: tuple[int, int, int] = BLACK,
+    vertical: bool = False,
+) -> None:
     """Draw `text` (upper-cased; unknown characters as spaces) with its top-left corner at (x, y)."""
     for i, ch in enumerate(text.upper()):
         mask = np.kron(_MASKS.get(ch, _MASKS[" "]), np.ones((scale, scale), dtype=bool))
@@ -83,11 +90,12 @@ def draw_text(img: np.ndarray, text: str, x: int, y: int, scale: int = 2, color:
         h, w = mask.shape
         if top < 0 or left < 0 or top + h > img.shape[0] or left + w > img.shape[1]:
             continue
-        img[top:top + h, left:left + w][mask] = color
+        img[top : top + h, left : left + w][mask] = color
 
 
-def confusion_matrix_image(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str = "",
-                           cell: int = 84) -> np.ndarray:
+def confusion_matrix_image(
+    matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str = "", cell: int = 84
+) -> np.ndarray:
     """An RGB image (h x w x 3, uint8) of a confusion matrix (rows true, columns predicted)."""
     cm = np.asarray(matrix, dtype=np.int64)
     k = len(labels)
@@ -105,21 +113,23 @@ def confusion_matrix_image(matrix: Sequence[Sequence[int]], labels: Sequence[str
     draw_text(img, "predicted", left + (k * cell - text_width("predicted", s)) // 2, 30, scale=s)
     draw_text(img, "true", 4, top + (k * cell + text_width("true", s)) // 2, scale=s, vertical=True)
     for j, lab in enumerate(labels):
-        draw_text(img, lab[:3], left + j * cell + (cell - text_width(lab[:3], s)) // 2, top - 7 * s - 6, scale=s)
+        draw_text(
+            img, lab[:3], left + j * cell + (cell - text_width(lab[:3], s)) // 2, top - 7 * s - 6, scale=s
+        )
     for i, lab in enumerate(labels):
         draw_text(img, lab, 32, top + i * cell + (cell - 7 * s) // 2, scale=s)
         for j in range(k):
             v = share[i, j]
             color = np.array(WHITE) + v * (np.array(BLUE) - np.array(WHITE))
             y0, x0 = top + i * cell, left + j * cell
-            img[y0:y0 + cell, x0:x0 + cell] = color.astype(np.uint8)
-            img[y0:y0 + cell, x0] = img[y0, x0:x0 + cell] = (200, 200, 200)
+            img[y0 : y0 + cell, x0 : x0 + cell] = color.astype(np.uint8)
+            img[y0 : y0 + cell, x0] = img[y0, x0 : x0 + cell] = (200, 200, 200)
             ink = WHITE if v > 0.5 else BLACK
             count, pct = str(int(cm[i, j])), f"{100 * v:.0f}%"
             draw_text(img, count, x0 + (cell - text_width(count, s)) // 2, y0 + cell // 2 - 7 * s - 2, s, ink)
             draw_text(img, pct, x0 + (cell - text_width(pct, 1)) // 2, y0 + cell // 2 + 6, 1, ink)
-    img[top:top + k * cell + 1, left + k * cell] = (200, 200, 200)
-    img[top + k * cell, left:left + k * cell + 1] = (200, 200, 200)
+    img[top : top + k * cell + 1, left + k * cell] = (200, 200, 200)
+    img[top + k * cell, left : left + k * cell + 1] = (200, 200, 200)
     return img
 
 
@@ -131,10 +141,19 @@ def png_bytes(img: np.ndarray) -> bytes:
     raw = np.concatenate([np.zeros((h, 1), dtype=np.uint8), img.reshape(h, w * 3)], axis=1).tobytes()
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def confusion_matrix_png(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str = "") -> bytes:

@@ -27,6 +27,13 @@ class RolloutNotFound(RolloutError, LookupError):
     pass
 
 
+class RolloutConflict(RolloutError):
+    """The rollout changed since it was read (another replica or a person moved it first)."""
+
+
+_AUTO: Any = object()
+
+
 @dataclass(frozen=True)
 class RolloutInfo:
     id: str
@@ -56,6 +63,19 @@ def _info(r: Rollout) -> RolloutInfo:
 
 def _event(kind: str, **fields: Any) -> dict[str, Any]:
     return {"at": utcnow().isoformat(), "event": kind, **fields}
+
+
+def serving_version(arms: Mapping[str, Any], default: int | None = None) -> int | None:
+    """The version that answers when the others fail: the `stable` arm, else A/B's control `a`."""
+    for name in ("stable", "a"):
+        if name in arms and arms[name].get("version") is not None:
+            return int(arms[name]["version"])
+    return default
+
+
+def revision(info: RolloutInfo) -> int:
+    """Counter of the traffic changes of a rollout (compare-and-set guard for concurrent drivers)."""
+    return int(info.config.get("revision", 0))
 
 
 def active_rollout(model_name: str, environment: str = "production", db_url: str | None = None) -> RolloutInfo | None:
@@ -96,10 +116,14 @@ def activate(
     reason: str | None = None,
     flow_run_id: str | None = None,
     db_url: str | None = None,
+    previous_version: int | None = _AUTO,
 ) -> RolloutInfo:
     """Make a new rollout the active one; the one it replaces becomes `superseded`.
 
     `arms` defaults to all traffic on `version` (blue-green's switch-at-once).
+
+    Args:
+        previous_version: the version a rollback returns to; default the one serving now.
     """
     if strategy not in STRATEGIES:
         raise RolloutError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -109,11 +133,13 @@ def activate(
             .where(Rollout.model_name == model_name, Rollout.environment == environment, Rollout.status == "active")
             .with_for_update()
         )
-        previous_version = None
+        serving = None
         if current is not None:
-            previous_version = current.arms.get("stable", {}).get("version", current.version)
+            serving = serving_version(current.arms or {}, current.version)
             current.status = "superseded"
             current.history = [*current.history, _event("superseded", reason=reason)]
+        if previous_version is _AUTO:
+            previous_version = serving
         row = Rollout(
             model_name=model_name, environment=environment, version=version, previous_version=previous_version,
             strategy=strategy, status="active",
@@ -137,33 +163,85 @@ def update_arms(rollout_id: str, arms: Mapping[str, Any], note: str, db_url: str
         return _info(row)
 
 
+def transition(rollout_id: str, expected_revision: int, arms: Mapping[str, Any] | None = None,
+               config: Mapping[str, Any] | None = None, event: Mapping[str, Any] | None = None,
+               db_url: str | None = None) -> RolloutInfo:
+    """Change an active rollout's traffic and/or config, only if nobody changed it since `expected_revision`.
+
+    Raises:
+        RolloutConflict: the rollout is no longer active or another driver moved it first.
+    """
+    with session_scope(db_url) as s:
+        row = s.scalar(select(Rollout).where(Rollout.id == rollout_id).with_for_update())
+        if row is None:
+            raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
+        current = int((row.config or {}).get("revision", 0))
+        if row.status != "active" or current != expected_revision:
+            raise RolloutConflict(f"deployment {rollout_id} is {row.status} at revision {current}, "
+                                  f"not active at {expected_revision}")
+        if arms is not None:
+            row.arms = dict(arms)
+        row.config = {**(row.config or {}), **dict(config or {}), "revision": current + 1}
+        if event is not None:
+            row.history = [*row.history, _event(**dict(event))]
+        return _info(row)
+
+
+def record_check(rollout_id: str, check: Mapping[str, Any], db_url: str | None = None) -> None:
+    """Keep the latest gate evaluation of an active rollout (progress shown by the API); no traffic change."""
+    with session_scope(db_url) as s:
+        row = s.get(Rollout, rollout_id)
+        if row is not None and row.status == "active":
+            row.config = {**(row.config or {}), "last_check": dict(check)}
+
+
+def return_to_previous(rollout_id: str, reason: str, status: str = "rolled_back",
+                       expected_revision: int | None = None, details: Mapping[str, Any] | None = None,
+                       db_url: str | None = None) -> RolloutInfo:
+    """End `rollout_id` with `status` and send all traffic back to its previous version.
+
+    Only the active rollout can end this way, and only when there was a previous version. Returns
+    the new active rollout (strategy `rollback`).
+
+    Args:
+        status: `rolled_back` (a failure or a person) or `completed` (a test ended and kept the old version).
+        expected_revision: refuse (RolloutConflict) when the rollout moved since it was read.
+        details: recorded in the ended rollout's history (e.g. the gate results).
+    """
+    with session_scope(db_url) as s:
+        row = s.scalar(select(Rollout).where(Rollout.id == rollout_id).with_for_update())
+        if row is None:
+            raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
+        if row.status != "active":
+            raise RolloutError(f"deployment {rollout_id} is {row.status}; only the active deployment can be rolled back")
+        if expected_revision is not None and int((row.config or {}).get("revision", 0)) != expected_revision:
+            raise RolloutConflict(f"deployment {rollout_id} moved since it was read")
+        if row.previous_version is None:
+            raise RolloutError(f"deployment {rollout_id} has no previous version to roll back to")
+        row.status = status
+        row.reason = reason
+        row.config = {**(row.config or {}), "phase": status}
+        row.history = [*row.history, _event(status, reason=reason, **dict(details or {}))]
+        label = "rollback" if status == "rolled_back" else status
+        new = Rollout(
+            model_name=row.model_name, environment=row.environment, version=row.previous_version,
+            previous_version=None, strategy="rollback", status="active",
+            arms={"stable": {"version": row.previous_version, "weight": 100.0}},
+            reason=f"{label} of {rollout_id}: {reason}",
+            history=[_event("activated", version=row.previous_version, strategy="rollback", reason=reason)],
+        )
+        s.add(new)
+        s.flush()
+        return _info(new)
+
+
 def rollback(rollout_id: str, reason: str = "manual rollback", db_url: str | None = None) -> RolloutInfo:
     """Send all traffic back to the version that served before `rollout_id`.
 
     Only the active rollout can be rolled back, and only when there was a previous version.
     Returns the new active rollout (strategy `rollback`).
     """
-    with session_scope(db_url) as s:
-        row = s.get(Rollout, rollout_id)
-        if row is None:
-            raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
-        if row.status != "active":
-            raise RolloutError(f"deployment {rollout_id} is {row.status}; only the active deployment can be rolled back")
-        if row.previous_version is None:
-            raise RolloutError(f"deployment {rollout_id} has no previous version to roll back to")
-        row.status = "rolled_back"
-        row.reason = reason
-        row.history = [*row.history, _event("rolled_back", reason=reason)]
-        new = Rollout(
-            model_name=row.model_name, environment=row.environment, version=row.previous_version,
-            previous_version=None, strategy="rollback", status="active",
-            arms={"stable": {"version": row.previous_version, "weight": 100.0}},
-            reason=f"rollback of {rollout_id}: {reason}",
-            history=[_event("activated", version=row.previous_version, strategy="rollback", reason=reason)],
-        )
-        s.add(new)
-        s.flush()
-        return _info(new)
+    return return_to_previous(rollout_id, reason, "rolled_back", db_url=db_url)
 
 
 def choose_arm(arms: Mapping[str, Any], key: str | None, request_id: str) -> str:

@@ -1,48 +1,81 @@
-"""The FastAPI service: `/mlops` predictions, models, deployments, feedback, status, health.
+"""The FastAPI service: the whole `/mlops` API (routes in `serving/routes/`), `/metrics`, the rollout driver.
 
 Routes are thin: they validate, call the prediction service or the library, and shape the
-answer. Errors become 4xx with a message; nothing ever returns a stack trace.
+answer. Errors become 4xx with a message; nothing ever returns a stack trace. Besides serving,
+each replica drives the canary, shadow and A/B rollouts started through the API (`_drive_rollouts`):
+every `check_seconds` it evaluates the active rollout's gates and moves its traffic, promotes it or
+rolls it back (compare-and-set in the state DB, so several replicas never double-step).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nfl_mlops.registry.store import NotFoundError, RegistryError, VersionInfo
-from nfl_mlops.rollout import state as rollouts
-from nfl_mlops.serving import schemas as sc
-from nfl_mlops.serving.service import NoModelDeployed, PredictionService
+from nfl_mlops.serving.service import PredictionService
 
 log = logging.getLogger(__name__)
 
+OPENAPI_TAGS = [
+    {"name": "predictions", "description": "Sentiment of tweets; feedback labels."},
+    {"name": "models", "description": "The model registry."},
+    {"name": "deployments", "description": "Rollouts: blue-green, canary, shadow, A/B; rollback."},
+    {"name": "ab-tests", "description": "A/B tests with a significance test on feedback labels."},
+    {"name": "experiments", "description": "Tracked runs and their metrics."},
+    {"name": "retraining", "description": "Retraining jobs (Prefect) and their triggers."},
+    {"name": "status", "description": "Health and status."},
+]
 
-def _version_out(v: VersionInfo) -> sc.ModelVersionOut:
-    return sc.ModelVersionOut(
-        model_id=v.model_name, version=v.version, status=v.status, aliases=v.aliases, path=v.path,
-        metrics=v.metrics, params=v.params, lineage=v.lineage, description=v.description, reason=v.reason,
-        created_at=v.created_at,
-    )
+
+def body_limit(settings: Any) -> int:
+    """Largest request body accepted (bytes): a full batch of the longest texts, JSON-escaped, plus room."""
+    return settings.max_batch_items * settings.max_text_chars * 6 + 64 * 1024
 
 
-def _deployment_out(r: rollouts.RolloutInfo) -> sc.DeploymentOut:
-    return sc.DeploymentOut(
-        deployment_id=r.id, model_id=r.model_name, environment=r.environment, model_version=r.version,
-        previous_version=r.previous_version, strategy=r.strategy, status=r.status, arms=r.arms, reason=r.reason,
-        history=r.history, created_at=r.created_at, updated_at=r.updated_at,
-    )
+async def _drive_rollouts(app: FastAPI) -> None:
+    """Advance the API-driven rollout of the served model (and a flow's rollout whose flow died)."""
+    from nfl_mlops.db import utcnow
+    from nfl_mlops.rollout import controller
+    from nfl_mlops.rollout.strategies import params_for
+
+    svc: PredictionService = app.state.service
+    settings = app.state.settings
+    last: dict[str, float] = {}  # rollout id -> when this replica last ticked it
+    while True:
+        await asyncio.sleep(settings.rollout_poll_seconds)
+        r = svc.rollout
+        try:
+            if not controller.in_progress(r):
+                continue
+            if r.config.get("driver", "api") == "api":
+                every = getattr(params_for(r.strategy, r.config.get("params")), "check_seconds", 5.0)
+                if time.monotonic() - last.get(r.id, -1e18) < every:
+                    continue
+            elif not controller.due(r, "api", utcnow()):  # a flow's rollout: only when its flow stopped ticking
+                continue
+            last[r.id] = time.monotonic()
+            out = await asyncio.to_thread(controller.tick, r.id, None, settings.db_url, svc.registry)
+            if out.applied:
+                log.info("deployment %s: %s (%s)", r.id, out.decision.action, out.decision.reason)
+                await asyncio.to_thread(controller.emit_best_effort, out)
+                await svc.refresh()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the driver must keep going; the next tick retries
+            log.warning("rollout driver: %s: %s", type(exc).__name__, exc)
 
 
 def create_app(settings: Any = None) -> FastAPI:
     """Build the app; the model loads lazily when the first rollout is seen."""
+    from nfl_mlops.serving.routes import routers
     from nfl_mlops.settings import get_settings
 
     settings = settings or get_settings()
@@ -52,26 +85,42 @@ def create_app(settings: Any = None) -> FastAPI:
         service = PredictionService(settings)
         app.state.service = service
         await service.start()
+        driver = asyncio.create_task(_drive_rollouts(app))
         try:
             yield
         finally:
+            driver.cancel()
+            try:
+                await driver
+            except asyncio.CancelledError:
+                pass
             await service.stop()
 
     app = FastAPI(
         title="NFL Sentiment MLOps",
         version="0.1.0",
-        description="Predictions, model registry, rollouts and monitoring of the NFL tweet sentiment model.",
+        description="Predictions, model registry, rollouts (blue-green, canary, shadow, A/B), experiments, "
+                    "retraining and monitoring of the NFL tweet sentiment model. Mutating endpoints need the "
+                    "`X-API-Key` header when MLOPS_API_KEY is set.",
+        openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    limit = body_limit(settings)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
             for e in exc.errors()
         ]
-        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
+        message = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
         return JSONResponse(status_code=422, content={"detail": message or "invalid request", "errors": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -80,6 +129,15 @@ def create_app(settings: Any = None) -> FastAPI:
 
     @app.middleware("http")
     async def _measure(request: Request, call_next):
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > limit
+            except ValueError:
+                return JSONResponse(status_code=400, content={"detail": "invalid Content-Length header"})
+            if too_big:
+                return JSONResponse(status_code=413, content={
+                    "detail": f"request body is {declared} bytes; the limit is {limit}"})
         started = time.perf_counter()
         response = await call_next(request)
         svc = getattr(request.app.state, "service", None)
@@ -98,144 +156,6 @@ def create_app(settings: Any = None) -> FastAPI:
         svc.metrics.log_queue.set(svc.logger.queued)
         return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def service(request: Request) -> PredictionService:
-        return request.app.state.service
-
-    def require_api_key(x_api_key: str | None = Header(None, description="Required when MLOPS_API_KEY is set.")) -> None:
-        expected = settings.api_key
-        if expected is None:
-            return
-        if x_api_key is None or not secrets.compare_digest(x_api_key, expected.get_secret_value()):
-            raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
-
-    def check_text(text: str) -> None:
-        if len(text) > settings.max_text_chars:
-            raise HTTPException(413, f"text is {len(text)} characters; the limit is {settings.max_text_chars}")
-
-    router = APIRouter(prefix="/mlops")
-
-    # Predictions
-    @router.post("/predict/sentiment", response_model=sc.PredictionOut, tags=["predictions"])
-    async def predict(body: sc.PredictRequest, svc: PredictionService = Depends(service)) -> sc.PredictionOut:
-        check_text(body.text)
-        try:
-            [p] = await svc.predict([body.text], key=body.key)
-        except NoModelDeployed as exc:
-            raise HTTPException(503, str(exc)) from exc
-        return sc.PredictionOut(prediction_id=p.id, label=p.label, confidence=p.confidence, scores=p.scores,
-                                model_version=p.model_version, arm=p.arm, latency_ms=p.latency_ms)
-
-    @router.post("/predict/sentiment/batch", response_model=sc.BatchPredictionOut, tags=["predictions"])
-    async def predict_batch(body: sc.BatchPredictRequest,
-                            svc: PredictionService = Depends(service)) -> sc.BatchPredictionOut:
-        if len(body.texts) > settings.max_batch_items:
-            raise HTTPException(413, f"batch has {len(body.texts)} texts; the limit is {settings.max_batch_items}")
-        for t in body.texts:
-            check_text(t)
-        try:
-            served = await svc.predict(body.texts, key=body.key)
-        except NoModelDeployed as exc:
-            raise HTTPException(503, str(exc)) from exc
-        return sc.BatchPredictionOut(
-            request_id=served[0].request_id, model_version=served[0].model_version,
-            predictions=[sc.PredictionOut(prediction_id=p.id, label=p.label, confidence=p.confidence,
-                                          scores=p.scores, model_version=p.model_version, arm=p.arm,
-                                          latency_ms=p.latency_ms) for p in served],
-        )
-
-    @router.post("/feedback", tags=["predictions"], dependencies=[Depends(require_api_key)])
-    async def feedback(body: sc.FeedbackRequest, svc: PredictionService = Depends(service)) -> dict[str, Any]:
-        from nfl_mlops.monitoring.feedback import record_feedback
-
-        await asyncio.to_thread(svc.logger.flush)  # the prediction may still be queued
-        if not record_feedback(body.prediction_id, body.label, settings.db_url):
-            raise HTTPException(404, f"no prediction with id {body.prediction_id!r}")
-        return {"prediction_id": body.prediction_id, "label": body.label, "recorded": True}
-
-    # Models
-    @router.get("/models", response_model=list[sc.ModelVersionOut], tags=["models"])
-    async def list_models(svc: PredictionService = Depends(service)) -> list[sc.ModelVersionOut]:
-        return [_version_out(v) for v in svc.registry.list_versions()]
-
-    @router.get("/models/{model_id}", response_model=list[sc.ModelVersionOut], tags=["models"])
-    async def get_model(model_id: str, svc: PredictionService = Depends(service)) -> list[sc.ModelVersionOut]:
-        versions = svc.registry.list_versions(model_id)
-        if not versions:
-            raise HTTPException(404, f"no model named {model_id!r}")
-        return [_version_out(v) for v in versions]
-
-    # Deployments
-    @router.get("/deployments", response_model=list[sc.DeploymentOut], tags=["deployments"])
-    async def list_deployments() -> list[sc.DeploymentOut]:
-        return [_deployment_out(r) for r in rollouts.list_rollouts(db_url=settings.db_url)]
-
-    @router.post("/deployments", response_model=sc.DeploymentOut, status_code=201, tags=["deployments"],
-                 dependencies=[Depends(require_api_key)])
-    async def deploy(body: sc.DeployRequest, svc: PredictionService = Depends(service)) -> sc.DeploymentOut:
-        try:
-            info = svc.registry.get(body.model_id, body.model_version)
-        except NotFoundError as exc:
-            raise HTTPException(404, str(exc)) from exc
-        if info.status != "ready":
-            raise HTTPException(409, f"{info.model_name} v{info.version} is {info.status} and cannot be deployed")
-        r = rollouts.activate(info.model_name, info.version, strategy=body.strategy, environment=body.environment,
-                              reason="POST /mlops/deployments", db_url=settings.db_url)
-        if info.model_name == svc.model_name:
-            await svc.refresh()
-        return _deployment_out(r)
-
-    @router.post("/deployments/{deployment_id}/rollback", response_model=sc.DeploymentOut, tags=["deployments"],
-                 dependencies=[Depends(require_api_key)])
-    async def rollback(deployment_id: str, body: sc.RollbackRequest | None = None,
-                       svc: PredictionService = Depends(service)) -> sc.DeploymentOut:
-        try:
-            r = rollouts.rollback(deployment_id, (body or sc.RollbackRequest()).reason, db_url=settings.db_url)
-        except rollouts.RolloutNotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
-        except rollouts.RolloutError as exc:
-            raise HTTPException(409, str(exc)) from exc
-        try:
-            svc.registry.promote(r.model_name, r.version)
-        except RegistryError:
-            pass
-        if r.model_name == svc.model_name:
-            await svc.refresh()
-        return _deployment_out(r)
-
-    # Status and health
-    @router.get("/health", tags=["status"])
-    async def health(svc: PredictionService = Depends(service)) -> JSONResponse:
-        ok_db = True
-        try:
-            await asyncio.to_thread(rollouts.active_rollout, svc.model_name, "production", settings.db_url)
-        except Exception:
-            ok_db = False
-        ready = ok_db and svc.rollout is not None and all(
-            int(a["version"]) in svc.loaded_versions for a in svc.rollout.arms.values())
-        body = {"status": "healthy" if ready else ("degraded" if ok_db else "unhealthy"),
-                "database": ok_db, "model_loaded": bool(svc.loaded_versions),
-                "serving_version": svc.rollout.version if svc.rollout else None}
-        return JSONResponse(status_code=200 if ok_db else 503, content=body)
-
-    @router.get("/status", tags=["status"])
-    async def status(svc: PredictionService = Depends(service)) -> dict[str, Any]:
-        r = svc.rollout
-        return {
-            "model_name": svc.model_name,
-            "deployment": _deployment_out(r).model_dump(mode="json") if r else None,
-            "loaded_versions": svc.loaded_versions,
-            "uptime_s": round(time.time() - svc.started_at, 1),
-            "counts": dict(svc.counts),
-            "prediction_log": {"written": svc.logger.written, "queued": svc.logger.queued},
-            "services": {
-                "database": settings.db_url.split("://", 1)[0],
-                "tracking": "wandb-online" if settings.wandb_api_key else "wandb-offline",
-                "hub_mirror": bool(settings.huggingface_token),
-                "feature_store": "hopsworks" if settings.hopsworks_api_key else "local",
-                "cache": "redis" if settings.redis_url else "in-process",
-            },
-            "last_refresh_error": svc.last_refresh_error,
-        }
-
-    app.include_router(router)
+    for router in routers():
+        app.include_router(router, prefix="/mlops")
     return app

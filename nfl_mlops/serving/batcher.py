@@ -1,20 +1,35 @@
 """Dynamic batching: concurrent requests are gathered into one forward pass, off the event loop.
 
 Each request waits in an asyncio queue. A single worker task takes the first waiting request,
-adds whatever else is already queued (and, if `max_wait_ms` > 0, what arrives within that
-window), up to `max_batch_size` texts, and runs the model in a worker thread. While one batch
-runs, the next one fills up, so under load batches grow by themselves and at concurrency 1 a
-request adds no waiting beyond `max_wait_ms`.
+adds whatever else is already queued, up to `max_batch_size` texts, and runs the model in a
+worker thread. While one batch runs, the next one fills up, so under load batches grow by
+themselves.
+
+Waiting for more: the worker only waits (at most `max_wait_ms`) when the batch in hand is
+smaller than the previous one, i.e. when the recent load says more requests are on their way
+(the callers of the last batch sending their next request). At concurrency 1 the previous batch
+held one text, so a lone request never waits; under load the wait closes the gap between "the
+last batch's answers went out" and "their next requests came in" and keeps batches full.
+
+A request larger than `max_batch_size` is cut into chunks, so no forward pass ever exceeds
+`max_batch_size` texts and single requests interleave with the chunks of a big batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher was closed; the request was not run."""
 
 
 @dataclass
@@ -23,8 +38,19 @@ class _Item:
     future: asyncio.Future
 
 
+_STOP = _Item([], None)  # type: ignore[arg-type]  # the sentinel that close() queues
+
+
 class DynamicBatcher:
-    """Gathers concurrent `submit` calls into batches for `infer(texts) -> results`."""
+    """Gathers concurrent `submit` calls into batches for `infer(texts) -> results` (one per text).
+
+    Args:
+        infer: called in `executor` with at most `max_batch_size` texts; returns one result per text.
+        max_batch_size: most texts per `infer` call.
+        max_wait_ms: the longest the worker holds a batch open for more requests (see module doc).
+        on_batch: called with (texts in the batch, seconds in `infer`) after each successful batch.
+        executor: where `infer` runs; shared by several batchers so forwards never overlap.
+    """
 
     def __init__(
         self,
@@ -36,6 +62,8 @@ class DynamicBatcher:
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        if max_wait_ms < 0:
+            raise ValueError("max_wait_ms must be >= 0")
         self.infer = infer
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
@@ -44,36 +72,89 @@ class DynamicBatcher:
         self._own_executor = executor is None
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task | None = None
+        self._closed = False
+        self._expected = 1  # texts in the last batch: how many more the load suggests are coming
         self.batches = 0
         self.items = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _ensure_worker(self) -> asyncio.Queue:
         if self._queue is None:
             self._queue = asyncio.Queue()
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._run())
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="dynamic-batcher")
         return self._queue
 
     async def submit(self, texts: Sequence[str]) -> list[Any]:
-        """Results for `texts`, in order (computed together with other waiting requests)."""
+        """Results for `texts`, in order (computed together with other waiting requests).
+
+        Raises whatever `infer` raised for the batch these texts were in, or `BatcherClosed`.
+        """
+        if self._closed:
+            raise BatcherClosed("the batcher is closed")
+        texts = list(texts)
+        if not texts:
+            return []
         queue = self._ensure_worker()
-        future = asyncio.get_running_loop().create_future()
-        queue.put_nowait(_Item(list(texts), future))
-        return await future
+        loop = asyncio.get_running_loop()
+        step = self.max_batch_size
+        items = [_Item(texts[i : i + step], loop.create_future()) for i in range(0, len(texts), step)]
+        for item in items:
+            queue.put_nowait(item)
+        if len(items) == 1:
+            return await items[0].future
+        try:
+            parts = await asyncio.gather(*(i.future for i in items))
+        finally:  # one chunk failed or the caller went away: the other chunks need not run
+            for i in items:
+                if not i.future.done():
+                    i.future.cancel()
+        return [r for part in parts for r in part]
+
+    def _take(self, queue: asyncio.Queue, batch: list[_Item], size: int) -> tuple[int, _Item | None, bool]:
+        """Move queued items into `batch` without waiting; returns (size, overflow item, stop seen)."""
+        while size < self.max_batch_size:
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if item is _STOP:
+                return size, None, True
+            if item.future.done():  # cancelled while queued
+                continue
+            if size + len(item.texts) > self.max_batch_size:
+                return size, item, False  # starts the next batch
+            batch.append(item)
+            size += len(item.texts)
+        return size, None, False
 
     async def _run(self) -> None:
         assert self._queue is not None
         queue = self._queue
         pending: _Item | None = None
+        stopping = False
         while True:
-            first = pending or await queue.get()
-            pending = None
+            if pending is not None:
+                first, pending = pending, None
+            elif stopping:
+                return
+            else:
+                first = await queue.get()
+                if first is _STOP:
+                    return
+                if first.future.done():
+                    continue
             batch, size = [first], len(first.texts)
-            deadline = time.monotonic() + self.max_wait
-            while size < self.max_batch_size:
-                try:
-                    item = queue.get_nowait()
-                except asyncio.QueueEmpty:
+            size, pending, stop = self._take(queue, batch, size)
+            stopping = stopping or stop
+            # hold the batch open only when the last batch says more requests are on their way
+            target = min(self._expected, self.max_batch_size)
+            if self.max_wait > 0 and pending is None and not stopping and size < target:
+                deadline = time.monotonic() + self.max_wait
+                while size < target and pending is None and not stopping:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -81,41 +162,85 @@ class DynamicBatcher:
                         item = await asyncio.wait_for(queue.get(), remaining)
                     except TimeoutError:
                         break
-                if size + len(item.texts) > self.max_batch_size:
-                    pending = item  # starts the next batch
-                    break
-                batch.append(item)
-                size += len(item.texts)
-            batch = [b for b in batch if not b.future.cancelled()]
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    if item.future.done():
+                        continue
+                    if size + len(item.texts) > self.max_batch_size:
+                        pending = item
+                        break
+                    batch.append(item)
+                    size += len(item.texts)
+                    size, pending, stop = self._take(queue, batch, size)
+                    stopping = stopping or stop
+            batch = [b for b in batch if not b.future.done()]
             if not batch:
                 continue
-            texts = [t for b in batch for t in b.texts]
-            started = time.perf_counter()
-            try:
-                results = await asyncio.get_running_loop().run_in_executor(self._executor, self.infer, texts)
-            except Exception as exc:  # every waiter gets the error; the worker keeps serving
-                for b in batch:
-                    if not b.future.done():
-                        b.future.set_exception(exc)
-                continue
-            self.batches += 1
-            self.items += len(texts)
-            if self.on_batch is not None:
-                self.on_batch(len(texts), time.perf_counter() - started)
-            offset = 0
-            for b in batch:
-                n = len(b.texts)
-                if not b.future.done():
-                    b.future.set_result(list(results[offset : offset + n]))
-                offset += n
+            await self._run_batch(batch)
 
-    async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        texts = [t for b in batch for t in b.texts]
+        self._expected = len(texts)
+        started = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self.infer, texts)
+            if len(results) != len(texts):
+                raise RuntimeError(f"infer returned {len(results)} results for {len(texts)} texts")
+        except Exception as exc:  # every waiter gets the error; the worker keeps serving
+            for b in batch:
+                if not b.future.done():
+                    b.future.set_exception(exc)
+            return
+        except asyncio.CancelledError:  # the worker itself is being cancelled: fail the batch, re-raise
+            for b in batch:
+                if not b.future.done():
+                    b.future.set_exception(BatcherClosed("the batcher was cancelled during inference"))
+            raise
+        elapsed = time.perf_counter() - started
+        self.batches += 1
+        self.items += len(texts)
+        offset = 0
+        for b in batch:
+            n = len(b.texts)
+            if not b.future.done():
+                b.future.set_result(list(results[offset : offset + n]))
+            offset += n
+        if self.on_batch is not None:
             try:
-                await self._worker
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._worker = None
+                self.on_batch(len(texts), elapsed)
+            except Exception:  # a metrics hook must never stop the batcher
+                log.exception("on_batch hook failed")
+
+    async def close(self, timeout: float | None = 30.0) -> None:
+        """Stop taking requests, answer every request already queued, then stop the worker.
+
+        After `timeout` seconds the worker is cancelled and whatever is still waiting gets
+        `BatcherClosed`; nothing is left hanging.
+        """
+        self._closed = True
+        worker, queue = self._worker, self._queue
+        if worker is not None and queue is not None and not worker.done():
+            queue.put_nowait(_STOP)
+            try:
+                await asyncio.wait_for(asyncio.shield(worker), timeout)
+            except TimeoutError:
+                worker.cancel()
+            except Exception:
+                log.exception("dynamic batcher worker failed")
+            if not worker.done():
+                try:
+                    await worker
+                except (asyncio.CancelledError, Exception):
+                    pass
+        self._worker = None
+        if queue is not None:  # a worker that died or was cancelled leaves its queue: fail it
+            while True:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if item is not _STOP and not item.future.done():
+                    item.future.set_exception(BatcherClosed("the batcher closed before this request ran"))
         if self._own_executor:
             self._executor.shutdown(wait=False)

@@ -1,18 +1,48 @@
-"""Request and response models of the /mlops API."""
+"""Request and response models of the /mlops API (every field described; they make the OpenAPI docs)."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, field_validator, model_validator
+
+from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams
 
 Label = Literal["negative", "neutral", "positive"]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+"""A model or experiment name: letters, digits, `.`, `_`, `-` (it becomes a folder name)."""
+VersionRef = Annotated[StrictInt | Annotated[str, Field(min_length=1, max_length=100)], Field(
+    description="Version number (3 or '3'), 'v3' or an alias such as 'champion' or 'challenger'.")]
+MetricName = Annotated[str, Field(min_length=1, max_length=200)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Metrics = Annotated[dict[MetricName, Finite], Field(max_length=500)]
 
 
+def _finite_json(value: Any, where: str = "value") -> Any:
+    """Reject NaN/Infinity anywhere in a JSON value (they are not JSON and break PostgreSQL JSON columns)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite_json(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _finite_json(v, f"{where}[{i}]")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Predictions
 class PredictRequest(BaseModel):
     text: str = Field(..., description="The tweet to score.", examples=["Brady is the GOAT, what a comeback!"])
-    key: str | None = Field(None, max_length=200, description="Sticky routing key (e.g. a user id) for A/B tests.")
+    key: str | None = Field(None, max_length=200,
+                            description="Sticky routing key (e.g. a user id): the same key always gets the same "
+                                        "A/B or canary arm.")
 
     @field_validator("text")
     @classmethod
@@ -24,7 +54,7 @@ class PredictRequest(BaseModel):
 
 class BatchPredictRequest(BaseModel):
     texts: list[str] = Field(..., min_length=1, description="Tweets to score, in order.")
-    key: str | None = Field(None, max_length=200, description="Sticky routing key for A/B tests.")
+    key: str | None = Field(None, max_length=200, description="Sticky routing key for A/B tests and canaries.")
 
     @field_validator("texts")
     @classmethod
@@ -37,61 +67,286 @@ class BatchPredictRequest(BaseModel):
 
 class PredictionOut(BaseModel):
     prediction_id: str = Field(..., description="Id of the logged prediction; send feedback with it.")
-    label: Label
-    confidence: float = Field(..., ge=0, le=1)
-    scores: dict[str, float]
-    model_version: int
+    label: Label = Field(..., description="The predicted sentiment.")
+    confidence: float = Field(..., ge=0, le=1, description="Probability of the predicted label.")
+    scores: dict[str, float] = Field(..., description="Probability of every label.")
+    model_version: int = Field(..., description="The model version that answered.")
     arm: str = Field(..., description="Rollout arm that answered (stable, candidate, a, b).")
-    latency_ms: float
+    latency_ms: float = Field(..., description="Time spent answering, in milliseconds.")
 
 
 class BatchPredictionOut(BaseModel):
-    request_id: str
-    model_version: int
-    predictions: list[PredictionOut]
+    request_id: str = Field(..., description="Id shared by the batch's logged predictions.")
+    model_version: int = Field(..., description="The model version that answered.")
+    predictions: list[PredictionOut] = Field(..., description="One prediction per text, in order.")
 
 
 class FeedbackRequest(BaseModel):
-    prediction_id: str = Field(..., description="The id a prediction response returned.")
+    prediction_id: str = Field(..., max_length=64, description="The id a prediction response returned.")
     label: Label = Field(..., description="The true sentiment.")
 
 
+class FeedbackOut(BaseModel):
+    prediction_id: str = Field(..., description="The labelled prediction.")
+    label: Label = Field(..., description="The recorded true label.")
+    recorded: bool = Field(..., description="Always true; an unknown id answers 404.")
+
+
+# Models
+class RegisterModelRequest(_Strict):
+    model_name: Name = Field(..., description="Registered model name; a new version is added to it.")
+    model_path: str = Field(..., min_length=1, max_length=4096,
+                            description="Folder on the API host in Hugging Face layout (config.json, "
+                                        "model.safetensors, tokenizer files) with labels negative/neutral/positive.")
+    model_type: Literal["sentiment_analysis"] = Field("sentiment_analysis", description="Kind of model.")
+    metrics: Metrics = Field(default_factory=dict, description="Evaluation metrics, e.g. {\"accuracy\": 0.87}.")
+    params: dict[str, JsonValue] = Field(default_factory=dict, max_length=200,
+                                         description="Hyperparameters or other settings the model was made with.")
+    description: str | None = Field(None, max_length=5000, description="What this version is.")
+
+    @field_validator("params")
+    @classmethod
+    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _finite_json(v, "params")
+
+
 class ModelVersionOut(BaseModel):
-    model_id: str
-    version: int
-    status: str
-    aliases: list[str]
-    path: str
-    metrics: dict[str, Any]
-    params: dict[str, Any]
-    lineage: dict[str, Any]
-    description: str | None
-    reason: str | None
-    created_at: datetime
-
-
-class DeployRequest(BaseModel):
     model_id: str = Field(..., description="Registered model name.")
-    model_version: StrictInt | str = Field(
-        ..., description="Version number (3 or '3'), 'v3' or an alias such as 'challenger'.")
-    environment: str = Field("production", max_length=50)
-    strategy: Literal["blue_green"] = Field("blue_green", description="Rollout strategy.")
+    version: int = Field(..., description="Version number (1, 2, ...).")
+    status: str = Field(..., description="ready (servable), rejected (kept for the record) or archived.")
+    aliases: list[str] = Field(..., description="Aliases on this version (champion, challenger).")
+    path: str = Field(..., description="Folder of the version in the registry.")
+    model_type: str = Field("sentiment_analysis", description="Kind of model.")
+    metrics: dict[str, Any] = Field(..., description="Evaluation metrics.")
+    params: dict[str, Any] = Field(..., description="Training parameters.")
+    lineage: dict[str, Any] = Field(..., description="Dataset, tracker run, flow runs, git sha, base model.")
+    description: str | None = Field(None, description="What this version is.")
+    reason: str | None = Field(None, description="Why it was rejected, when it was.")
+    created_at: datetime = Field(..., description="When it was registered.")
 
 
-class RollbackRequest(BaseModel):
-    reason: str = Field("manual rollback", max_length=500)
+# Deployments
+class DeployRequest(_Strict):
+    model_id: str = Field(..., max_length=200, description="Registered model name.")
+    model_version: VersionRef
+    environment: str = Field("production", min_length=1, max_length=50, description="Target environment.")
+    strategy: Literal["blue_green", "canary", "ab_test", "shadow"] = Field(
+        "blue_green", description="blue_green: all traffic at once. canary: traffic steps held until gates pass. "
+                                  "ab_test: split by percentage, winner by significance test. shadow: a copy of "
+                                  "traffic, answers logged and never returned.")
+    reason: str | None = Field(None, max_length=500, description="Why (recorded in the deployment's history).")
+    canary: CanaryParams | None = Field(None, description="Canary settings (strategy canary).")
+    shadow: ShadowParams | None = Field(None, description="Shadow settings (strategy shadow).")
+    ab_test: ABTestParams | None = Field(None, description="A/B settings (strategy ab_test).")
+    traffic_split: float | None = Field(None, gt=0, lt=100,
+                                        description="ab_test: percent of traffic on this version (B); "
+                                                    "shortcut for ab_test.traffic_split.")
+    duration_days: float | None = Field(None, gt=0, le=365,
+                                        description="ab_test: how long the test runs; shortcut for "
+                                                    "ab_test.duration_days.")
+    test_name: str | None = Field(None, min_length=1, max_length=200, description="ab_test: name of the test.")
+
+    @model_validator(mode="after")
+    def _settings_match_strategy(self) -> DeployRequest:
+        given = {name for name in ("canary", "shadow", "ab_test") if getattr(self, name) is not None}
+        if self.traffic_split is not None or self.duration_days is not None or self.test_name is not None:
+            given.add("ab_test")
+        wrong = given - {self.strategy}
+        if wrong:
+            raise ValueError(f"settings for {', '.join(sorted(wrong))} given with strategy {self.strategy}")
+        return self
+
+    def strategy_params(self) -> CanaryParams | ShadowParams | ABTestParams | None:
+        if self.strategy == "canary":
+            return self.canary or CanaryParams()
+        if self.strategy == "shadow":
+            return self.shadow or ShadowParams()
+        if self.strategy == "ab_test":
+            base = self.ab_test or ABTestParams()
+            update = {k: v for k, v in (("traffic_split", self.traffic_split),
+                                        ("duration_days", self.duration_days)) if v is not None}
+            return base.model_copy(update=update)
+        return None
+
+
+class RollbackRequest(_Strict):
+    reason: str = Field("manual rollback", max_length=500, description="Why (recorded in the history).")
 
 
 class DeploymentOut(BaseModel):
-    deployment_id: str
-    model_id: str
-    environment: str
-    model_version: int
-    previous_version: int | None
-    strategy: str
-    status: str
-    arms: dict[str, Any]
-    reason: str | None
-    history: list[Any]
-    created_at: datetime
-    updated_at: datetime
+    deployment_id: str = Field(..., description="Id of the rollout.")
+    model_id: str = Field(..., description="Registered model name.")
+    environment: str = Field(..., description="Environment.")
+    model_version: int = Field(..., description="The version rolled out (the candidate of a canary, B of an A/B).")
+    previous_version: int | None = Field(None, description="Where a rollback returns traffic to.")
+    strategy: str = Field(..., description="blue_green, canary, shadow, ab_test, or rollback.")
+    status: str = Field(..., description="active, superseded, rolled_back or completed.")
+    arms: dict[str, Any] = Field(..., description="Traffic: arm -> {version, weight (percent), shadow}.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Strategy settings and step state.")
+    progress: dict[str, Any] | None = Field(None, description="Canary/shadow/A-B: phase, step, last gate check.")
+    reason: str | None = Field(None, description="Why it was started or ended.")
+    history: list[Any] = Field(..., description="Events: activated, traffic steps with gates, promoted, rolled back.")
+    flow_run_id: str | None = Field(None, description="The Prefect flow run that made it, if any.")
+    created_at: datetime = Field(..., description="When it started.")
+    updated_at: datetime = Field(..., description="Last change.")
+
+
+# A/B tests
+class CreateABTestRequest(_Strict):
+    test_name: str = Field(..., min_length=1, max_length=200, description="Name of the test (unique while running).")
+    model_a_id: str = Field(..., max_length=200, description="Registered model of arm A (the control).")
+    model_a_version: VersionRef
+    model_b_id: str = Field(..., max_length=200, description="Registered model of arm B; the same model as A "
+                                                             "(the API serves versions of one model).")
+    model_b_version: VersionRef
+    traffic_split: float = Field(50.0, gt=0, lt=100, description="Percent of traffic on B.")
+    duration_days: float = Field(7.0, gt=0, le=365, description="How long the test runs.")
+    min_samples: int = Field(ABTestParams().min_samples, ge=1, le=10_000_000,
+                             description="Feedback-labelled predictions per arm before a winner is declared.")
+    alpha: float = Field(ABTestParams().alpha, gt=0, lt=0.5, description="Significance level (two-sided z-test).")
+    promote_winner: bool = Field(True, description="When the test ends and B won, move all traffic to B.")
+    environment: str = Field("production", min_length=1, max_length=50, description="Environment.")
+    check_seconds: float = Field(ABTestParams().check_seconds, gt=0, le=86400,
+                                 description="How often the API checks whether the test is over.")
+
+    def params(self) -> ABTestParams:
+        return ABTestParams(traffic_split=self.traffic_split, duration_days=self.duration_days,
+                            min_samples=self.min_samples, alpha=self.alpha, promote_winner=self.promote_winner,
+                            check_seconds=self.check_seconds)
+
+
+class ArmStatsOut(BaseModel):
+    arm: str = Field(..., description="a or b.")
+    version: int = Field(..., description="Model version of the arm.")
+    predictions: int = Field(..., description="Predictions served by the arm.")
+    labelled: int = Field(..., description="Of those, predictions with a feedback label.")
+    correct: int = Field(..., description="Labelled predictions whose label was right.")
+    accuracy: float | None = Field(None, description="correct / labelled.")
+
+
+class VerdictOut(BaseModel):
+    decision: str = Field(..., description="a_better, b_better, no_difference_yet, or no_difference (final).")
+    winner: str | None = Field(None, description="a, b, or null.")
+    significant: bool = Field(..., description="p-value below alpha on enough samples.")
+    enough_data: bool = Field(..., description="Both arms have min_samples labelled predictions.")
+    final: bool = Field(..., description="The test's duration is over (or it was stopped).")
+    z: float | None = Field(None, description="Two-proportion z statistic (B minus A).")
+    p_value: float | None = Field(None, description="Two-sided p-value.")
+    accuracy_diff: float | None = Field(None, description="accuracy(B) - accuracy(A).")
+    ci: list[float] | None = Field(None, description="Confidence interval of the difference at level 1 - alpha.")
+    prob_b_better: float | None = Field(None, description="Bayesian P(accuracy B > accuracy A), uniform priors.")
+    reason: str = Field(..., description="The verdict in words.")
+
+
+class ABTestOut(BaseModel):
+    test_id: str = Field(..., description="Id of the test.")
+    test_name: str = Field(..., description="Name of the test.")
+    model_id: str = Field(..., description="Registered model.")
+    environment: str = Field(..., description="Environment.")
+    model_a_version: int = Field(..., description="Version of arm A.")
+    model_b_version: int = Field(..., description="Version of arm B.")
+    traffic_split: float = Field(..., description="Percent of traffic on B.")
+    duration_days: float = Field(..., description="Planned duration.")
+    status: str = Field(..., description="running, completed (duration over) or stopped (rolled back/superseded).")
+    winner: str | None = Field(None, description="The declared winner once completed.")
+    deployment_id: str | None = Field(None, description="The rollout carrying the test's traffic.")
+    params: dict[str, Any] = Field(..., description="Test settings (min_samples, alpha, promote_winner...).")
+    created_at: datetime = Field(..., description="Start.")
+    ends_at: datetime = Field(..., description="Planned end.")
+    finished_at: datetime | None = Field(None, description="Actual end.")
+    arms: dict[str, ArmStatsOut] = Field(..., description="Current statistics per arm.")
+    verdict: VerdictOut = Field(..., description="Current verdict.")
+
+
+# Experiments
+class StartExperimentRequest(_Strict):
+    experiment_name: str = Field(..., min_length=1, max_length=200, description="Name of the run.")
+    config: dict[str, JsonValue] = Field(default_factory=dict, max_length=500,
+                                         description="Hyperparameters; secret-looking keys are dropped.")
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=50,
+                                                              description="Tags.")
+
+    @field_validator("config")
+    @classmethod
+    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _finite_json(v, "config")
+
+
+class LogMetricsRequest(_Strict):
+    experiment_id: str = Field(..., max_length=64, description="The id `POST /experiments` returned.")
+    metrics: Metrics = Field(..., min_length=1, description="Scalar metrics, e.g. {\"train_loss\": 0.15}.")
+    step: int | None = Field(None, ge=0, le=10**12, description="Training step or epoch.")
+
+
+class FinishExperimentRequest(_Strict):
+    metrics: Metrics = Field(default_factory=dict, description="Final metrics (the run's summary).")
+    status: Literal["finished", "failed"] = Field("finished", description="How the run ended.")
+
+
+class ExperimentOut(BaseModel):
+    experiment_id: str = Field(..., description="Id of the experiment.")
+    name: str = Field(..., description="Name.")
+    status: str = Field(..., description="running, finished or failed.")
+    tracker: str = Field(..., description="Where it is tracked: wandb-offline/online (flows), or api "
+                                          "(state DB only; see the experiments route).")
+    tracker_run_id: str | None = Field(None, description="W&B run id, when tracked there.")
+    config: dict[str, Any] = Field(..., description="Hyperparameters.")
+    tags: list[Any] = Field(..., description="Tags.")
+    metrics: dict[str, Any] = Field(..., description="Latest value of every logged metric, then the summary.")
+    created_at: datetime = Field(..., description="Start.")
+    finished_at: datetime | None = Field(None, description="End.")
+    history: list[dict[str, Any]] | None = Field(None, description="Logged metrics, call by call (GET by id).")
+
+
+class LogMetricsOut(BaseModel):
+    experiment_id: str = Field(..., description="The experiment.")
+    logged: int = Field(..., description="How many metric values this call logged.")
+    step: int | None = Field(None, description="The step given.")
+
+
+# Retraining
+class RetrainRequest(_Strict):
+    model_name: str | None = Field(None, max_length=200, description="Model to retrain; default the served model.")
+    reason: str = Field("manual", min_length=1, max_length=500, description="Why (e.g. performance_degradation).")
+    config: dict[str, JsonValue] = Field(
+        default_factory=dict, max_length=50,
+        description="Training overrides on top of the champion's recipe, e.g. {\"epochs\": 5, "
+                    "\"learning_rate\": 1e-5} (fields of TrainParams).")
+    strategy: Literal["blue_green", "canary", "shadow"] | None = Field(
+        None, description="Rollout strategy of a challenger that passes (default the retraining flow's).")
+
+    @field_validator("config")
+    @classmethod
+    def _train_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from nfl_mlops.modeling.params import TrainParams
+
+        unknown = sorted(set(v) - set(TrainParams.model_fields))
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {sorted(TrainParams.model_fields)}")
+        TrainParams.model_validate(v)  # types and ranges
+        return _finite_json(v, "config")
+
+
+class RetrainingJobOut(BaseModel):
+    job_id: str = Field(..., description="Id of the retraining job.")
+    model_name: str = Field(..., description="Model retrained.")
+    reason: str = Field(..., description="Why.")
+    trigger: str = Field(..., description="api, manual, schedule or automation.")
+    status: str = Field(..., description="scheduled, running, completed, rejected, skipped or failed.")
+    flow_run_id: str | None = Field(None, description="The retraining flow run.")
+    params: dict[str, Any] = Field(..., description="Parameters of the run.")
+    result: dict[str, Any] = Field(..., description="Outcome (version, gate, deployment) or the error.")
+    created_at: datetime = Field(..., description="When it was requested.")
+    finished_at: datetime | None = Field(None, description="When it ended.")
+
+
+class TriggerCheckOut(BaseModel):
+    model_name: str = Field(..., description="The model.")
+    would_trigger: bool = Field(..., description="An automatic retraining would start now.")
+    reasons: list[str] = Field(..., description="Why it would, or would not.")
+    latest_monitoring: dict[str, Any] | None = Field(None, description="The latest monitoring run's verdict.")
+    automatic: dict[str, Any] = Field(..., description="Cooldown and daily budget of automatic retraining.")
+    manual: dict[str, Any] = Field(..., description="Manual and API requests (always allowed).")
+    schedules: list[dict[str, Any]] = Field(..., description="Schedules of the retraining deployment.")
+    event_triggers: list[str] = Field(..., description="Events whose automation starts retraining.")
+    recent_jobs: list[RetrainingJobOut] = Field(..., description="The latest retraining jobs.")

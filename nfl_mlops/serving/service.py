@@ -52,6 +52,14 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _check_answers(answers: Sequence[dict[str, Any]]) -> None:
+    """Raise on answers no client may see (NaN/out-of-range confidences: corrupted weights)."""
+    for a in answers:
+        c = a["confidence"]
+        if not (isinstance(c, float | int) and 0.0 <= c <= 1.0):  # False for NaN
+            raise ValueError(f"invalid model output: confidence {c!r} for label {a['label']!r}")
+
+
 def _as_dict(p: Any) -> dict[str, Any]:
     return {"label": p.label, "confidence": p.confidence, "scores": p.scores}
 
@@ -66,7 +74,8 @@ class PredictionService:
         self.registry = registry or Registry.from_settings(settings)
         self.logger = PredictionLogWriter(settings.db_url)
         self.metrics = ServingMetrics()
-        self.cache = make_cache(settings.redis_url)
+        # answers are cached per model name: replicas of one model share them, other models never see them
+        self.cache = make_cache(settings.redis_url, namespace=self.model_name)
         self.rollout: RolloutInfo | None = None
         self._models: dict[int, Any] = {}
         self._batchers: dict[int, DynamicBatcher] = {}
@@ -102,6 +111,9 @@ class PredictionService:
             await batcher.close()
         await asyncio.to_thread(self.logger.close)
         self._executor.shutdown(wait=False)
+        close_cache = getattr(self.cache, "close", None)
+        if close_cache is not None:
+            close_cache()
 
     async def _poll(self) -> None:
         while True:
@@ -215,20 +227,23 @@ class PredictionService:
         hashes = [text_hash(t) for t in texts]
         arm = choose_arm(rollout.arms, key, request_id)
         version = int(rollout.arms[arm]["version"])
+        # the control arm answers when another arm fails: `stable`, or `a` of an A/B test
+        control = "stable" if "stable" in rollout.arms else ("a" if "a" in rollout.arms else None)
         started = time.perf_counter()
         try:
             answers = await self._predict_version(version, texts, hashes)
+            if arm != control:
+                _check_answers(answers)
         except Exception as exc:
-            stable = rollout.arms.get("stable")
-            if arm == "stable" or stable is None:
+            if arm == control or control is None:
                 raise
-            # a broken candidate: record it for the gates, answer from the stable version
+            # a broken candidate: record it for the gates, answer from the control version
             self.counts["arm_errors"] += 1
             error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning("arm %s (v%s) failed, falling back to stable: %s", arm, version, error)
+            log.warning("arm %s (v%s) failed, falling back to %s: %s", arm, version, control, error)
             self.logger.put_many(self._rows(rollout, request_id, arm, version, texts, hashes, None,
                                             (time.perf_counter() - started) * 1000.0, served=False, error=error))
-            arm, version = "stable", int(stable["version"])
+            arm, version = control, int(rollout.arms[control]["version"])
             answers = await self._predict_version(version, texts, hashes)
         latency_ms = (time.perf_counter() - started) * 1000.0
         rows = self._rows(rollout, request_id, arm, version, texts, hashes, answers, latency_ms, served=True)

@@ -1,4 +1,4 @@
-"""The local feature store for real: versioned Parquet feature groups, immutable training datasets, DB rows."""
+"""The local feature store for real: versioned Parquet feature groups, immutable training sets, DB rows."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nfl_mlops.features.text import FEATURE_COLUMNS
 from nfl_mlops.features.store import (
     FeatureGroupRow,
     FeatureStoreError,
@@ -21,6 +20,7 @@ from nfl_mlops.features.store import (
     find_feature_group,
     get_feature_store,
 )
+from nfl_mlops.features.text import FEATURE_COLUMNS
 
 
 def _split(texts: list[str], labels: list[str]) -> pd.DataFrame:
@@ -30,18 +30,28 @@ def _split(texts: list[str], labels: list[str]) -> pd.DataFrame:
 @pytest.fixture()
 def splits() -> dict[str, pd.DataFrame]:
     return {
-        "train": _split(["Go @Patriots! #SB49 http://t.co/x", "Brady deflated the balls", "meh, another game",
-                         "LOVE the Seahawks defense", "my flight was delayed again"],
-                        ["positive", "negative", "neutral", "positive", "negative"]),
+        "train": _split(
+            [
+                "Go @Patriots! #SB49 http://t.co/x",
+                "Brady deflated the balls",
+                "meh, another game",
+                "LOVE the Seahawks defense",
+                "my flight was delayed again",
+            ],
+            ["positive", "negative", "neutral", "positive", "negative"],
+        ),
         "val": _split(["Belichick press conference today"], ["neutral"]),
-        "test": _split(["Goodell should resign #deflategate", "what a catch by Edelman!"], ["negative", "positive"]),
+        "test": _split(
+            ["Goodell should resign #deflategate", "what a catch by Edelman!"], ["negative", "positive"]
+        ),
         "recent": _split(["Brady deflated the balls"], ["negative"]),  # same tweet as in train: another split
     }
 
 
 @pytest.fixture()
 def store(tmp_path: Path, settings) -> LocalFeatureStore:
-    return LocalFeatureStore(tmp_path / "fs", settings.db_url)
+    """A store with a state DB of its own (version numbers start at 1 whatever ran before)."""
+    return LocalFeatureStore(tmp_path / "fs", f"sqlite:///{tmp_path / 'fs-state.db'}")
 
 
 def test_feature_frame_has_keys_features_and_split(splits) -> None:
@@ -68,7 +78,9 @@ def test_content_hash_is_order_independent_and_content_sensitive(splits) -> None
 def test_same_data_same_version_new_data_new_version(store, splits, settings) -> None:
     frame = build_feature_frame(splits)
     v1 = store.write_feature_group("fg_versions", frame, data_version="data-a")
-    again = store.write_feature_group("fg_versions", frame.sample(frac=1, random_state=1), data_version="data-a")
+    again = store.write_feature_group(
+        "fg_versions", frame.sample(frac=1, random_state=1), data_version="data-a"
+    )
     assert (v1.version, again.version) == (1, 1)
     more = dict(splits, train=pd.concat([splits["train"], _split(["Kraft is furious"], ["negative"])]))
     v2 = store.write_feature_group("fg_versions", build_feature_frame(more), data_version="data-b")
@@ -81,7 +93,7 @@ def test_same_data_same_version_new_data_new_version(store, splits, settings) ->
     assert schema["content_hash"] == v1.content_hash and schema["columns"] == v1.schema
     pd.testing.assert_frame_equal(store.read_feature_group("fg_versions", 1), frame)
     # the metadata row is in the state DB, found without the store
-    assert find_feature_group("fg_versions", 2, "local", settings.db_url).content_hash == v2.content_hash
+    assert find_feature_group("fg_versions", 2, "local", store.db_url).content_hash == v2.content_hash
 
 
 def test_training_dataset_is_immutable_with_its_split(store, splits) -> None:
@@ -128,9 +140,12 @@ def test_settings_choose_the_backend(settings, monkeypatch) -> None:
     assert store._fs is None  # no connection until used
 
 
-def test_tables_exist_after_create_all(settings) -> None:
+def test_tables_are_created_on_first_use_even_after_the_engine(tmp_path: Path) -> None:
     from sqlalchemy import inspect
 
     from nfl_mlops.db import get_engine
 
-    assert FeatureGroupRow.__tablename__ in inspect(get_engine(settings.db_url)).get_table_names()
+    url = f"sqlite:///{tmp_path / 'late.db'}"
+    engine = get_engine(url)  # created (with create_all) before the store is used
+    LocalFeatureStore(tmp_path / "fs", url).list_feature_groups()
+    assert FeatureGroupRow.__tablename__ in inspect(engine).get_table_names()

@@ -49,10 +49,12 @@ class FakeCluster:
     def _feature_store(self):
         fs = create_autospec(SdkFeatureStore, instance=True)
         fs.get_feature_groups.side_effect = lambda name=None: [
-            self._group(n, v) for (n, v) in self.groups if n == name]
+            self._group(n, v) for (n, v) in self.groups if n == name
+        ]
         fs.get_or_create_feature_group.side_effect = self._get_or_create_group
         fs.get_feature_group.side_effect = lambda name, version=None: (
-            self._group(name, version) if (name, version) in self.groups else None)
+            self._group(name, version) if (name, version) in self.groups else None
+        )
         fs.get_or_create_feature_view.side_effect = self._get_or_create_view
         fs.get_feature_view.side_effect = lambda name, version=None: self._view(name, version)
         return fs
@@ -124,10 +126,22 @@ def cluster() -> FakeCluster:
 
 
 @pytest.fixture()
-def store(cluster, settings) -> HopsworksFeatureStore:
+def hops_settings(settings, tmp_path):
+    """Hopsworks settings with a state DB of its own."""
+    return settings.model_copy(
+        update={
+            "hopsworks_api_key": SecretStr("secret-key"),
+            "database_url": f"sqlite:///{tmp_path / 'hops-state.db'}",
+        }
+    )
+
+
+@pytest.fixture()
+def store(cluster, hops_settings) -> HopsworksFeatureStore:
     login = create_autospec(hopsworks.login, side_effect=cluster.login)
-    hops = settings.model_copy(update={"hopsworks_api_key": SecretStr("secret-key"),
-                                       "hopsworks_project": "nfl_test", "hopsworks_host": "https://hops.example.com"})
+    hops = hops_settings.model_copy(
+        update={"hopsworks_project": "nfl_test", "hopsworks_host": "https://hops.example.com"}
+    )
     return HopsworksFeatureStore.from_settings(hops, login=login)
 
 
@@ -137,10 +151,12 @@ def _splits(extra: int = 0) -> dict[str, pd.DataFrame]:
 
     train = ["Patriots win! #SB49", "Brady cheated", "game on tonight", "#Seahawks D is elite"]
     train += [f"extra tweet {i} about football" for i in range(extra)]
-    return {"train": part(train, ["positive", "negative", "neutral", "positive", *["neutral"] * extra]),
-            "val": part(["Goodell speaks"], ["neutral"]),
-            "test": part(["deflategate again?!", "what a catch"], ["negative", "positive"]),
-            "recent": part(["Brady cheated"], ["negative"])}
+    return {
+        "train": part(train, ["positive", "negative", "neutral", "positive", *["neutral"] * extra]),
+        "val": part(["Goodell speaks"], ["neutral"]),
+        "test": part(["deflategate again?!", "what a catch"], ["negative", "positive"]),
+        "recent": part(["Brady cheated"], ["negative"]),
+    }
 
 
 def test_feature_group_versions_and_training_dataset_through_the_sdk(store, cluster) -> None:
@@ -148,15 +164,18 @@ def test_feature_group_versions_and_training_dataset_through_the_sdk(store, clus
     fg = store.write_feature_group("hops_features", frame, data_version="data-a", description="test")
     assert (fg.backend, fg.version) == ("hopsworks", 1)
     assert fg.location == "hopsworks://hops.example.com/nfl_test/feature_groups/hops_features/v1"
-    assert cluster.logins == [{"host": "hops.example.com", "port": 443, "project": "nfl_test",
-                               "api_key_value": "secret-key"}]
+    assert cluster.logins == [
+        {"host": "hops.example.com", "port": 443, "project": "nfl_test", "api_key_value": "secret-key"}
+    ]
     meta = cluster.group_meta[("hops_features", 1)]
     assert meta["primary_key"] == ["tweet_id", "split"] and meta["online_enabled"] is False
     pd.testing.assert_frame_equal(cluster.groups[("hops_features", 1)], frame)
 
     # same content -> same version, no second insert; new data -> next version
     assert store.write_feature_group("hops_features", frame, data_version="data-a").version == 1
-    fg2 = store.write_feature_group("hops_features", build_feature_frame(_splits(extra=2)), data_version="data-b")
+    fg2 = store.write_feature_group(
+        "hops_features", build_feature_frame(_splits(extra=2)), data_version="data-b"
+    )
     assert fg2.version == 2 and set(cluster.groups) == {("hops_features", 1), ("hops_features", 2)}
 
     # a training dataset keeps our split (it travels as a column; primary key read back)
@@ -166,7 +185,9 @@ def test_feature_group_versions_and_training_dataset_through_the_sdk(store, clus
     assert cluster.view_meta[("hops_td", 2)]["labels"] == ["label"]
     assert store.create_training_dataset("hops_td", fg2).version == 1  # made once per feature-group version
     parts = store.read_training_dataset("hops_td", 1)
-    assert {k: len(v) for k, v in parts.items()} == td.splits == {"train": 6, "val": 1, "test": 2, "recent": 1}
+    assert (
+        {k: len(v) for k, v in parts.items()} == td.splits == {"train": 6, "val": 1, "test": 2, "recent": 1}
+    )
     assert set(parts["test"]["label"]) == {"negative", "positive"}
 
 
@@ -187,10 +208,11 @@ def test_a_failed_insert_records_nothing_and_the_retry_gets_the_same_version(sto
     assert fg.version == 1 and len(cluster.groups[("hops_retry", 1)]) == len(frame)
 
 
-def test_settings_select_hopsworks_and_the_secret_stays_out_of_metadata(settings, cluster, monkeypatch) -> None:
+def test_settings_select_hopsworks_and_the_secret_stays_out_of_metadata(
+    hops_settings, cluster, monkeypatch
+) -> None:
     monkeypatch.setattr(hopsworks, "login", create_autospec(hopsworks.login, side_effect=cluster.login))
-    hops = settings.model_copy(update={"hopsworks_api_key": SecretStr("secret-key")})
-    store = get_feature_store(hops)
+    store = get_feature_store(hops_settings)
     fg = store.write_feature_group("hops_settings", build_feature_frame(_splits()), data_version="d")
     assert isinstance(store, HopsworksFeatureStore) and fg.version == 1
     assert cluster.logins[0]["host"] == "c.app.hopsworks.ai"
@@ -203,8 +225,14 @@ def test_the_adapter_uses_only_parameters_the_sdk_has() -> None:
 
     used = {
         hopsworks.login: {"host", "port", "project", "api_key_value"},
-        SdkFeatureStore.get_or_create_feature_group: {"name", "version", "description", "primary_key",
-                                                      "online_enabled", "statistics_config"},
+        SdkFeatureStore.get_or_create_feature_group: {
+            "name",
+            "version",
+            "description",
+            "primary_key",
+            "online_enabled",
+            "statistics_config",
+        },
         SdkFeatureStore.get_or_create_feature_view: {"name", "version", "query", "labels", "description"},
         FeatureGroup.insert: {"features", "write_options"},
         FeatureView.create_training_data: {"description", "data_format", "write_options"},

@@ -59,7 +59,12 @@ class FakeHub:
             repo = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
             if repo in self.repos:
                 return self._json({"error": "exists", "url": f"https://huggingface.co/{repo}"}, 409)
-            self.repos[repo] = {"commits": {}, "branches": {}, "tags": {}, "visibility": body.get("visibility")}
+            self.repos[repo] = {
+                "commits": {},
+                "branches": {},
+                "tags": {},
+                "visibility": body.get("visibility"),
+            }
             return self._json({"url": f"https://huggingface.co/{repo}"})
         if path == "/api/validate-yaml":
             return self._json({"errors": [], "warnings": []})
@@ -76,16 +81,21 @@ class FakeHub:
 
     def _op_preupload(self, request, repo, rest):
         files = json.loads(request.content)["files"]
-        return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                     for f in files]})
+        return self._json(
+            {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+        )
 
     def _op_tree(self, request, repo, rest):
         revision = rest.split("/")[0]
         r = self._repo(repo)
         if revision not in r["branches"] and revision not in r["tags"]:
             return self._json([]) if not r["commits"] else self._error(404, "RevisionNotFound")
-        return self._json([{"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-                           for p, b in sorted(self.files_at(repo, revision).items())])
+        return self._json(
+            [
+                {"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                for p, b in sorted(self.files_at(repo, revision).items())
+            ]
+        )
 
     def _op_commit(self, request, repo, rest):
         branch = rest or "main"
@@ -100,19 +110,29 @@ class FakeHub:
                 files.pop(item["value"]["path"], None)
             elif item["key"] == "lfsFile":
                 return self._error(400)  # this fake only accepts regular uploads
-        sha = hashlib.sha1(json.dumps(sorted((p, hashlib.sha1(b).hexdigest()) for p, b in files.items())).encode()
-                           + (parent or "").encode()).hexdigest()
+        sha = hashlib.sha1(
+            json.dumps(sorted((p, hashlib.sha1(b).hexdigest()) for p, b in files.items())).encode()
+            + (parent or "").encode()
+        ).hexdigest()
         r["commits"][sha] = {"files": files, "parent": parent}
         r["branches"][branch] = sha
-        return self._json({"commitUrl": f"https://huggingface.co/{repo}/commit/{sha}", "commitOid": sha, "success": True})
+        return self._json(
+            {"commitUrl": f"https://huggingface.co/{repo}/commit/{sha}", "commitOid": sha, "success": True}
+        )
 
     def _op_refs(self, request, repo, rest):
         r = self._repo(repo)
-        return self._json({
-            "branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": s} for n, s in r["branches"].items()],
-            "tags": [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": s} for n, s in r["tags"].items()],
-            "converts": [],
-        })
+        return self._json(
+            {
+                "branches": [
+                    {"name": n, "ref": f"refs/heads/{n}", "targetCommit": s} for n, s in r["branches"].items()
+                ],
+                "tags": [
+                    {"name": n, "ref": f"refs/tags/{n}", "targetCommit": s} for n, s in r["tags"].items()
+                ],
+                "converts": [],
+            }
+        )
 
     def _op_tag(self, request, repo, rest):
         r = self._repo(repo)
@@ -134,21 +154,35 @@ class FakeHub:
         sha = r["branches"].get(revision) or r["tags"].get(revision)
         if sha is None:
             return self._error(404, "RevisionNotFound")
-        return self._json({"id": repo, "sha": sha, "private": True,
-                           "siblings": [{"rfilename": p} for p in sorted(r["commits"][sha]["files"])]})
+        return self._json(
+            {
+                "id": repo,
+                "sha": sha,
+                "private": True,
+                "siblings": [{"rfilename": p} for p in sorted(r["commits"][sha]["files"])],
+            }
+        )
 
     def _resolve(self, request, repo, revision, filename):
         if repo not in self.repos:
             return self._error(404, "RepoNotFound")
         r = self._repo(repo)
-        sha = r["branches"].get(revision) or r["tags"].get(revision) or (revision if revision in r["commits"] else None)
+        sha = (
+            r["branches"].get(revision)
+            or r["tags"].get(revision)
+            or (revision if revision in r["commits"] else None)
+        )
         if sha is None:
             return self._error(404, "RevisionNotFound")
         data = r["commits"][sha]["files"].get(filename)
         if data is None:
             return self._error(404, "EntryNotFound")
-        headers = {"X-Repo-Commit": sha, "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
-                   "Content-Length": str(len(data)), "Content-Type": "application/octet-stream"}
+        headers = {
+            "X-Repo-Commit": sha,
+            "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
+            "Content-Length": str(len(data)),
+            "Content-Type": "application/octet-stream",
+        }
         return httpx2.Response(200, content=b"" if request.method == "HEAD" else data, headers=headers)
 
 
@@ -159,17 +193,30 @@ def fake_hub(monkeypatch) -> FakeHub:
     from huggingface_hub.utils._http import default_client_factory, hf_request_event_hook
 
     hub = FakeHub()
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite sets HF_HUB_OFFLINE=1 for everything else
-    huggingface_hub.set_client_factory(lambda: httpx2.Client(
-        transport=httpx2.MockTransport(hub.handle), follow_redirects=True,
-        event_hooks={"request": [hf_request_event_hook]}))
+    monkeypatch.setattr(
+        constants, "HF_HUB_OFFLINE", False
+    )  # the suite sets HF_HUB_OFFLINE=1 for everything else
+    huggingface_hub.set_client_factory(
+        lambda: httpx2.Client(
+            transport=httpx2.MockTransport(hub.handle),
+            follow_redirects=True,
+            event_hooks={"request": [hf_request_event_hook]},
+        )
+    )
     yield hub
     huggingface_hub.set_client_factory(default_client_factory)
 
 
 @pytest.fixture()
-def hub_settings(settings):
-    return settings.model_copy(update={"huggingface_token": SecretStr("hf_test_token"), "huggingface_repo": REPO})
+def hub_settings(settings, tmp_path):
+    """Mirror settings with a state DB of its own, so each test sees only its own queue."""
+    return settings.model_copy(
+        update={
+            "huggingface_token": SecretStr("hf_test_token"),
+            "huggingface_repo": REPO,
+            "database_url": f"sqlite:///{tmp_path / 'hub-state.db'}",
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -181,9 +228,16 @@ def version_folder(tmp_path_factory) -> Path:
     from nfl_mlops.registry.card import write_model_card
 
     folder = tmp_path_factory.mktemp("hub_version")
-    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, num_labels=3, id2label=dict(enumerate(LABELS)),
-                        label2id={name: i for i, name in enumerate(LABELS)})
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+        id2label=dict(enumerate(LABELS)),
+        label2id={name: i for i, name in enumerate(LABELS)},
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     write_model_card(folder, _info(1, folder), hub_repo=REPO)
     return folder
@@ -194,14 +248,29 @@ def _info(version: int, folder: Path):
 
     from nfl_mlops.registry.store import VersionInfo
 
-    test = {"n": 10, "accuracy": 0.7, "macro_f1": 0.6, "f1": {"negative": 0.5, "neutral": 0.6, "positive": 0.7},
-            "confusion": [[3, 1, 0], [1, 2, 0], [0, 1, 2]], "ece": 0.1}
-    return VersionInfo(model_name="nfl-sentiment", version=version, status="ready", path=str(folder),
-                       metrics={"test": test}, params={"train": {"learning_rate": 1e-4}},
-                       lineage={"base_model": "tiny-bert", "dataset_version": "abc"}, created_at=datetime.now(UTC))
+    test = {
+        "n": 10,
+        "accuracy": 0.7,
+        "macro_f1": 0.6,
+        "f1": {"negative": 0.5, "neutral": 0.6, "positive": 0.7},
+        "confusion": [[3, 1, 0], [1, 2, 0], [0, 1, 2]],
+        "ece": 0.1,
+    }
+    return VersionInfo(
+        model_name="nfl-sentiment",
+        version=version,
+        status="ready",
+        path=str(folder),
+        metrics={"test": test},
+        params={"train": {"learning_rate": 1e-4}},
+        lineage={"base_model": "tiny-bert", "dataset_version": "abc"},
+        created_at=datetime.now(UTC),
+    )
 
 
-def test_a_version_is_uploaded_tagged_and_loadable_by_revision(fake_hub, hub_settings, version_folder, tmp_path):
+def test_a_version_is_uploaded_tagged_and_loadable_by_revision(
+    fake_hub, hub_settings, version_folder, tmp_path
+):
     from huggingface_hub import hf_hub_download
     from transformers import AutoModelForSequenceClassification
 
@@ -215,10 +284,13 @@ def test_a_version_is_uploaded_tagged_and_loadable_by_revision(fake_hub, hub_set
     assert uploaded["model.safetensors"] == (version_folder / "model.safetensors").read_bytes()
 
     # loadable by revision, through the real download code
-    readme = hf_hub_download(REPO, "README.md", revision="v1", cache_dir=tmp_path / "cache", token="hf_test_token")
+    readme = hf_hub_download(
+        REPO, "README.md", revision="v1", cache_dir=tmp_path / "cache", token="hf_test_token"
+    )
     assert 'revision="v1"' in Path(readme).read_text()
-    model = AutoModelForSequenceClassification.from_pretrained(REPO, revision="v1", cache_dir=tmp_path / "cache",
-                                                               token="hf_test_token")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        REPO, revision="v1", cache_dir=tmp_path / "cache", token="hf_test_token"
+    )
     assert model.config.id2label[2] == "positive" and model.config.hidden_size == 16
     weights = f"/{REPO}/resolve/{repo['tags']['v1']}/model.safetensors"  # v1 resolved to its commit
     assert ("GET", weights) in fake_hub.requests  # the weights came through the fake Hub
@@ -231,15 +303,18 @@ def test_a_version_is_uploaded_tagged_and_loadable_by_revision(fake_hub, hub_set
     (v2 / "README.md").write_text("---\nlicense: apache-2.0\n---\n# v2\n")
     push2 = mirror.mirror("nfl-sentiment", 2, v2)
     assert push2.status == "pushed" and repo["tags"]["v2"] != repo["tags"]["v1"]
-    assert "confusion_matrix.png" not in fake_hub.files_at(REPO, "v2")  # the revision holds exactly v2's files
+    assert "confusion_matrix.png" not in fake_hub.files_at(
+        REPO, "v2"
+    )  # the revision holds exactly v2's files
     assert "confusion_matrix.png" in fake_hub.files_at(REPO, "v1")
     # pushing a pushed version again does nothing
     n = len(fake_hub.requests)
     assert mirror.mirror("nfl-sentiment", 2, v2).status == "pushed" and len(fake_hub.requests) == n
 
 
-def test_network_failures_retry_with_backoff_then_wait_in_the_queue(fake_hub, hub_settings, version_folder,
-                                                                      monkeypatch):
+def test_network_failures_retry_with_backoff_then_wait_in_the_queue(
+    fake_hub, hub_settings, version_folder, monkeypatch
+):
     waits: list[float] = []
     mirror = HubMirror(hub_settings, sleep=waits.append)
     fake_hub.down = True
@@ -253,15 +328,15 @@ def test_network_failures_retry_with_backoff_then_wait_in_the_queue(fake_hub, hu
     from nfl_mlops import cli
     from nfl_mlops.settings import get_settings
 
-    monkeypatch.setenv("HUGGINGFACE_TOKEN", "hf_test_token")
-    monkeypatch.setenv("HUGGINGFACE_REPO", REPO)
-    get_settings.cache_clear()
-    try:
-        assert cli.main(["registry", "sync"]) == 0
-    finally:
-        monkeypatch.delenv("HUGGINGFACE_TOKEN")
-        monkeypatch.delenv("HUGGINGFACE_REPO")
+    with monkeypatch.context() as env:
+        env.setenv("HUGGINGFACE_TOKEN", "hf_test_token")
+        env.setenv("HUGGINGFACE_REPO", REPO)
+        env.setenv("MLOPS_DATABASE_URL", hub_settings.db_url)
         get_settings.cache_clear()
+        try:
+            assert cli.main(["registry", "sync"]) == 0
+        finally:
+            get_settings.cache_clear()
     done = push_status("nfl-sentiment", 11, hub_settings.db_url)
     assert done.status == "pushed" and done.attempts == 5 and done.last_error is None
     assert fake_hub.repos[REPO]["tags"]["v11"] == done.commit_sha

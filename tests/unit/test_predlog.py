@@ -173,3 +173,95 @@ def test_close_raises_when_db_stays_broken_and_keeps_rows(monkeypatch: pytest.Mo
     with pytest.raises(ConnectionError):
         w.close(timeout=0.6)
     assert w.queued == 3  # still in memory for a last try
+
+
+# Rows with different keys, bad rows, partial failures
+def test_rows_with_different_keys_are_written_in_one_flush() -> None:
+    model = _model()
+    full = _row(model, 0)
+    no_optional = {k: v for k, v in _row(model, 1).items() if k not in ("rollout_id", "arm", "served")}
+    with_error = {**_row(model, 2), "error": "ValueError: broken canary", "label": ""}
+    minimal = {k: _row(model, 3)[k] for k in ("request_id", "model_name", "model_version", "text", "text_hash",
+                                               "label", "confidence", "latency_ms")}
+    w = PredictionLogWriter()
+    w.put_many([with_error, full, no_optional])
+    w.put(minimal)
+    assert w.flush() == 4
+    with session_scope() as s:
+        got = {p.text: p for p in s.scalars(select(Prediction).where(Prediction.model_name == model))}
+    assert set(got) == {f"tweet {i}" for i in range(4)}
+    assert got["tweet 2"].error == "ValueError: broken canary" and got["tweet 0"].error is None
+    assert got["tweet 1"].arm == "stable" and got["tweet 1"].served is True and got["tweet 1"].rollout_id is None
+    assert got["tweet 3"].id and got["tweet 3"].created_at is not None
+
+
+def test_unknown_keys_are_dropped_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    model = _model()
+    w = PredictionLogWriter()
+    with caplog.at_level("WARNING", logger="nfl_mlops.serving.predlog"):
+        w.put_many([{**_row(model, i), "user_key": "u1", "scores": {"a": 1}} for i in range(3)])
+    assert w.flush() == 3 and _count(model) == 3
+    warnings = [r.getMessage() for r in caplog.records if "unknown key" in r.getMessage()]
+    assert len(warnings) == 1 and "user_key" in warnings[0]
+
+
+def test_a_row_missing_a_required_column_is_refused_when_queued() -> None:
+    model = _model()
+    w = PredictionLogWriter()
+    bad = _row(model, 1)
+    del bad["text"]
+    with pytest.raises(ValueError, match="text"):
+        w.put_many([_row(model, 0), bad])
+    assert w.queued == 0  # nothing of that call was queued
+    with pytest.raises(ValueError, match="label"):
+        w.put({**_row(model, 2), "label": None})
+    w.put(_row(model, 3))
+    assert w.flush() == 1 and _count(model) == 1
+
+
+def test_too_long_strings_are_cut_to_the_column_length() -> None:
+    model = _model()
+    w = PredictionLogWriter()
+    w.put({**_row(model, 0), "arm": "canary-with-a-very-long-arm-name", "request_id": "r" * 100})
+    assert w.flush() == 1
+    with session_scope() as s:
+        p = s.scalars(select(Prediction).where(Prediction.model_name == model)).one()
+    assert p.arm == "canary-with-a-very-long-arm-name"[:20] and p.request_id == "r" * 64
+
+
+def test_a_row_the_database_refuses_is_set_aside_and_the_rest_is_written() -> None:
+    model = _model()
+    w = PredictionLogWriter()
+    rows = [_row(model, i) for i in range(9)]
+    rows[6]["id"] = rows[2]["id"]  # a duplicate primary key: the database refuses one of the two
+    w.put_many(rows)
+    assert w.flush() == 8
+    assert w.queued == 0 and w.written == 8
+    assert w.rejected_count == 1 and w.rejected[0][0]["text"] in ("tweet 2", "tweet 6")
+    assert "IntegrityError" in w.rejected[0][1]
+    assert _count(model) == 8
+    w.put(_row(model, 9))  # the queue is not blocked by the refused row
+    assert w.flush() == 1 and _count(model) == 9
+
+
+def test_a_failure_after_some_chunks_committed_writes_nothing_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model()
+    monkeypatch.setattr(predlog, "MAX_ROWS_PER_INSERT", 10)
+    w = PredictionLogWriter()
+    real = w._insert
+    calls = {"n": 0}
+
+    def flaky(rows):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ConnectionError("connection lost")
+        return real(rows)
+
+    monkeypatch.setattr(w, "_insert", flaky)
+    w.put_many([_row(model, i) for i in range(45)])
+    with pytest.raises(ConnectionError):
+        w.flush()
+    assert w.written == 20 and w.queued == 25 and _count(model) == 20
+    assert w.flush() == 25  # a duplicate would raise IntegrityError and be rejected instead
+    assert w.rejected_count == 0
+    assert _count(model) == 45 and _texts(model) == {f"tweet {i}" for i in range(45)}

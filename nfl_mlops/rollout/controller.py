@@ -1,0 +1,347 @@
+"""The rollout controller: start a rollout with a strategy, then advance it tick by tick.
+
+A tick reads the rollout and the prediction-log rows of its current step, asks the strategy's pure
+decision function (`strategies.py`, `abtest.py`) what to do, and applies it to the state DB:
+change traffic, promote (all traffic on the candidate, `champion` alias moved) or send traffic
+back to the previous version. It returns the `Outcome`, which names the event to emit; emitting
+is the caller's job (the deployment flow's `emit` task, or the API's best-effort emitter).
+
+Who ticks: the deployment flow for the rollouts it starts (`driver="flow"`); the serving API's
+replicas for the rollouts started through `POST /mlops/deployments` and `/ab-tests`
+(`driver="api"`), and for a flow's rollout whose flow stopped ticking (crashed) for
+`ORPHAN_AFTER_S`. Traffic changes are compare-and-set on the rollout's revision, so two drivers
+never apply one step twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import select
+
+from nfl_mlops.db import Prediction, get_engine, utcnow
+from nfl_mlops.rollout import abtest
+from nfl_mlops.rollout import state as rollouts
+from nfl_mlops.rollout.gates import LOG_FIELDS
+from nfl_mlops.rollout.strategies import (
+    DRIVEN,
+    ABTestParams,
+    CanaryParams,
+    Decision,
+    ShadowParams,
+    canary_decision,
+    initial_arms,
+    params_for,
+    shadow_decision,
+)
+
+log = logging.getLogger(__name__)
+
+EVENT_PREFIX = "nfl-mlops"
+ORPHAN_AFTER_S = 300.0
+"""A flow-driven rollout nobody ticked for this long is adopted by the API's driver."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one tick did."""
+
+    rollout: rollouts.RolloutInfo  # the driven rollout, after the tick
+    decision: Decision
+    applied: bool
+    serving: rollouts.RolloutInfo | None = None  # the new active rollout after a rollback or finish
+    event: str | None = None  # e.g. "rollout.promoted", without the prefix
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        return self.rollout.status != "active" or self.rollout.config.get("phase") != "running"
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat()
+
+
+def _parse(ts: str | None, default: datetime) -> datetime:
+    if not ts:
+        return default
+    return abtest.aware(datetime.fromisoformat(ts))
+
+
+def in_progress(r: rollouts.RolloutInfo | None) -> bool:
+    """A canary, shadow or A/B test that has not ended yet."""
+    return bool(r and r.status == "active" and r.strategy in DRIVEN and r.config.get("phase") == "running")
+
+
+def progress(r: rollouts.RolloutInfo) -> dict[str, Any] | None:
+    """Where a driven rollout stands (for the API): phase, step, candidate share, last gate check."""
+    if r.strategy not in DRIVEN:
+        return None
+    cfg = r.config
+    out: dict[str, Any] = {"phase": cfg.get("phase"), "driver": cfg.get("driver"),
+                           "started_at": cfg.get("started_at"), "last_check": cfg.get("last_check")}
+    if r.strategy == "canary":
+        steps = (cfg.get("params") or {}).get("steps") or CanaryParams().steps
+        idx = int(cfg.get("step_index", 0))
+        out.update(step=min(idx + 1, len(steps)), steps=steps, step_started_at=cfg.get("step_started_at"))
+    if r.strategy == "ab_test":
+        out["ab_test_id"] = cfg.get("ab_test_id")
+    return out
+
+
+# Start
+def start_rollout(
+    model_name: str,
+    version: int,
+    strategy: str,
+    environment: str = "production",
+    params: CanaryParams | ShadowParams | ABTestParams | None = None,
+    reason: str | None = None,
+    flow_run_id: str | None = None,
+    driver: str = "api",
+    test_name: str | None = None,
+    version_a: int | None = None,
+    db_url: str | None = None,
+    now: datetime | None = None,
+) -> rollouts.RolloutInfo:
+    """Activate a rollout of `version` with `strategy`; driven strategies start at their first step.
+
+    Args:
+        version: the candidate (for an A/B test: B).
+        version_a: A of an A/B test; default the version serving now.
+        test_name: name of the A/B test record (default derived from the versions).
+
+    Raises:
+        RolloutConflict: a canary, shadow or A/B test of this model is still in progress.
+        RolloutError: a driven strategy without a version serving now, or the candidate already serves.
+    """
+    now = now or utcnow()
+    current = rollouts.active_rollout(model_name, environment, db_url)
+    if in_progress(current):
+        raise rollouts.RolloutConflict(
+            f"deployment {current.id} ({current.strategy} of v{current.version}) is still in progress; "
+            "roll it back or wait for it to end")
+    if strategy not in DRIVEN:
+        return rollouts.activate(model_name, version, strategy=strategy, environment=environment,
+                                 config={"driver": driver, "phase": "promoted"}, reason=reason,
+                                 flow_run_id=flow_run_id, db_url=db_url)
+    params = params if params is not None else params_for(strategy, None)
+    stable = rollouts.serving_version(current.arms, current.version) if current else None
+    if strategy == "ab_test" and version_a is not None:
+        stable = version_a
+    if stable is None:
+        raise rollouts.RolloutError(f"{strategy} needs a version serving {model_name} in {environment} to compare "
+                                    "with; deploy one with blue_green first")
+    if stable == version:
+        raise rollouts.RolloutError(f"v{version} is already the serving version of {model_name}; "
+                                    f"a {strategy} needs a different candidate")
+    arms = initial_arms(strategy, stable, version, params)
+    config: dict[str, Any] = {"params": params.model_dump(mode="json"), "driver": driver, "phase": "running",
+                              "started_at": _iso(now), "step_index": 0, "step_started_at": _iso(now), "revision": 0}
+    # an A/B test that ends without B winning returns to A
+    keep = {"previous_version": stable} if strategy == "ab_test" else {}
+    r = rollouts.activate(model_name, version, strategy=strategy, environment=environment, arms=arms, config=config,
+                          reason=reason, flow_run_id=flow_run_id, db_url=db_url, **keep)
+    if strategy == "ab_test":
+        test = abtest.create_record(test_name or f"{model_name}-v{stable}-vs-v{version}", model_name, environment,
+                                    stable, version, params, r.id, db_url=db_url, now=now)
+        r = rollouts.transition(r.id, 0, config={"ab_test_id": test.id}, db_url=db_url)
+    return r
+
+
+# Tick
+def load_rows(r: rollouts.RolloutInfo, since: datetime, db_url: str | None = None) -> pd.DataFrame:
+    """The prediction-log rows of rollout `r` logged since `since` (all arms, shadows and errors included)."""
+    cols = [getattr(Prediction, c) for c in LOG_FIELDS]
+    q = select(*cols).where(Prediction.model_name == r.model_name, Prediction.created_at >= since,
+                            Prediction.rollout_id == r.id)
+    with get_engine(db_url).connect() as conn:
+        return pd.DataFrame(conn.execute(q).all(), columns=list(LOG_FIELDS))
+
+
+def decide(r: rollouts.RolloutInfo, now: datetime, db_url: str | None = None) -> Decision:
+    """The strategy's decision for the rollout now (reads the log; changes nothing)."""
+    params = params_for(r.strategy, r.config.get("params"))
+    started = _parse(r.config.get("started_at"), abtest.aware(r.created_at))
+    if r.strategy == "canary":
+        since = _parse(r.config.get("step_started_at"), started)
+        stable = int(r.arms["stable"]["version"])
+        return canary_decision(params, int(r.config.get("step_index", 0)), since, now, load_rows(r, since, db_url),
+                               stable, r.version)
+    if r.strategy == "shadow":
+        stable = int(r.arms["stable"]["version"])
+        return shadow_decision(params, started, now, load_rows(r, started, db_url), stable, r.version)
+    if r.strategy == "ab_test":
+        test = abtest.ab_test_for_rollout(r.id, db_url)
+        if test is None:
+            return Decision("hold", "no A/B test record for this rollout")
+        return abtest.ab_decision(params, test.ends_at, now, abtest.outcomes(test, db_url))
+    return Decision("hold", f"{r.strategy} has no steps")
+
+
+def _payload(r: rollouts.RolloutInfo, d: Decision, **extra: Any) -> dict[str, Any]:
+    return {"deployment_id": r.id, "model_name": r.model_name, "environment": r.environment,
+            "strategy": r.strategy, "version": r.version, "previous_version": r.previous_version,
+            "reason": d.reason, "gates": [g.as_dict() for g in d.gates], **extra}
+
+
+def apply(r: rollouts.RolloutInfo, d: Decision, now: datetime, db_url: str | None = None,
+          registry: Any = None) -> Outcome:
+    """Carry out a decision on the state DB (compare-and-set on the rollout's revision)."""
+    check = {"at": _iso(now), "action": d.action, "reason": d.reason, "gates": [g.as_dict() for g in d.gates]}
+    gates = check["gates"]
+    rev = rollouts.revision(r)
+    if d.action == "hold":
+        rollouts.record_check(r.id, check, db_url)
+        return Outcome(r, d, False)
+    if d.action == "advance":
+        after = rollouts.transition(
+            r.id, rev, arms=d.arms, db_url=db_url,
+            config={"step_index": d.step_index, "step_started_at": _iso(now), "last_check": check},
+            event={"kind": "traffic", "arms": d.arms, "note": d.reason, "gates": gates})
+        return Outcome(after, d, True)
+    test = abtest.ab_test_for_rollout(r.id, db_url) if r.strategy == "ab_test" else None
+    if d.action == "promote":
+        after = rollouts.transition(
+            r.id, rev, arms=d.arms, db_url=db_url,
+            config={"phase": "promoted", "last_check": check,
+                    **({"step_index": d.step_index} if d.step_index is not None else {})},
+            event={"kind": "promoted", "version": r.version, "reason": d.reason, "gates": gates})
+        _promote(registry, r.model_name, r.version, db_url)
+        if test is not None:
+            abtest.finish_record(test.id, "completed", "b", {"reason": d.reason, **d.extra}, db_url)
+        return Outcome(after, d, True, event="rollout.promoted", payload=_payload(r, d))
+    status = "rolled_back" if d.action == "rollback" else "completed"
+    serving = rollouts.return_to_previous(r.id, d.reason, status, rev, details={"gates": gates}, db_url=db_url)
+    if test is not None:
+        abtest.finish_record(test.id, "completed", d.extra.get("winner"), {"reason": d.reason, **d.extra}, db_url)
+    after = rollouts.get_rollout(r.id, db_url)
+    if d.action == "rollback":
+        return Outcome(after, d, True, serving, "rollout.rolled_back",
+                       _payload(r, d, restored_version=serving.version, new_deployment_id=serving.id))
+    return Outcome(after, d, True, serving, "rollout.completed",
+                   _payload(r, d, restored_version=serving.version, new_deployment_id=serving.id))
+
+
+def _promote(registry: Any, model_name: str, version: int, db_url: str | None) -> None:
+    from nfl_mlops.registry.store import Registry, RegistryError
+
+    if registry is None:
+        from nfl_mlops.settings import get_settings
+
+        settings = get_settings()
+        registry = Registry(settings.models_path, db_url or settings.db_url)
+    try:
+        registry.promote(model_name, version)
+    except RegistryError as exc:  # traffic already moved; the alias is bookkeeping
+        log.warning("could not move champion of %s to v%d: %s", model_name, version, exc)
+
+
+def tick(rollout_id: str, now: datetime | None = None, db_url: str | None = None, registry: Any = None) -> Outcome:
+    """Evaluate a driven rollout once and apply the decision."""
+    now = now or utcnow()
+    r = rollouts.get_rollout(rollout_id, db_url)
+    if not in_progress(r):
+        return Outcome(r, Decision("hold", f"deployment {r.id} is {r.status} ({r.config.get('phase')})"), False)
+    d = decide(r, now, db_url)
+    try:
+        return apply(r, d, now, db_url, registry)
+    except rollouts.RolloutConflict as exc:  # another driver (or a person) moved it first
+        return Outcome(rollouts.get_rollout(rollout_id, db_url), Decision("hold", str(exc)), False)
+    except rollouts.RolloutError as exc:
+        if rollouts.get_rollout(rollout_id, db_url).status != "active":  # rolled back meanwhile
+            return Outcome(rollouts.get_rollout(rollout_id, db_url), Decision("hold", str(exc)), False)
+        raise
+
+
+def drive(rollout_id: str, until: str = "transition", poll_seconds: float | None = None,
+          timeout_s: float | None = None, sleep: Callable[[float], None] = time.sleep,
+          db_url: str | None = None, registry: Any = None,
+          on_tick: Callable[[Outcome], None] | None = None) -> Outcome:
+    """Tick until the rollout changes traffic (`until="transition"`) or ends (`until="end"`).
+
+    Returns the last outcome; also returns when the rollout ended by someone else's hand, or when
+    `timeout_s` passed (then with `applied=False`).
+    """
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+    while True:
+        out = tick(rollout_id, db_url=db_url, registry=registry)
+        if on_tick is not None:
+            on_tick(out)
+        if out.ended or (out.applied and until == "transition"):
+            return out
+        if deadline is not None and time.monotonic() >= deadline:
+            return out
+        params = params_for(out.rollout.strategy, out.rollout.config.get("params"))
+        sleep(poll_seconds if poll_seconds is not None else getattr(params, "check_seconds", 5.0))
+
+
+def due(r: rollouts.RolloutInfo | None, driver: str, now: datetime) -> bool:
+    """Whether `driver` should tick `r` now: its own rollouts every `check_seconds`, a flow's orphan too."""
+    if not in_progress(r):
+        return False
+    params = params_for(r.strategy, r.config.get("params"))
+    last = (r.config.get("last_check") or {}).get("at") or r.config.get("step_started_at")
+    since = (now - _parse(last, abtest.aware(r.created_at))).total_seconds()
+    owner = r.config.get("driver", "api")
+    if owner == driver:
+        return since >= getattr(params, "check_seconds", 5.0)
+    return since >= ORPHAN_AFTER_S
+
+
+def prefect_api_url() -> str | None:
+    """The Prefect API this process talks to: PREFECT_API_URL as the environment has it now, else Prefect's
+    settings (profile); None when neither names one (a temporary server is never started for us)."""
+    import os
+
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return url
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def emit_best_effort(outcome: Outcome) -> bool:
+    """Emit the outcome's Prefect event when a Prefect API is configured (never starts a temporary server)."""
+    if outcome.event is None:
+        return False
+    url = prefect_api_url()
+    if not url:
+        return False
+    try:
+        from prefect.events import emit_event
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        model = outcome.rollout.model_name
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            emit_event(event=f"{EVENT_PREFIX}.{outcome.event}",
+                       resource={"prefect.resource.id": f"{EVENT_PREFIX}.model.{model}",
+                                 "prefect.resource.name": model},
+                       payload=outcome.payload)
+        return True
+    except Exception as exc:  # an event must never break serving
+        log.warning("could not emit %s: %s", outcome.event, exc)
+        return False
+
+
+def report_markdown(r: rollouts.RolloutInfo) -> str:
+    """The rollout's story for a Prefect artifact: traffic steps, gate checks, the end."""
+    lines = [f"# Deployment {r.id}: {r.model_name} v{r.version} ({r.strategy})", "",
+             f"Status **{r.status}**; previous version v{r.previous_version}; reason: {r.reason or '-'}", "",
+             "| at | event | detail |", "|---|---|---|"]
+    for h in r.history:
+        detail = h.get("note") or h.get("reason") or ""
+        if h.get("arms"):
+            detail = f"{detail} arms={h['arms']}"
+        failed = [g for g in h.get("gates") or [] if g.get("passed") is False]
+        if failed:
+            detail += " FAILED: " + "; ".join(f"{g['name']}: {g['detail']}" for g in failed)
+        lines.append(f"| {h.get('at', '')[:19]} | {h.get('event', '')} | {str(detail).replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,12 @@
+"""The /mlops routes, one module per concern; `app.create_app` mounts them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+
+def routers() -> list[APIRouter]:
+    from nfl_mlops.serving.routes import abtests, deployments, experiments, models, predictions, retraining, status
+
+    return [predictions.router, models.router, deployments.router, abtests.router, experiments.router,
+            retraining.router, status.router]

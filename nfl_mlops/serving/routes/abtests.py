@@ -1,0 +1,84 @@
+"""A/B tests: start one (two versions, split by percentage, sticky per key), read its statistics and verdict."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from nfl_mlops.rollout import abtest
+from nfl_mlops.rollout import state as rollouts
+from nfl_mlops.serving import schemas as sc
+from nfl_mlops.serving.routes.deployments import ERRORS, start
+from nfl_mlops.serving.routes.deps import require_api_key, service, settings
+from nfl_mlops.serving.routes.models import resolve
+from nfl_mlops.serving.service import PredictionService
+
+router = APIRouter(tags=["ab-tests"])
+
+
+def ab_out(test: abtest.ABTestInfo, db_url: str) -> sc.ABTestOut:
+    status = test.status
+    if status == "running" and test.rollout_id:
+        try:
+            if rollouts.get_rollout(test.rollout_id, db_url).status != "active":
+                status = "stopped"  # rolled back or replaced by another deployment
+        except rollouts.RolloutNotFound:
+            status = "stopped"
+    rep = abtest.report(test, db_url=db_url)
+    if status != "running":
+        rep["verdict"]["final"] = True
+    return sc.ABTestOut(
+        test_id=test.id, test_name=test.test_name, model_id=test.model_name, environment=test.environment,
+        model_a_version=test.version_a, model_b_version=test.version_b, traffic_split=test.traffic_split,
+        duration_days=test.duration_days, status=status, winner=test.winner, deployment_id=test.rollout_id,
+        params=test.params, created_at=test.created_at, ends_at=test.ends_at, finished_at=test.finished_at,
+        arms=rep["arms"], verdict=rep["verdict"],
+    )
+
+
+@router.post("/ab-tests", response_model=sc.ABTestOut, status_code=201, responses=ERRORS,
+             dependencies=[Depends(require_api_key)], summary="Start an A/B test")
+async def create_ab_test(body: sc.CreateABTestRequest, svc: PredictionService = Depends(service),
+                         cfg: Any = Depends(settings)) -> sc.ABTestOut:
+    """Split traffic between version A and version B of one model (percent on B = `traffic_split`),
+    sticky per request `key`. Outcomes come from feedback labels; `GET /ab-tests/{id}` shows the
+    statistics and the verdict; when `duration_days` is over, B takes all traffic if it won, else A."""
+    if body.model_a_id != body.model_b_id:
+        raise HTTPException(422, "model_a_id and model_b_id must name the same registered model: an A/B test "
+                                 "compares two versions of the model this API serves")
+    a = await asyncio.to_thread(resolve, svc, body.model_a_id, body.model_a_version)
+    b = await asyncio.to_thread(resolve, svc, body.model_b_id, body.model_b_version)
+    if a.version == b.version:
+        raise HTTPException(422, f"A and B are the same version (v{a.version})")
+    if a.model_name == svc.model_name and body.environment == svc.environment:
+        from nfl_mlops.serving.routes.deployments import warm_and_smoke_test
+
+        await warm_and_smoke_test(svc, a.version)
+    r = await start(svc, cfg, b.model_name, b.version, "ab_test", body.environment, body.params(),
+                    f"A/B test {body.test_name}", test_name=body.test_name, version_a=a.version)
+    test = await asyncio.to_thread(abtest.ab_test_for_rollout, r.id, cfg.db_url)
+    return await asyncio.to_thread(ab_out, test, cfg.db_url)
+
+
+@router.get("/ab-tests", response_model=list[sc.ABTestOut], summary="List A/B tests")
+async def list_ab_tests(cfg: Any = Depends(settings),
+                        model_id: str | None = Query(None, max_length=200, description="Only this model."),
+                        limit: int = Query(50, ge=1, le=500, description="Newest first, at most this many."),
+                        ) -> list[sc.ABTestOut]:
+    """A/B tests, newest first, with their current statistics."""
+    tests = await asyncio.to_thread(abtest.list_ab_tests, model_id, cfg.db_url, limit)
+    return [await asyncio.to_thread(ab_out, t, cfg.db_url) for t in tests]
+
+
+@router.get("/ab-tests/{test_id}", response_model=sc.ABTestOut, summary="Statistics and verdict of an A/B test",
+            responses={404: {"description": "Unknown test"}})
+async def get_ab_test(test_id: str, cfg: Any = Depends(settings)) -> sc.ABTestOut:
+    """Per arm: predictions served, feedback-labelled ones, correct ones, accuracy; the two-proportion
+    z-test's verdict (a winner, or no difference yet) and the Bayesian probability that B is better."""
+    try:
+        test = await asyncio.to_thread(abtest.get_ab_test, test_id, cfg.db_url)
+    except abtest.ABTestNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return await asyncio.to_thread(ab_out, test, cfg.db_url)

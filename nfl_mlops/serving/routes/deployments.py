@@ -1,0 +1,142 @@
+"""Deployments (rollouts): start one with a strategy, list them, show one, roll one back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from nfl_mlops.registry.store import RegistryError
+from nfl_mlops.rollout import abtest, controller
+from nfl_mlops.rollout import state as rollouts
+from nfl_mlops.rollout.strategies import DRIVEN
+from nfl_mlops.serving import schemas as sc
+from nfl_mlops.serving.routes.deps import require_api_key, service, settings
+from nfl_mlops.serving.routes.models import resolve
+from nfl_mlops.serving.service import PredictionService
+
+router = APIRouter(tags=["deployments"])
+
+ERRORS = {404: {"description": "Unknown model, version or deployment"},
+          409: {"description": "Conflicts with the current deployment (in progress, not active, nothing to "
+                                "compare with)"},
+          422: {"description": "Invalid request, or the version failed its smoke test"}}
+
+
+def deployment_out(r: rollouts.RolloutInfo) -> sc.DeploymentOut:
+    return sc.DeploymentOut(
+        deployment_id=r.id, model_id=r.model_name, environment=r.environment, model_version=r.version,
+        previous_version=r.previous_version, strategy=r.strategy, status=r.status, arms=r.arms, config=r.config,
+        progress=controller.progress(r), reason=r.reason, history=r.history, flow_run_id=r.flow_run_id,
+        created_at=r.created_at, updated_at=r.updated_at,
+    )
+
+
+async def warm_and_smoke_test(svc: PredictionService, version: int) -> None:
+    """Load and warm `version` in this process and check it answers sanely, before any traffic moves."""
+    from nfl_mlops.rollout.smoke import smoke_test
+
+    try:
+        model = await asyncio.to_thread(svc.ensure_loaded, version)
+    except Exception as exc:  # a folder that does not load: say so, without a trace
+        raise HTTPException(422, f"v{version} does not load: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    try:
+        report = await asyncio.to_thread(smoke_test, model)
+    except Exception as exc:
+        raise HTTPException(422, f"smoke test of v{version} raised {type(exc).__name__}: {str(exc)[:300]}") from exc
+    if not report["passed"]:
+        raise HTTPException(422, f"v{version} failed its smoke test: {report}")
+
+
+async def start(svc: PredictionService, cfg: Any, model_id: str, version: int, strategy: str, environment: str,
+                params: Any, reason: str, test_name: str | None = None,
+                version_a: int | None = None) -> rollouts.RolloutInfo:
+    """Warm + smoke-test (when this API serves the model), start the rollout, follow it at once."""
+    served_here = model_id == svc.model_name and environment == svc.environment
+    if served_here:
+        await warm_and_smoke_test(svc, version)
+    if test_name and await asyncio.to_thread(abtest.running_test_named, test_name, cfg.db_url):
+        raise HTTPException(409, f"an A/B test named {test_name!r} is already running")
+    try:
+        r = await asyncio.to_thread(
+            controller.start_rollout, model_id, version, strategy, environment, params=params, reason=reason,
+            driver="api", test_name=test_name, version_a=version_a, db_url=cfg.db_url)
+    except rollouts.RolloutError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    if strategy not in DRIVEN:
+        try:
+            await asyncio.to_thread(svc.registry.promote, model_id, version)
+        except RegistryError:
+            pass
+    if served_here:
+        await svc.refresh()
+    return r
+
+
+@router.post("/deployments", response_model=sc.DeploymentOut, status_code=201, responses=ERRORS,
+             dependencies=[Depends(require_api_key)], summary="Deploy a version with a strategy")
+async def deploy(body: sc.DeployRequest, svc: PredictionService = Depends(service),
+                 cfg: Any = Depends(settings)) -> sc.DeploymentOut:
+    """Roll out a registered version.
+
+    blue_green switches all traffic at once (the previous version stays warm). canary, shadow and
+    ab_test start at their first step; this API's replicas then advance them as their gates decide
+    (a failed gate rolls back by itself), and end an A/B test when its duration is over.
+    """
+    info = await asyncio.to_thread(resolve, svc, body.model_id, body.model_version)
+    test_name = body.test_name or (f"{info.model_name}-v{info.version}-{body.environment}"
+                                   if body.strategy == "ab_test" else None)
+    r = await start(svc, cfg, info.model_name, info.version, body.strategy, body.environment, body.strategy_params(),
+                    body.reason or "POST /mlops/deployments", test_name)
+    return deployment_out(r)
+
+
+@router.get("/deployments", response_model=list[sc.DeploymentOut], summary="List deployments")
+async def list_deployments(cfg: Any = Depends(settings),
+                           model_id: str | None = Query(None, max_length=200, description="Only this model."),
+                           limit: int = Query(100, ge=1, le=1000, description="Newest first, at most this many."),
+                           ) -> list[sc.DeploymentOut]:
+    """Rollouts, newest first, with their traffic, progress and history."""
+    found = await asyncio.to_thread(rollouts.list_rollouts, model_id, cfg.db_url, limit)
+    return [deployment_out(r) for r in found]
+
+
+@router.get("/deployments/{deployment_id}", response_model=sc.DeploymentOut, summary="One deployment",
+            responses={404: {"description": "Unknown deployment"}})
+async def get_deployment(deployment_id: str, cfg: Any = Depends(settings)) -> sc.DeploymentOut:
+    """A rollout with its traffic, step, last gate check and history (why it moved or rolled back)."""
+    try:
+        return deployment_out(await asyncio.to_thread(rollouts.get_rollout, deployment_id, cfg.db_url))
+    except rollouts.RolloutNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+@router.post("/deployments/{deployment_id}/rollback", response_model=sc.DeploymentOut, responses=ERRORS,
+             dependencies=[Depends(require_api_key)], summary="Roll a deployment back")
+async def rollback(deployment_id: str, body: sc.RollbackRequest | None = None,
+                   svc: PredictionService = Depends(service), cfg: Any = Depends(settings)) -> sc.DeploymentOut:
+    """Send all traffic back to the version that served before; returns the new active deployment."""
+    reason = (body or sc.RollbackRequest()).reason
+    try:
+        before = await asyncio.to_thread(rollouts.get_rollout, deployment_id, cfg.db_url)
+        r = await asyncio.to_thread(rollouts.rollback, deployment_id, reason, cfg.db_url)
+    except rollouts.RolloutNotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except rollouts.RolloutError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    test = await asyncio.to_thread(abtest.ab_test_for_rollout, deployment_id, cfg.db_url)
+    if test is not None:
+        await asyncio.to_thread(abtest.finish_record, test.id, "stopped", None, {"reason": reason}, cfg.db_url)
+    try:
+        await asyncio.to_thread(svc.registry.promote, r.model_name, r.version)
+    except RegistryError:
+        pass
+    ended = await asyncio.to_thread(rollouts.get_rollout, deployment_id, cfg.db_url)
+    await asyncio.to_thread(controller.emit_best_effort, controller.Outcome(
+        ended, controller.Decision("rollback", reason), True, r, "rollout.rolled_back",
+        {"deployment_id": deployment_id, "model_name": r.model_name, "strategy": before.strategy,
+         "version": before.version, "restored_version": r.version, "reason": reason, "manual": True}))
+    if r.model_name == svc.model_name:
+        await svc.refresh()
+    return deployment_out(r)

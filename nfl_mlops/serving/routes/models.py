@@ -1,0 +1,99 @@
+"""The model registry: register an existing Hugging Face folder, list versions, show one model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from nfl_mlops import LABELS
+from nfl_mlops.registry.store import RegistryError, VersionInfo
+from nfl_mlops.serving import schemas as sc
+from nfl_mlops.serving.routes.deps import require_api_key, service
+from nfl_mlops.serving.service import PredictionService
+
+router = APIRouter(tags=["models"])
+
+
+def version_out(v: VersionInfo) -> sc.ModelVersionOut:
+    return sc.ModelVersionOut(
+        model_id=v.model_name, version=v.version, status=v.status, aliases=v.aliases, path=v.path,
+        model_type=v.model_type, metrics=v.metrics, params=v.params, lineage=v.lineage, description=v.description,
+        reason=v.reason, created_at=v.created_at,
+    )
+
+
+def check_folder(path: Path) -> None:
+    """422 unless `path` is a Hugging Face sequence-classification folder with this project's labels."""
+    if not path.is_dir():
+        raise HTTPException(422, f"model_path {str(path)!r} is not a folder on the API host")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except FileNotFoundError as exc:
+        raise HTTPException(422, f"model_path {str(path)!r} has no config.json") from exc
+    except (OSError, ValueError) as exc:
+        raise HTTPException(422, f"config.json in {str(path)!r} is not readable JSON") from exc
+    if not isinstance(config, dict):
+        raise HTTPException(422, f"config.json in {str(path)!r} is not a JSON object")
+    id2label = config.get("id2label") or {}
+    try:
+        labels = [id2label[k] for k in sorted(id2label, key=int)]
+    except (TypeError, ValueError):
+        labels = []
+    if labels != list(LABELS):
+        raise HTTPException(422, f"the model's labels are {labels}; expected {list(LABELS)} in that order")
+    if not (path / "model.safetensors").is_file():
+        raise HTTPException(422, f"model_path {str(path)!r} has no model.safetensors (only safetensors weights "
+                                 "are accepted)")
+
+
+@router.post("/models/register", response_model=sc.ModelVersionOut, status_code=201,
+             dependencies=[Depends(require_api_key)], summary="Register a model folder as a new version",
+             responses={422: {"description": "Not a usable model folder"}})
+async def register_model(body: sc.RegisterModelRequest, svc: PredictionService = Depends(service)) -> sc.ModelVersionOut:
+    """Copy an existing Hugging Face folder into the registry as the next version of `model_name`.
+
+    Atomic: the version becomes visible only when its files are complete and its row is committed.
+    """
+    path = Path(body.model_path).expanduser()
+    check_folder(path)
+    try:
+        info = await asyncio.to_thread(
+            svc.registry.register, body.model_name, path, metrics=body.metrics, params=body.params,
+            lineage={"source": "POST /mlops/models/register", "source_path": str(path.resolve())},
+            description=body.description, model_type=body.model_type)
+    except RegistryError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return version_out(info)
+
+
+@router.get("/models", response_model=list[sc.ModelVersionOut], summary="List registered versions")
+async def list_models(svc: PredictionService = Depends(service)) -> list[sc.ModelVersionOut]:
+    """Every registered version of every model, with metrics, lineage and aliases."""
+    return [version_out(v) for v in await asyncio.to_thread(svc.registry.list_versions)]
+
+
+@router.get("/models/{model_id}", response_model=list[sc.ModelVersionOut], summary="Versions of one model",
+            responses={404: {"description": "Unknown model"}})
+async def get_model(model_id: str, svc: PredictionService = Depends(service)) -> list[sc.ModelVersionOut]:
+    """The versions of one registered model, oldest first."""
+    versions = await asyncio.to_thread(svc.registry.list_versions, model_id)
+    if not versions:
+        raise HTTPException(404, f"no model named {model_id!r}")
+    return [version_out(v) for v in versions]
+
+
+def resolve(svc: PredictionService, model_id: str, version: Any) -> VersionInfo:
+    """A servable version, or 404 (unknown) / 409 (not servable)."""
+    from nfl_mlops.registry.store import NotFoundError
+
+    try:
+        info = svc.registry.get(model_id, version)
+    except NotFoundError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    if info.status != "ready":
+        raise HTTPException(409, f"{info.model_name} v{info.version} is {info.status} and cannot be deployed")
+    return info

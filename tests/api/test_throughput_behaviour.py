@@ -1,0 +1,174 @@
+"""How the service behaves under concurrency, over real HTTP (behaviour only: nothing is timed).
+
+- concurrent single requests are answered from shared forward passes (the batch-size histogram
+  of /metrics counts fewer forwards than requests);
+- inference runs off the event loop: while a forward pass is held inside the model, the same
+  process still answers /mlops/health;
+- a version is loaded and warmed before traffic switches to it, not on its first request;
+- repeated texts are answered from the cache without a forward pass.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.api.helpers import (
+    ServerHandle,
+    api_settings,
+    make_client,
+    register_versions,
+    start_server,
+    wait_serving,
+)
+
+pytestmark = pytest.mark.slow
+
+MODEL_NAME = "api-throughput"
+TWEETS = [
+    "Brady was brilliant tonight",
+    "Worst call of the season, refs blew it",
+    "Kickoff is at 6:30 on Sunday",
+    "Deflategate again? Enough already",
+    "Seahawks defense is elite",
+]
+
+
+@pytest.fixture(scope="module")
+def server(settings, tiny_model_dir) -> Iterator[ServerHandle]:
+    from nfl_mlops.rollout import state as rollouts
+
+    s = api_settings(MODEL_NAME, max_batch_size=64, max_wait_ms=5.0)
+    assert register_versions(MODEL_NAME, tiny_model_dir, 2, s) == [1, 2]
+    rollouts.activate(MODEL_NAME, 1, reason="throughput tests: initial", db_url=s.db_url)
+    handle = start_server(s)
+    try:
+        with make_client(handle.base_url) as c:
+            wait_serving(c, 1)
+        yield handle
+    finally:
+        handle.stop()
+
+
+def _metric(text: str, name: str) -> float:
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_concurrent_requests_share_forward_passes(server: ServerHandle) -> None:
+    n = 48
+    with make_client(server.base_url) as c:
+        before = c.get("/metrics").text
+    local = threading.local()
+    clients = []
+
+    def one(i: int) -> int:
+        if not hasattr(local, "c"):
+            local.c = make_client(server.base_url)
+            clients.append(local.c)
+        r = local.c.post("/mlops/predict/sentiment", json={"text": f"{TWEETS[i % len(TWEETS)]} (share {i})"})
+        assert r.status_code == 200, r.text
+        return r.json()["model_version"]
+
+    pool = ThreadPoolExecutor(max_workers=n)
+    try:
+        versions = list(pool.map(one, range(n)))
+    finally:
+        pool.shutdown()
+        for cl in clients:
+            cl.close()
+    assert versions == [1] * n
+    with make_client(server.base_url) as c:
+        after = c.get("/metrics").text
+    texts = _metric(after, "nfl_mlops_batch_size_sum") - _metric(before, "nfl_mlops_batch_size_sum")
+    forwards = _metric(after, "nfl_mlops_batch_size_count") - _metric(before, "nfl_mlops_batch_size_count")
+    assert texts == n  # every text went through the model once (all new, no cache hits)
+    assert forwards < n, f"{n} concurrent requests took {forwards:.0f} forward passes: nothing was batched"
+    # the histogram's first bucket (batches of 1) holds fewer than all of the forwards
+    ones = _metric(after, 'nfl_mlops_batch_size_bucket{le="1.0"}') - _metric(
+        before, 'nfl_mlops_batch_size_bucket{le="1.0"}'
+    )
+    assert ones < forwards
+
+
+def test_inference_runs_off_the_event_loop(server: ServerHandle) -> None:
+    service = server.service
+    model = service.ensure_loaded(1)
+    entered, release = threading.Event(), threading.Event()
+    real_predict = model.predict
+
+    def held_predict(texts, batch_size=64):
+        entered.set()
+        assert release.wait(60), "the test never released the forward pass"
+        return real_predict(texts, batch_size=batch_size)
+
+    model.predict = held_predict
+    try:
+        with make_client(server.base_url) as c, ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(
+                c.post, "/mlops/predict/sentiment", json={"text": "held in the model (loop test)"}
+            )
+            assert entered.wait(60), "the request never reached the model"
+            # the forward pass is blocked inside the inference thread; the event loop must still answer
+            with make_client(server.base_url) as other:
+                assert other.get("/mlops/health").status_code == 200
+                assert other.get("/mlops/status").status_code == 200
+            release.set()
+            r = pending.result(timeout=60)
+            assert r.status_code == 200, r.text
+    finally:
+        release.set()
+        model.predict = real_predict
+
+
+def test_a_new_version_is_loaded_and_warmed_before_it_serves(server: ServerHandle, monkeypatch) -> None:
+    from nfl_mlops.modeling.predictor import SentimentModel
+    from nfl_mlops.rollout import state as rollouts
+
+    warmed: list[str] = []
+    real_warmup = SentimentModel.warmup
+
+    def recording_warmup(self, *args, **kwargs):
+        result = real_warmup(self, *args, **kwargs)
+        warmed.append(self.name)
+        return result
+
+    monkeypatch.setattr(SentimentModel, "warmup", recording_warmup)
+    service = server.service
+    forwards_before = service.metrics.batch_size._sum.get()
+    try:
+        rollouts.activate(MODEL_NAME, 2, reason="throughput tests: v2", db_url=server.settings.db_url)
+        with make_client(server.base_url) as c:
+            wait_serving(c, 2)
+            # warmed during the switch, before any request reached v2
+            assert warmed == [f"{MODEL_NAME}-v2"]
+            assert service.metrics.batch_size._sum.get() == forwards_before
+            r = c.post("/mlops/predict/sentiment", json={"text": "first request to v2"})
+            assert r.status_code == 200 and r.json()["model_version"] == 2
+            assert warmed == [f"{MODEL_NAME}-v2"]  # the request did not load or warm anything
+            assert 1 in service.loaded_versions  # the previous version stays warm for a rollback
+    finally:
+        rollouts.activate(MODEL_NAME, 1, reason="throughput tests: back to v1", db_url=server.settings.db_url)
+        with make_client(server.base_url) as c:
+            wait_serving(c, 1)
+
+
+def test_repeated_texts_are_answered_from_the_cache(server: ServerHandle) -> None:
+    service = server.service
+    text = "Cached: the Pats win again"
+    with make_client(server.base_url) as c:
+        first = c.post("/mlops/predict/sentiment", json={"text": text}).json()
+        forwards = service.metrics.batch_size._sum.get()
+        hits = service.metrics.cache_hits._value.get()
+        again = [c.post("/mlops/predict/sentiment", json={"text": text}).json() for _ in range(5)]
+    assert service.metrics.batch_size._sum.get() == forwards  # no text went through the model again
+    assert service.metrics.cache_hits._value.get() == hits + 5
+    assert {a["label"] for a in again} == {first["label"]}
+    assert {a["confidence"] for a in again} == {first["confidence"]}
+    assert (
+        len({a["prediction_id"] for a in again} | {first["prediction_id"]}) == 6
+    )  # each answer has its own row

@@ -1,0 +1,163 @@
+"""Observed and label-free (CBPE-style) performance, calibration and the degradation verdict (pure, synthetic)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nfl_mlops import LABELS
+from nfl_mlops.monitoring.performance import (
+    ESTIMATED,
+    OBSERVED,
+    UNAVAILABLE,
+    ConfidenceCalibrator,
+    MetricValue,
+    _Isotonic,
+    assess_performance,
+    calibration_check,
+    estimate_metrics,
+    judge,
+    observed_metrics,
+)
+
+OTHER = {"negative": ["neutral", "positive"], "neutral": ["negative", "positive"], "positive": ["negative", "neutral"]}
+
+
+def predictions(n: int, seed: int, conf_low: float = 0.4, conf_high: float = 1.0, overconfidence: float = 0.0,
+                mix=(0.5, 0.3, 0.2)) -> pd.DataFrame:
+    """Predictions whose correctness follows P(correct) = confidence - overconfidence (a known truth)."""
+    r = np.random.default_rng(seed)
+    pred = r.choice(LABELS, n, p=list(mix))
+    conf = r.uniform(conf_low, conf_high, n)
+    correct = r.uniform(size=n) < np.clip(conf - overconfidence, 0, 1)
+    wrong_choice = r.integers(0, 2, n)
+    true = np.where(correct, pred, [OTHER[p][w] for p, w in zip(pred, wrong_choice, strict=True)])
+    return pd.DataFrame({"predicted_label": pred, "confidence": conf, "true_label": true,
+                         "correct": (true == pred).astype(float)})
+
+
+@pytest.fixture(scope="module")
+def reference() -> pd.DataFrame:
+    return predictions(600, seed=1)
+
+
+def test_observed_metrics_match_the_confusion_matrix():
+    true = ["negative"] * 6 + ["neutral"] * 3 + ["positive"]
+    pred = ["negative"] * 5 + ["neutral"] + ["neutral"] * 2 + ["negative"] + ["positive"]
+    out = observed_metrics(true, pred)
+    assert out["accuracy"].value == pytest.approx(8 / 10)
+    f1 = [2 * 5 / (2 * 5 + 1 + 1), 2 * 2 / (2 * 2 + 1 + 1), 1.0]
+    assert out["macro_f1"].value == pytest.approx(np.mean(f1))
+    for v in out.values():
+        assert v.lower <= v.value <= v.upper and v.level == 0.9
+
+
+def test_isotonic_matches_sklearn():
+    from sklearn.isotonic import IsotonicRegression
+
+    r = np.random.default_rng(0)
+    x = np.round(r.uniform(0.3, 1, 300), 2)  # ties on purpose
+    y = (r.uniform(size=300) < x).astype(float)
+    grid = np.linspace(0, 1, 501)
+    expected = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(x, y).predict(grid)
+    np.testing.assert_allclose(_Isotonic(x, y).predict(grid), expected, atol=1e-12)
+
+
+def test_estimate_tracks_the_realised_accuracy_of_a_calibrated_window(reference):
+    window = predictions(5000, seed=2)
+    est = estimate_metrics(reference, window["predicted_label"], window["confidence"])
+    realised = observed_metrics(window["true_label"], window["predicted_label"])
+    for name in ("accuracy", "macro_f1"):
+        assert est[name].lower <= realised[name].value <= est[name].upper, name
+        assert est[name].upper - est[name].lower < 0.15
+
+
+def test_estimate_follows_a_shift_to_low_confidence(reference):
+    high = predictions(3000, seed=3, conf_low=0.8)
+    low = predictions(3000, seed=3, conf_low=0.4, conf_high=0.6)
+    est_high = estimate_metrics(reference, high["predicted_label"], high["confidence"])["accuracy"].value
+    est_low = estimate_metrics(reference, low["predicted_label"], low["confidence"])["accuracy"].value
+    assert est_high == pytest.approx(0.9, abs=0.05)
+    assert est_low == pytest.approx(0.5, abs=0.06)
+
+
+def test_calibration_check_sees_overconfidence():
+    calibrated = calibration_check(predictions(800, seed=4))
+    overconfident = calibration_check(predictions(800, seed=4, overconfidence=0.25))
+    assert calibrated.ece_raw < 0.06
+    assert overconfident.ece_raw > 0.2
+    assert overconfident.ece_calibrated < 0.08  # the isotonic map repairs it (cross-fitted)
+    assert calibrated.n == 800
+
+
+def test_per_class_calibration_falls_back_to_pooled_for_rare_classes():
+    ref = predictions(300, seed=5, mix=(0.9, 0.07, 0.03))
+    cal = ConfidenceCalibrator.from_reference(ref)
+    assert cal.per_class[0] is not cal.pooled  # negative: enough rows
+    assert cal.per_class[2] is cal.pooled  # positive: 9 rows
+    np.testing.assert_allclose(cal.error_spread.sum(axis=1), 1.0)
+    assert (np.diag(cal.error_spread) == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("value", "upper", "reference", "expected"),
+    [(0.60, 0.65, 0.70, True),  # drop 0.10, interval below the reference
+     (0.60, 0.72, 0.70, False),  # drop 0.10 but the interval reaches the reference (not significant)
+     (0.67, 0.68, 0.70, False),  # significant but small (0.03 <= 0.05)
+     (0.80, 0.85, 0.70, False)],  # better
+)
+def test_judge(value, upper, reference, expected):
+    degraded, drop = judge(MetricValue("accuracy", value, value - 0.05, upper, 0.9), reference, max_drop=0.05)
+    assert degraded is expected
+    assert drop == pytest.approx(reference - value)
+
+
+def test_observed_decides_with_enough_labels(reference):
+    window = predictions(400, seed=6, overconfidence=0.3)  # the window is much worse than its confidences say
+    result = assess_performance(reference, {"accuracy": 0.72, "macro_f1": 0.70}, window["predicted_label"],
+                                window["confidence"], window["true_label"])
+    assert result.source == OBSERVED and result.n_labelled == 400
+    assert result.degraded and "accuracy" in result.degraded_metrics
+    assert result.baselines["accuracy"] == 0.72
+    assert result.estimated is not None  # the estimate is reported beside the observed value
+    payload = json.loads(json.dumps(result.to_payload()))
+    assert payload["performance_degraded"] is True and payload["source"] == "observed"
+    assert payload["drop"] > 0.05 and payload["reason"]
+    assert "| accuracy |" in result.to_markdown()
+
+
+def test_estimate_decides_without_enough_labels(reference):
+    window = predictions(400, seed=7, conf_low=0.4, conf_high=0.55)
+    true = [t if i < 10 else None for i, t in enumerate(window["true_label"])]
+    result = assess_performance(reference, {"accuracy": 0.7, "macro_f1": 0.69}, window["predicted_label"],
+                                window["confidence"], true)
+    assert result.source == ESTIMATED and result.n_labelled == 10
+    assert result.degraded  # confidences ~0.47: estimated accuracy ~0.47 vs ~0.7 estimated on the test set
+    assert result.baselines["accuracy"] == pytest.approx(result.reference_estimate["accuracy"])
+    assert any("only 10 feedback labels" in n for n in result.notes)
+
+
+def test_same_distribution_is_not_degraded(reference):
+    window = predictions(2000, seed=8)
+    test = observed_metrics(reference["true_label"], reference["predicted_label"])
+    result = assess_performance(reference, {k: v.value for k, v in test.items()}, window["predicted_label"],
+                                window["confidence"])
+    assert result.source == ESTIMATED and not result.degraded
+
+
+def test_unavailable_without_reference_labels_or_feedback():
+    ref = predictions(100, seed=9).drop(columns=["true_label", "correct"])
+    window = predictions(50, seed=10)
+    result = assess_performance(ref, None, window["predicted_label"], window["confidence"])
+    assert result.source == UNAVAILABLE and not result.degraded and result.estimated is None
+    assert any("no test labels" in n for n in result.notes)
+
+
+def test_bad_arguments(reference):
+    with pytest.raises(ValueError, match="metrics"):
+        assess_performance(reference, None, ["negative"], [0.9], metrics=("auc",))
+    with pytest.raises(ValueError, match="feedback entries"):
+        assess_performance(reference, None, ["negative"], [0.9], true=["negative", "neutral"])

@@ -23,10 +23,11 @@ Timed, per size, in the order the flow runs them (`nfl_mlops.monitoring.monitor`
   combine          verdicts, payload, markdown
   workspace        summary snapshot + both snapshots added to the Evidently workspace
 
-Once per process (reported apart): importing Evidently and loading the encoder. With `--flow` the
-real `monitoring_flow` also runs against a temporary Prefect server (its start is not timed), which
-adds the Prefect task, artifact and event overhead and the cold costs above (each deployment run is a
-fresh process). Target: 100k predictions in 60 s or less.
+Once per process (reported apart): importing Evidently and loading the encoder. Unless `--no-flow`,
+the real `monitoring_flow` also runs against a temporary Prefect server (its start is not timed):
+once in this process (adds the Prefect task, artifact and event overhead) and once in a fresh Python
+process per size, as a deployment run is (adds Python start, imports and the encoder load). Target:
+100k predictions in 60 s or less, judged on the fresh-process run.
 
 Prints a table and writes `bench/results/monitoring.json` (the scenario table under "scenarios").
 """
@@ -182,23 +183,50 @@ def time_stages(setup: dict[str, Any], n: int, encoder: Any) -> tuple[dict[str, 
     return t, summary
 
 
-def time_flow(setup: dict[str, Any], sizes: list[int]) -> dict[int, float]:
-    """The real monitoring flow per size, against a temporary Prefect server (its start not timed)."""
+COLD_FLOW = """
+import sys, warnings
+warnings.filterwarnings("ignore")
+from datetime import datetime
+from flows.monitoring import monitoring_flow
+res = monitoring_flow(model_name=sys.argv[1], end=datetime.fromisoformat(sys.argv[2]), window_hours=24.0)
+assert res["status"] in ("drift", "degraded", "ok"), res
+"""
+
+
+def time_flow(setup: dict[str, Any], sizes: list[int]) -> tuple[dict[int, float], dict[int, float]]:
+    """The real monitoring flow per size against a temporary Prefect server (its start not timed).
+
+    Returns (warm, cold): warm = in this process (Evidently imported, the encoder loaded by the first
+    run); cold = a fresh Python process per run, as a deployment run is (imports + encoder load included).
+    """
+    import subprocess
+
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.monitoring import monitoring_flow
     from nfl_mlops.registry.store import Registry
 
     Registry.from_settings().register(MODEL_NAME, setup["model_dir"], metrics={"test": setup["test_metrics"]})
-    out = {}
+    warm, cold = {}, {}
     with prefect_test_harness(server_startup_timeout=180):
+        env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "PYTHONPATH": str(ROOT)}
         for n in sizes:
             start, end = setup["windows"][n]
             t0 = time.perf_counter()
             res = monitoring_flow(model_name=MODEL_NAME, end=end - timedelta(seconds=1), window_hours=24.0)
-            out[n] = time.perf_counter() - t0
+            warm[n] = time.perf_counter() - t0
             assert res["n_current"] == min(n, 50_000), res["n_current"]
-    return out
+        for n in sizes:
+            start, end = setup["windows"][n]
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", COLD_FLOW, MODEL_NAME,
+                                   (end - timedelta(seconds=1)).isoformat()],
+                                  cwd=ROOT, env=env, capture_output=True, text=True)
+            cold[n] = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise RuntimeError(f"cold flow run failed:\n{proc.stderr[-3000:]}")
+    return warm, cold
 
 
 def run_scenarios(model_dir: Path | None = None) -> dict[str, Any]:
@@ -299,10 +327,11 @@ def main() -> None:
             runs.append({"n": n, "stages": {k: round(v, 3) for k, v in stages.items()},
                          "total": round(sum(stages.values()), 2), "summary": summary})
             print(f"  {n}: {sum(stages.values()):.1f} s", flush=True)
-        flow = {} if args.no_flow else time_flow(setup, sizes)
+        flow, cold = ({}, {}) if args.no_flow else time_flow(setup, sizes)
         for r in runs:
             if r["n"] in flow:
                 r["flow_total"] = round(flow[r["n"]], 2)
+                r["flow_cold_process"] = round(cold[r["n"]], 2)
         results.update({"once_per_process": {k: round(v, 2) for k, v in once.items()}, "runs": runs,
                         "target_100k_s": TARGET_100K_S})
         print_table(runs, once)
@@ -323,9 +352,13 @@ def print_table(runs: list[dict[str, Any]], once: dict[str, float]) -> None:
     print("total (stages)".ljust(19) + "".join(f"{r['total']:>11.2f}s" for r in runs))
     if "flow_total" in big:
         print("monitoring_flow".ljust(19) + "".join(f"{r.get('flow_total', float('nan')):>11.2f}s" for r in runs)
-              + "   (Prefect tasks, artifacts, event; encoder cached in-process)")
+              + "   (in process: Prefect tasks, artifacts, event; the first run loads the encoder)")
+        print("flow, fresh process".ljust(19)
+              + "".join(f"{r.get('flow_cold_process', float('nan')):>11.2f}s" for r in runs)
+              + "   (as a deployment run: + Python start, imports, encoder load)")
     print("once per process: " + ", ".join(f"{k} {v:.1f}s" for k, v in once.items()))
-    ok = big["n"] < 100_000 or big.get("flow_total", big["total"]) + sum(once.values()) <= TARGET_100K_S
+    worst = big.get("flow_cold_process", big.get("flow_total", big["total"] + sum(once.values())))
+    ok = big["n"] < 100_000 or worst <= TARGET_100K_S
     print(f"target: 100k in <= {TARGET_100K_S:.0f} s incl. cold costs -> {'met' if ok else 'MISSED'}")
 
 

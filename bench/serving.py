@@ -241,8 +241,12 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 async def _http_load(
     port: int, path: str, bodies: Iterator[bytes], concurrency: int, seconds: float, warmup_s: float
-) -> tuple[list[tuple[float, float]], int]:
-    """Closed loop: `concurrency` clients, each sends its next request when the last one is answered."""
+) -> tuple[list[tuple[float, float]], int, int]:
+    """Closed loop: `concurrency` clients, each sends its next request when the last one is answered.
+
+    Returns the (start, end) of the requests answered inside the measured window, the number of
+    requests answered in all (warm-up included) and the number of non-200 answers.
+    """
     head = (
         f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
         "content-length: %d\r\n\r\n"
@@ -274,7 +278,8 @@ async def _http_load(
             writer.close()
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    return [(t0, t1) for t0, t1 in done if t1 >= t_start + warmup_s and t1 <= t_end], errors
+    window = [(t0, t1) for t0, t1 in done if t1 >= t_start + warmup_s and t1 <= t_end]
+    return window, len(done), errors
 
 
 class Server:
@@ -356,7 +361,9 @@ def http_run(
             yield make_body()
 
     cpu0, b0 = server.cpu_seconds(), server.batch_stats()
-    done, errors = asyncio.run(_http_load(server.port, path, bodies(), concurrency, seconds, warmup_s))
+    done, answered, errors = asyncio.run(
+        _http_load(server.port, path, bodies(), concurrency, seconds, warmup_s)
+    )
     cpu1, b1 = server.cpu_seconds(), server.batch_stats()
     lat = [(t1 - t0) * 1000 for t0, t1 in done]
     texts = len(done) * per_request
@@ -368,7 +375,7 @@ def http_run(
         len(done) / seconds,
         lat,
         errors,
-        (cpu1 - cpu0) / max(1, texts) if texts else None,
+        (cpu1 - cpu0) / (answered * per_request) if answered else None,  # warm-up included in both
         mean_batch,
     )
 
@@ -384,6 +391,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--max-wait-ms",
         default=None,
         help="comma-separated MLOPS_MAX_WAIT_MS values; one service process each (default: settings)",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="one more service process with these environment overrides (KEY= unsets; repeatable)",
     )
     p.add_argument("--max-batch-size", type=int, default=None, help="MLOPS_MAX_BATCH_SIZE of the service")
     p.add_argument("--batch-texts", type=int, default=64, help="texts per /batch request (0 skips it)")
@@ -402,8 +416,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument(
         "--omp-wait-policy",
-        default=os.environ.get("OMP_WAIT_POLICY", ""),
-        help="OMP_WAIT_POLICY for every process (PASSIVE or ACTIVE; default: unset, libgomp's own)",
+        default=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        help="OMP_WAIT_POLICY of every process: PASSIVE (what the service sets for itself) or ACTIVE",
     )
     p.add_argument("--quick", action="store_true", help="3 s runs, 1 round")
     p.add_argument("--out", type=Path, default=RESULTS / "serving.json")
@@ -455,6 +469,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ["--factory", "nfl_mlops.serving.app:create_app"],
             {**env, "MLOPS_MAX_WAIT_MS": str(w)},
             "/mlops/health",
+        )
+    for spec in args.variant:
+        name, _, assignments = spec.partition(":")
+        overrides = dict(a.split("=", 1) for a in assignments.split(",") if a)
+        variant_env = {**env, "MLOPS_MAX_WAIT_MS": str(waits[0]), **overrides}
+        variant_env = {k: v for k, v in variant_env.items() if v != ""}  # KEY= unsets KEY
+        servers[f"service({name})"] = Server(
+            f"service({name})", ["--factory", "nfl_mlops.serving.app:create_app"], variant_env, "/mlops/health"
         )
     naive_args = ["--app-dir", str(ROOT / "bench"), "--factory", "serving:naive_app"]
     if not args.no_naive:

@@ -72,8 +72,9 @@ class Settings(BaseSettings):
                                  description="Most texts one /predict/sentiment/batch request may carry.")
     max_batch_size: int = Field(64, validation_alias=_env("MLOPS_MAX_BATCH_SIZE"),
                                 description="Most texts the dynamic batcher puts into one forward pass.")
-    max_wait_ms: float = Field(2.0, validation_alias=_env("MLOPS_MAX_WAIT_MS"),
-                               description="How long the batcher waits for more requests before a forward pass.")
+    max_wait_ms: float = Field(5.0, validation_alias=_env("MLOPS_MAX_WAIT_MS"),
+                               description="Longest the batcher holds a batch open for more requests; it waits only "
+                                           "while the batch is smaller than the last one (bench/README.md).")
     api_url: str | None = Field(None, validation_alias=_env("MLOPS_API_URL"),
                                 description="Base URL of the serving API; the deployment flow waits until it serves a new version.")
     rollout_poll_seconds: float = Field(1.0, validation_alias=_env("MLOPS_ROLLOUT_POLL_SECONDS"),

@@ -6,6 +6,7 @@ anywhere in between leaves neither (registration is atomic).
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
@@ -24,6 +25,42 @@ REQUIRED_FILES = ("config.json", "model.safetensors")
 
 class RegistryError(Exception):
     """A registry request that cannot be served (unknown model/version, bad files)."""
+
+
+class InvalidModelFolder(RegistryError, ValueError):
+    """The folder is not a servable Hugging Face sequence-classification model of this project."""
+
+
+def check_model_folder(path: Path) -> None:
+    """Raise `InvalidModelFolder` unless `path` holds a Hugging Face sequence-classification model with
+    this project's labels, in this order, and safetensors weights. Used by `POST /models/register` and
+    the SDK before anything is copied."""
+    import json
+
+    from nfl_mlops import LABELS
+
+    try:
+        if not path.is_dir():
+            raise InvalidModelFolder(f"model_path {str(path)!r} is not a folder on this host")
+        config = json.loads((path / "config.json").read_text())
+    except FileNotFoundError as exc:
+        raise InvalidModelFolder(f"model_path {str(path)!r} has no config.json") from exc
+    except ValueError as exc:
+        raise InvalidModelFolder(f"config.json in {str(path)!r} is not readable JSON") from exc
+    except OSError as exc:  # name too long, permission denied, ...
+        raise InvalidModelFolder(f"model_path is not readable: {type(exc).__name__}") from exc
+    if not isinstance(config, dict):
+        raise InvalidModelFolder(f"config.json in {str(path)!r} is not a JSON object")
+    id2label = config.get("id2label") or {}
+    try:
+        labels = [id2label[k] for k in sorted(id2label, key=int)]
+    except (TypeError, ValueError, KeyError):
+        labels = []
+    if labels != list(LABELS):
+        raise InvalidModelFolder(f"the model's labels are {labels}; expected {list(LABELS)} in that order")
+    if not (path / "model.safetensors").is_file():
+        raise InvalidModelFolder(f"model_path {str(path)!r} has no model.safetensors (only safetensors weights "
+                                 "are accepted)")
 
 
 class NotFoundError(RegistryError, LookupError):
@@ -203,6 +240,9 @@ class Registry:
             return int(text[1:])
         if text.isdigit():
             return int(text)
+        m = re.fullmatch(r"v?(\d+)(?:\.0+)*", text, flags=re.I)
+        if m:  # "1.0" (the SDK examples' style) means v1
+            return int(m.group(1))
         alias = s.get(Alias, (model_name, text))
         if alias is None:
             raise NotFoundError(f"{model_name} has no alias {text!r}")

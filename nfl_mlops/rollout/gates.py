@@ -33,7 +33,7 @@ WILSON_Z = 2.576
 class GateParams(BaseModel):
     """Thresholds of the rollout gates (candidate vs. stable over the same window)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_error_rate: float = Field(
         0.02, ge=0, le=1,

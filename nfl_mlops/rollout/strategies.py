@@ -34,7 +34,7 @@ Action = Literal["hold", "advance", "promote", "rollback", "finish"]
 class CanaryParams(BaseModel):
     """Canary settings: traffic steps, each held until its gates pass."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: list[float] = Field(
         default_factory=lambda: [5.0, 25.0, 50.0, 100.0], min_length=2, max_length=20,
@@ -63,7 +63,7 @@ class CanaryParams(BaseModel):
 class ShadowParams(BaseModel):
     """Shadow settings: how much mirrored traffic to judge, and what to do when it passes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     min_requests: int = Field(200, ge=1, le=1_000_000,
                               description="Paired (shadow, stable) predictions needed before the verdict.")
@@ -78,7 +78,7 @@ class ShadowParams(BaseModel):
 class ABTestParams(BaseModel):
     """A/B test settings (`traffic_split` and `duration_days` as in `create_ab_test`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     traffic_split: float = Field(50.0, gt=0, lt=100, description="Percent of traffic on B (the rest on A).")
     duration_days: float = Field(7.0, gt=0, le=365,

@@ -129,6 +129,8 @@ def create_app(settings: Any = None) -> FastAPI:
 
     @app.middleware("http")
     async def _measure(request: Request, call_next):
+        if "\x00" in request.url.path or "%00" in request.url.query:
+            return JSONResponse(status_code=422, content={"detail": "NUL characters are not allowed in the URL"})
         declared = request.headers.get("content-length")
         if declared is not None:
             try:

@@ -19,13 +19,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from nfl_mlops.settings import Settings
+
 log = logging.getLogger(__name__)
+_SETTINGS = Settings.model_fields  # the defaults live in the settings, once
+
+
+def prefer_passive_openmp() -> bool:
+    """Make torch's OpenMP threads sleep instead of spin between operations (serving processes).
+
+    libgomp's default spin-wait keeps the intra-op threads burning the cores between operations:
+    they take CPU from the event loop that parses requests, and when the cores are shared with
+    other processes a forward pass can get 10-20x slower (measured in bench/README.md).
+    `OMP_WAIT_POLICY=PASSIVE` avoids both. OpenMP reads it once, when torch is first imported,
+    so this only works before that; an explicit OMP_WAIT_POLICY is left alone. Returns whether
+    the setting is in force.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE"
+    if "torch" in sys.modules:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
 
 
 class BatcherClosed(RuntimeError):
@@ -55,8 +78,8 @@ class DynamicBatcher:
     def __init__(
         self,
         infer: Callable[[list[str]], Sequence[Any]],
-        max_batch_size: int = 64,
-        max_wait_ms: float = 2.0,
+        max_batch_size: int = _SETTINGS["max_batch_size"].default,
+        max_wait_ms: float = _SETTINGS["max_wait_ms"].default,
         on_batch: Callable[[int, float], None] | None = None,
         executor: ThreadPoolExecutor | None = None,
     ) -> None:

@@ -33,12 +33,43 @@ def _finite_json(value: Any, where: str = "value") -> Any:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _clean_strings(value: Any, where: str = "body") -> None:
+    """Reject NUL characters and lone surrogates anywhere in a request (keys included): PostgreSQL cannot
+    store them and they cannot be encoded back to UTF-8 in a response."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where} contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where} is not valid Unicode (lone surrogate)") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _clean_strings(k, f"{where} key")
+            _clean_strings(v, f"{where}.{k}" if isinstance(k, str) and k.isprintable() else where)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _clean_strings(v, f"{where}[{i}]")
+
+
+class _Request(BaseModel):
+    """Base of request bodies: no NUL characters or lone surrogates, no NaN/Infinity."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        _clean_strings(data)
+        return data
+
+
+class _Strict(_Request):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # Predictions
-class PredictRequest(BaseModel):
+class PredictRequest(_Request):
     text: str = Field(..., description="The tweet to score.", examples=["Brady is the GOAT, what a comeback!"])
     key: str | None = Field(None, max_length=200,
                             description="Sticky routing key (e.g. a user id): the same key always gets the same "
@@ -52,7 +83,7 @@ class PredictRequest(BaseModel):
         return v
 
 
-class BatchPredictRequest(BaseModel):
+class BatchPredictRequest(_Request):
     texts: list[str] = Field(..., min_length=1, description="Tweets to score, in order.")
     key: str | None = Field(None, max_length=200, description="Sticky routing key for A/B tests and canaries.")
 
@@ -81,7 +112,7 @@ class BatchPredictionOut(BaseModel):
     predictions: list[PredictionOut] = Field(..., description="One prediction per text, in order.")
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(_Request):
     prediction_id: str = Field(..., max_length=64, description="The id a prediction response returned.")
     label: Label = Field(..., description="The true sentiment.")
 
@@ -275,7 +306,7 @@ class StartExperimentRequest(_Strict):
 class LogMetricsRequest(_Strict):
     experiment_id: str = Field(..., max_length=64, description="The id `POST /experiments` returned.")
     metrics: Metrics = Field(..., min_length=1, description="Scalar metrics, e.g. {\"train_loss\": 0.15}.")
-    step: int | None = Field(None, ge=0, le=10**12, description="Training step or epoch.")
+    step: int | None = Field(None, ge=0, le=2**31 - 1, description="Training step or epoch.")
 
 
 class FinishExperimentRequest(_Strict):

@@ -24,7 +24,7 @@ from typing import Any
 from nfl_mlops.db import utcnow
 from nfl_mlops.registry.store import Registry
 from nfl_mlops.rollout.state import RolloutInfo, active_rollout, choose_arm
-from nfl_mlops.serving.batcher import DynamicBatcher
+from nfl_mlops.serving.batcher import DynamicBatcher, prefer_passive_openmp
 from nfl_mlops.serving.cache import make_cache
 from nfl_mlops.serving.metrics import ServingMetrics
 from nfl_mlops.serving.predlog import PredictionLogWriter
@@ -68,6 +68,7 @@ class PredictionService:
     """Loads versions on demand, keeps the previous one warm, and serves the active rollout."""
 
     def __init__(self, settings: Any, registry: Registry | None = None) -> None:
+        prefer_passive_openmp()  # before the first model load imports torch (see its docstring)
         self.settings = settings
         self.model_name = settings.model_name
         self.environment = "production"

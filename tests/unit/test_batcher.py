@@ -312,3 +312,36 @@ def test_invalid_arguments() -> None:
         DynamicBatcher(lambda t: t, max_batch_size=0)
     with pytest.raises(ValueError):
         DynamicBatcher(lambda t: t, max_wait_ms=-1)
+
+
+def test_defaults_come_from_the_settings() -> None:
+    from nfl_mlops.settings import Settings
+
+    b = DynamicBatcher(lambda t: t)
+    defaults = Settings.model_fields
+    assert b.max_batch_size == defaults["max_batch_size"].default
+    assert b.max_wait == defaults["max_wait_ms"].default / 1000.0
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, "PASSIVE True"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE False"), ({"PRE_IMPORT": "1"}, "None False")],
+)
+def test_prefer_passive_openmp_only_acts_before_torch_and_respects_an_explicit_choice(env, expected) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "if os.environ.get('PRE_IMPORT'): import torch\n"
+        "from nfl_mlops.serving.batcher import prefer_passive_openmp\n"
+        "ok = prefer_passive_openmp()\n"
+        "print(os.environ.get('OMP_WAIT_POLICY'), ok)\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected

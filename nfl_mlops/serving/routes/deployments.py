@@ -85,7 +85,7 @@ async def deploy(body: sc.DeployRequest, svc: PredictionService = Depends(servic
     (a failed gate rolls back by itself), and end an A/B test when its duration is over.
     """
     info = await asyncio.to_thread(resolve, svc, body.model_id, body.model_version)
-    test_name = body.test_name or (f"{info.model_name}-v{info.version}-{body.environment}"
+    test_name = body.test_name or (f"{info.model_name}-v{info.version}-{body.environment}"[:200]
                                    if body.strategy == "ab_test" else None)
     r = await start(svc, cfg, info.model_name, info.version, body.strategy, body.environment, body.strategy_params(),
                     body.reason or "POST /mlops/deployments", test_name)

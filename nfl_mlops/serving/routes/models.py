@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from nfl_mlops import LABELS
-from nfl_mlops.registry.store import RegistryError, VersionInfo
+from nfl_mlops.registry.store import RegistryError, VersionInfo, check_model_folder
 from nfl_mlops.serving import schemas as sc
 from nfl_mlops.serving.routes.deps import require_api_key, service
 from nfl_mlops.serving.service import PredictionService
@@ -26,30 +24,6 @@ def version_out(v: VersionInfo) -> sc.ModelVersionOut:
     )
 
 
-def check_folder(path: Path) -> None:
-    """422 unless `path` is a Hugging Face sequence-classification folder with this project's labels."""
-    if not path.is_dir():
-        raise HTTPException(422, f"model_path {str(path)!r} is not a folder on the API host")
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except FileNotFoundError as exc:
-        raise HTTPException(422, f"model_path {str(path)!r} has no config.json") from exc
-    except (OSError, ValueError) as exc:
-        raise HTTPException(422, f"config.json in {str(path)!r} is not readable JSON") from exc
-    if not isinstance(config, dict):
-        raise HTTPException(422, f"config.json in {str(path)!r} is not a JSON object")
-    id2label = config.get("id2label") or {}
-    try:
-        labels = [id2label[k] for k in sorted(id2label, key=int)]
-    except (TypeError, ValueError):
-        labels = []
-    if labels != list(LABELS):
-        raise HTTPException(422, f"the model's labels are {labels}; expected {list(LABELS)} in that order")
-    if not (path / "model.safetensors").is_file():
-        raise HTTPException(422, f"model_path {str(path)!r} has no model.safetensors (only safetensors weights "
-                                 "are accepted)")
-
-
 @router.post("/models/register", response_model=sc.ModelVersionOut, status_code=201,
              dependencies=[Depends(require_api_key)], summary="Register a model folder as a new version",
              responses={422: {"description": "Not a usable model folder"}})
@@ -58,8 +32,11 @@ async def register_model(body: sc.RegisterModelRequest, svc: PredictionService =
 
     Atomic: the version becomes visible only when its files are complete and its row is committed.
     """
-    path = Path(body.model_path).expanduser()
-    check_folder(path)
+    path = Path(body.model_path)
+    try:
+        check_model_folder(path)
+    except RegistryError as exc:
+        raise HTTPException(422, str(exc)) from exc
     try:
         info = await asyncio.to_thread(
             svc.registry.register, body.model_name, path, metrics=body.metrics, params=body.params,

@@ -61,3 +61,18 @@ async def feedback(body: sc.FeedbackRequest, svc: PredictionService = Depends(se
     if not await asyncio.to_thread(record_feedback, body.prediction_id, body.label, cfg.db_url):
         raise HTTPException(404, f"no prediction with id {body.prediction_id!r}")
     return sc.FeedbackOut(prediction_id=body.prediction_id, label=body.label, recorded=True)
+
+
+@router.get("/lineage/{prediction_id}", summary="Where a prediction came from",
+            responses={404: {"description": "Unknown prediction"}})
+async def lineage(prediction_id: str, svc: PredictionService = Depends(service),
+                  cfg: Any = Depends(settings)) -> dict[str, Any]:
+    """From a prediction id to the model version, training dataset and feature-group versions, the
+    tracker run, the Prefect flow runs, the deployment that routed it and the code (git sha)."""
+    from nfl_mlops.lineage import lineage_of_prediction
+
+    await asyncio.to_thread(svc.logger.flush)  # the prediction may still be queued
+    try:
+        return await asyncio.to_thread(lineage_of_prediction, prediction_id, cfg.db_url)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc

@@ -97,6 +97,7 @@ async def request_retraining(registry: Any, model_name: str, reason: str, config
 
     Raises:
         LookupError: no model of that name is registered.
+        ValueError: `config` does not make a valid training recipe (nothing is recorded).
         RetrainingNotStarted: Prefect is not configured or not reachable (the job is recorded as failed).
     """
     versions = await asyncio.to_thread(registry.list_versions, model_name)
@@ -107,6 +108,15 @@ async def request_retraining(registry: Any, model_name: str, reason: str, config
         champion = await asyncio.to_thread(registry.get_alias, model_name, "champion")
         recipe = dict((champion.params or {}).get("train", {})) if champion else {}
         parameters["train"] = {**recipe, **config}
+        from pydantic import ValidationError
+
+        from nfl_mlops.modeling.params import TrainParams
+
+        try:
+            TrainParams.model_validate(parameters["train"])
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+            raise ValueError(f"config does not make a valid training recipe: {problems}") from None
     if strategy:
         parameters["strategy"] = strategy
     job_id = await asyncio.to_thread(create_job, model_name, reason, trigger, dict(parameters), None, db_url)

@@ -40,8 +40,12 @@ def check_model_folder(path: Path) -> None:
     from nfl_mlops import LABELS
 
     try:
-        if not path.is_dir():
-            raise InvalidModelFolder(f"model_path {str(path)!r} is not a folder on this host")
+        is_dir = path.is_dir()
+    except OSError as exc:  # name too long, permission denied, ...
+        raise InvalidModelFolder(f"model_path is not readable: {type(exc).__name__}") from exc
+    if not is_dir:
+        raise InvalidModelFolder(f"model_path {str(path)!r} is not a folder on this host")
+    try:
         config = json.loads((path / "config.json").read_text())
     except FileNotFoundError as exc:
         raise InvalidModelFolder(f"model_path {str(path)!r} has no config.json") from exc

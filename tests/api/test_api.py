@@ -376,6 +376,20 @@ def test_feedback(client, on_v1, main_settings):
     assert "prediction_id" in detail_of(r)
 
 
+# Lineage
+def test_lineage_of_a_prediction(client, on_v1):
+    p = predict(client, TEXTS[4])  # asked at once: the prediction may still be queued in the log writer
+    r = client.get(f"/mlops/lineage/{p['prediction_id']}")
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["prediction"]["id"] == p["prediction_id"] and out["prediction"]["model_version"] == 1
+    assert out["model"]["version"] == 1 and out["model"]["name"] == MODEL
+    assert out["dataset"]["version"] == "api-test-0"
+    assert "git_sha" in out["code"]
+    r = client.get("/mlops/lineage/0123456789abcdef")
+    assert r.status_code == 404 and "0123456789abcdef" in detail_of(r)
+
+
 # API key
 def test_api_key_guards_mutating_endpoints(keyed_server, keyed_settings):
     from nfl_mlops.rollout import state as rollouts

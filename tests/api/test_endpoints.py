@@ -312,7 +312,7 @@ def test_openapi_documents_every_endpoint(client):
         ("get", "/mlops/retraining/triggers/{model_name}"),
         ("post", "/mlops/ab-tests"), ("get", "/mlops/ab-tests"), ("get", "/mlops/ab-tests/{test_id}"),
         ("post", "/mlops/predict/sentiment"), ("post", "/mlops/predict/sentiment/batch"), ("post", "/mlops/feedback"),
-        ("get", "/mlops/status"), ("get", "/mlops/health"),
+        ("get", "/mlops/status"), ("get", "/mlops/health"), ("get", "/mlops/lineage/{prediction_id}"),
     }
     got = {(m, p) for p, ops in spec["paths"].items() for m in ops}
     assert expected <= got, expected - got

@@ -37,19 +37,40 @@ EXAMPLES = int(os.environ.get("MLOPS_FUZZ_EXAMPLES", "50"))
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(settings, tiny_model_dir) -> Iterator[ServerHandle]:
+def fuzz_server(settings, tiny_model_dir, prefect_server) -> Iterator[ServerHandle]:
+    """The service with a real Prefect server that has the retraining deployment (no worker: the
+    runs that `POST /retraining/trigger` creates stay scheduled and are cancelled afterwards)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.retraining import retraining_flow
     from nfl_mlops.rollout import state as rollouts
 
     s = api_settings(FUZZ_MODEL, api_key=FUZZ_KEY)
     register_versions(FUZZ_MODEL, tiny_model_dir, 2, s)
     rollouts.activate(FUZZ_MODEL, 1, reason="fuzz tests: initial", db_url=s.db_url)
-    handle = start_server(s)
-    try:
-        with make_client(handle.base_url) as c:
-            wait_serving(c, 1)
-        yield handle
-    finally:
-        handle.stop()
+    deployment_id = retraining_flow.to_deployment(name="retraining").apply()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))  # the server thread reads the environment
+        handle = start_server(s)
+        try:
+            with make_client(handle.base_url) as c:
+                wait_serving(c, 1)
+            yield handle
+        finally:
+            handle.stop()
+            _cancel_runs(deployment_id)
+
+
+def _cancel_runs(deployment_id: Any) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.states import Cancelled
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        for run in runs:
+            if not (run.state and run.state.is_final()):
+                client.set_flow_run_state(run.id, Cancelled(), force=True)
 
 
 def _fuzz_operation(

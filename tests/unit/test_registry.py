@@ -77,8 +77,10 @@ def test_versions_are_numbered_per_model(registry: Registry, tmp_path: Path) -> 
 def test_get_by_number_string_and_alias(registry: Registry, model_name: str, tmp_path: Path) -> None:
     registry.register(model_name, _fake_hf_folder(tmp_path))
     registry.register(model_name, _fake_hf_folder(tmp_path))
-    for ref in (2, "v2", "V2", "2", " 2 "):
+    for ref in (2, "v2", "V2", "2", " 2 ", "2.0", "v2.0"):  # "2.0": the SDK examples write versions so
         assert registry.get(model_name, ref).version == 2, ref
+    with pytest.raises(NotFoundError):
+        registry.get(model_name, "2.1")
     assert registry.get(model_name, 1).version == 1
     registry.set_alias(model_name, "champion", 1)
     champ = registry.get(model_name, "champion")

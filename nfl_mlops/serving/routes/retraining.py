@@ -19,7 +19,7 @@ router = APIRouter(tags=["retraining"])
 
 @router.post("/retraining/trigger", response_model=sc.RetrainingJobOut, status_code=202,
              dependencies=[Depends(require_api_key)], summary="Start a retraining",
-             responses={404: {"description": "Unknown model"},
+             responses={404: {"description": "Unknown model"}, 422: {"description": "Invalid training overrides"},
                         503: {"description": "Prefect is not reachable; the job is recorded as failed"}})
 async def trigger(body: sc.RetrainRequest, svc: PredictionService = Depends(service),
                   cfg: Any = Depends(settings)) -> Any:
@@ -31,6 +31,8 @@ async def trigger(body: sc.RetrainRequest, svc: PredictionService = Depends(serv
                                            body.config, body.strategy, "api", cfg.db_url)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
     except rt.RetrainingNotStarted as exc:
         return JSONResponse(status_code=503, content={"detail": str(exc), "job_id": exc.job_id})
 

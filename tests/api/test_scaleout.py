@@ -39,7 +39,13 @@ def _postgres_url() -> str | None:
     if url:
         return url
     url = os.environ.get("MLOPS_TEST_DATABASE_URL", "")
-    return url if url.startswith("postgresql") else None
+    if url.startswith("postgresql"):
+        return url
+    try:  # the PostgreSQL of this machine and of CI, when one listens (trust auth, database `test`)
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            return "postgresql://postgres@127.0.0.1:5432/test"
+    except OSError:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +53,8 @@ def pg_url() -> str:
     url = _postgres_url()
     if url is None:
         pytest.skip(
-            "needs PostgreSQL: set MLOPS_TEST_POSTGRES_URL (or MLOPS_TEST_DATABASE_URL) to a postgresql URL"
+            "needs PostgreSQL: none listens on 127.0.0.1:5432; set MLOPS_TEST_POSTGRES_URL (or "
+            "MLOPS_TEST_DATABASE_URL) to a postgresql URL"
         )
     from sqlalchemy import text
 

@@ -99,6 +99,71 @@ def send_traffic(api_url: str, texts: list[str], labels: list[str], chunk: int =
     return len(ids)
 
 
+class CanaryTraffic:
+    """Live traffic for the retrained challenger's canary: while a canary of the model is in progress,
+    single predictions (unique keys, so the split follows the canary's weights) go to the API."""
+
+    def __init__(self, api_url: str, model_name: str, texts: list[str]) -> None:
+        import threading
+
+        self.api_url, self.model_name, self.texts = api_url, model_name, texts
+        self.sent = 0
+        self.canary: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="canary-traffic", daemon=True)
+
+    def _in_progress(self, http: Any) -> bool:
+        r = http.get("/mlops/deployments", params={"model_id": self.model_name, "limit": 1})
+        if r.status_code != 200 or not r.json():
+            return False
+        d = r.json()[0]
+        if d["strategy"] != "canary":
+            return False
+        self.canary = d
+        return d["status"] == "active" and (d.get("config") or {}).get("phase") == "running"
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.api_url, timeout=30) as http:
+            while not self._stop.is_set():
+                try:
+                    if not self._in_progress(http):
+                        self._stop.wait(1.0)
+                        continue
+                    for _ in range(20):
+                        text = self.texts[self.sent % len(self.texts)]
+                        http.post("/mlops/predict/sentiment", json={"text": text, "key": f"canary-{self.sent}"})
+                        self.sent += 1
+                except httpx.HTTPError:
+                    self._stop.wait(1.0)
+
+    def __enter__(self) -> CanaryTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        try:  # the final record (promoted or rolled back)
+            import httpx
+
+            with httpx.Client(base_url=self.api_url, timeout=30) as http:
+                self._in_progress(http)
+        except Exception:
+            pass
+
+
+def rollout_line(d: dict[str, Any] | None, sent: int) -> str:
+    if not d:
+        return "no canary ran (see the retraining run's result)"
+    steps = ((d.get("config") or {}).get("params") or {}).get("steps") or []
+    end = d["history"][-1] if d.get("history") else {}
+    verdict = "promoted" if d["status"] == "active" else f"{d['status']}: {end.get('reason', d.get('reason'))}"
+    return (f"v{d['model_version']} by canary ({' -> '.join(f'{x:g}%' for x in steps)}): {verdict}; "
+            f"{sent} live requests during the canary; deployment {d['deployment_id']}")
+
+
 def _fmt(m: dict | None) -> str:
     if not m:
         return "     -          -   "
@@ -132,6 +197,7 @@ def summary(info: dict[str, Any]) -> str:
         f"drifted: {', '.join(info['drifted_columns'])}",
         f"Evidently report: {info.get('report')}",
         f"Predictions served and labelled: {info['n_traffic']}",
+        f"Rollout: {info.get('rollout')}",
         "Flow runs:",
         f"  pipeline (v1):        {info['pipeline_run']}",
         f"  monitoring:           {info['monitoring_run']}",
@@ -191,7 +257,10 @@ async def run_story(stack: Any, args: Any) -> dict[str, Any]:
         triggered = await wait_for_triggered_run(client, retraining.id, since)
         say(f"  automation started retraining run {triggered.name} "
             f"(reason={triggered.parameters.get('reason')!r}, drift_share={triggered.parameters.get('drift_share')})")
-        run = await wait_flow_run(client, triggered.id, "retraining")
+        nfl_live = select(prepare(load_corpus()), topics_include=["nfl"], max_rows=400, seed=11)["text"].tolist()
+        with CanaryTraffic(stack.api_url, settings.model_name, nfl_live) as live:
+            run = await wait_flow_run(client, triggered.id, "retraining")
+        info["rollout"] = rollout_line(live.canary, live.sent)
         info["retraining_run"] = str(run.id)
         info["retraining_state"] = run.state.name
     return info

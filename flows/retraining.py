@@ -13,6 +13,7 @@ from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.params import DataParams, TrainParams
 from nfl_mlops.monitoring.thresholds import RETRAIN_DAILY_BUDGET
 from nfl_mlops.registry.store import Registry
+from nfl_mlops.rollout.strategies import CanaryParams, retraining_canary
 from nfl_mlops.settings import get_settings
 from tasks.jobs import close_job, open_job
 
@@ -34,6 +35,7 @@ def retraining_flow(
     train: TrainParams | None = None,
     include_feedback: bool = True,
     strategy: str = "blue_green",
+    canary: CanaryParams | None = None,
     api_url: str | None = None,
     cooldown_minutes: float | None = None,
     daily_budget: int = RETRAIN_DAILY_BUDGET,
@@ -44,6 +46,8 @@ def retraining_flow(
     Args:
         trigger: manual | api | schedule | automation. Automatic triggers respect the cooldown and budget.
         data, train: override the champion's recipe.
+        strategy, canary: how a challenger that passes goes out (prefect.yaml's deployment uses canary);
+            a canary without `canary` settings uses `retraining_canary()` (no label-shift gate).
     """
     settings = get_settings()
     model_name = model_name or settings.model_name
@@ -54,6 +58,9 @@ def retraining_flow(
     cooldown = settings.retrain_cooldown_minutes if cooldown_minutes is None else cooldown_minutes
     params = {"reason": reason, "trigger": trigger, "drift_share": drift_share, "data": data.model_dump(),
               "train": train.model_dump(), "strategy": strategy}
+    if strategy == "canary":
+        canary = canary or retraining_canary()
+        params["canary"] = canary.model_dump(mode="json")
 
     # Admission
     job_id, decision = open_job(model_name, reason, trigger, params, current_flow_run_id(), job_id, cooldown,
@@ -72,8 +79,12 @@ def retraining_flow(
                                   "metrics": candidate.metrics}
         if registration.passed:
             rollout = deployment_flow(version=str(registration.version), model_name=model_name, strategy=strategy,
-                                      api_url=api_url, reason=f"retraining: {reason}")
-            result.update(status="completed", deployment_id=rollout.id)
+                                      api_url=api_url, reason=f"retraining: {reason}", canary=canary)
+            result.update(deployment_id=rollout.id, strategy=strategy)
+            if rollout.status == "active" and rollout.version == registration.version:
+                result.update(status="completed")
+            else:  # the canary's gates rolled it back: the champion keeps serving
+                result.update(status="rolled_back", rollback_reason=rollout.reason)
         else:
             result.update(status="rejected")
     except BaseException as exc:

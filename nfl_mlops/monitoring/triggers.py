@@ -12,7 +12,7 @@ from sqlalchemy import select
 from nfl_mlops.db import RetrainingJob, session_scope, utcnow
 
 AUTOMATIC = ("automation", "schedule")
-COUNTED = ("scheduled", "running", "completed", "rejected")
+COUNTED = ("scheduled", "running", "completed", "rejected", "rolled_back")
 
 
 @dataclass(frozen=True)

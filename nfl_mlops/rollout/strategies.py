@@ -90,6 +90,19 @@ class ABTestParams(BaseModel):
     check_seconds: float = Field(60.0, gt=0, le=86400, description="How often the end of the test is checked.")
 
 
+def retraining_canary() -> CanaryParams:
+    """The canary a retrained challenger goes out by (the retraining flow's default for `strategy=canary`).
+
+    Shorter steps than a hand-made canary (10 -> 50 -> 100 %, 30 requests per arm per step) and no
+    predicted-label-shift gate: a challenger retrained because the traffic drifted is expected to label
+    that traffic differently from the stale champion, and it has already beaten the champion on the
+    standard test set and the recent labelled window at registration. The canary guards what labelled
+    data cannot show: errors, latency, and the loading of the new version in every replica.
+    """
+    return CanaryParams(steps=[10.0, 50.0, 100.0], min_requests=30, check_seconds=2.0, max_wait_s=1800.0,
+                        gates=GateParams(max_label_tvd=1.0, latency_slack_ms=100.0))
+
+
 def params_for(strategy: str, raw: dict[str, Any] | None) -> BaseModel | None:
     """The typed settings of a strategy from their JSON form (None for blue-green)."""
     kinds = {"canary": CanaryParams, "shadow": ShadowParams, "ab_test": ABTestParams}

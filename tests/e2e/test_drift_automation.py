@@ -1,5 +1,7 @@
 """End to end on a real Prefect server: a drift event makes the automation run the retraining
-deployment through a process worker; a second event inside the cooldown starts no training."""
+deployment through a process worker; the challenger that passes the gate goes out by canary while
+live traffic reaches the real API (the gates promote it); a second event inside the cooldown starts
+no training."""
 
 from __future__ import annotations
 
@@ -65,14 +67,35 @@ def champion(settings):
                          train=TrainParams(epochs=1, learning_rate=2e-4, max_length=48), model_name=MODEL)
 
 
-async def test_drift_event_triggers_retraining_then_cooldown(champion, settings, monkeypatch):
+@pytest.fixture(scope="module")
+def api(champion):
+    """The real API serving MODEL (v1 now), in this process."""
+    from tests.api.helpers import api_settings, make_client, start_server, wait_serving
+
+    handle = start_server(api_settings(MODEL))
+    try:
+        with make_client(handle.base_url) as c:
+            wait_serving(c, 1)
+        yield handle
+    finally:
+        handle.stop()
+
+
+# small steps so that the test's trickle of traffic decides them in seconds
+CANARY = {"steps": [50.0, 100.0], "min_requests": 10, "check_seconds": 0.5, "max_wait_s": 300.0,
+          "gates": {"max_label_tvd": 1.0, "latency_slack_ms": 5000.0}}
+
+
+async def test_drift_event_triggers_retraining_then_cooldown(champion, api, settings, monkeypatch):
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
+    from deployments.demo import CanaryTraffic
     from flows.retraining import retraining_flow
     from nfl_mlops.db import RetrainingJob, session_scope
     from nfl_mlops.registry.store import Registry
+    from nfl_mlops.rollout import state as rollouts
 
     assert champion["passed"]
     async with get_client() as client:
@@ -84,7 +107,8 @@ async def test_drift_event_triggers_retraining_then_cooldown(champion, settings,
         posture="Reactive",
         threshold=1,
         within=0,
-        parameters={"trigger": "automation", "model_name": MODEL,
+        parameters={"trigger": "automation", "model_name": MODEL, "strategy": "canary", "canary": CANARY,
+                    "api_url": api.base_url,
                     "reason": "{{ event.payload.reason | default('drift') }}",
                     "drift_share": "{{ event.payload.drift_share | default(0.0) }}"},
     )
@@ -99,15 +123,25 @@ async def test_drift_event_triggers_retraining_then_cooldown(champion, settings,
         run = await _wait_for_new_run(client, deployment_id, known)
         assert run.parameters["trigger"] == "automation"
         assert run.parameters["drift_share"] == pytest.approx(0.6)  # templated, JSON type kept
-        run = await _execute(client, run.id)
+        texts = ["Touchdown Patriots!! what a drive #NFL", "That interception was awful, bench him",
+                 "Kickoff at 1pm on CBS", "Refs are blind today #SuperBowl", "Love this defense"]
+        with CanaryTraffic(api.base_url, MODEL, texts) as live:
+            run = await _execute(client, run.id)
         assert run.state.is_completed(), run.state
 
         versions = Registry.from_settings().list_versions(MODEL)
         assert [v.version for v in versions] == [1, 2]
         assert versions[1].status in ("ready", "rejected")
-        if versions[1].status == "ready":  # only a challenger that passed the gate is served
+        served = {a["version"] for r in rollouts.list_rollouts(MODEL, settings.db_url) for a in r.arms.values()}
+        if versions[1].status == "ready":  # only a challenger that passed the gate is served, by canary
+            canary = live.canary
+            assert canary is not None and canary["model_version"] == 2, canary
+            assert canary["status"] == "active" and canary["config"]["phase"] == "promoted", canary["history"]
+            assert live.sent >= CANARY["min_requests"]
             assert Registry.from_settings().get(MODEL, "champion").version == 2
-        else:
+            assert rollouts.active_rollout(MODEL, "production", settings.db_url).version == 2
+        else:  # a worse challenger is never served
+            assert 2 not in served
             assert Registry.from_settings().get(MODEL, "champion").version == 1
 
         # Second event inside the cooldown -> a run, but it trains nothing

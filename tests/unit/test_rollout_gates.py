@@ -311,3 +311,20 @@ def test_controller_refuses_overlapping_rollouts_and_compare_and_set(settings):
     with pytest.raises(rollouts.RolloutConflict):
         rollouts.return_to_previous(r.id, "stale", expected_revision=rev)
     assert rollouts.get_rollout(r.id).status == "active"
+
+
+def test_retraining_canary_tolerates_a_label_shift_but_not_errors_or_slowness():
+    """A challenger retrained on drifted traffic labels it differently from the stale champion: the
+    retraining canary lets that through (the default canary does not), and still stops errors and
+    a slow candidate."""
+    from nfl_mlops.rollout.strategies import retraining_canary
+
+    params = retraining_canary()
+    assert params.steps[-1] == 100 and params.gates.max_label_tvd == 1.0
+    shifted = frame(rows("candidate", 60, label="positive"), rows("stable", 60, label="negative"))
+    assert overall(canary_gates(shifted, P, 30)) == "fail"
+    assert overall(canary_gates(shifted, params.gates, 30)) == "pass"
+    broken = frame(rows("candidate", 30, error="RuntimeError: boom"), rows("stable", 60))
+    assert overall(canary_gates(broken, params.gates, 30)) == "fail"
+    slow = frame(rows("candidate", 60, latency=900.0), rows("stable", 60, latency=20.0))
+    assert overall(canary_gates(slow, params.gates, 30)) == "fail"

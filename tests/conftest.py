@@ -24,8 +24,9 @@ for _secret in ("MLOPS_API_KEY", "HUGGINGFACE_TOKEN", "HF_TOKEN", "WANDB_API_KEY
 def mlops_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MLOPS_HOME (and the state DB) for the whole session.
 
-    The state DB is SQLite under it, unless MLOPS_TEST_DATABASE_URL names another (CI runs the
-    suite once more with PostgreSQL there).
+    The state DB is SQLite under it, unless MLOPS_TEST_DATABASE_URL names another, or CI (CI=true)
+    sets MLOPS_DATABASE_URL: then the suite runs on that database (e.g. PostgreSQL), whose tables it
+    resets first. Outside CI a MLOPS_DATABASE_URL in the environment is ignored, never reset.
     """
     from nfl_mlops.db import dispose_engines
     from nfl_mlops.settings import get_settings
@@ -33,6 +34,8 @@ def mlops_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("mlops_home")
     os.environ["MLOPS_HOME"] = str(home)
     url = os.environ.get("MLOPS_TEST_DATABASE_URL")
+    if not url and os.environ.get("CI") and os.environ.get("MLOPS_DATABASE_URL"):
+        url = os.environ["MLOPS_DATABASE_URL"]  # CI's disposable database (its tables are reset below)
     if url:
         os.environ["MLOPS_DATABASE_URL"] = url
         _reset_database(url)

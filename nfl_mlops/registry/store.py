@@ -237,6 +237,12 @@ class Registry:
             return _info(row, self._aliases(s, model_name).get(row.version, []))
 
     def _resolve(self, s, model_name: str, version: int | str) -> int:
+        number = self._number(s, model_name, version)
+        if not 0 < number < 2**31:  # version columns are 32-bit (PostgreSQL would raise on the query)
+            raise NotFoundError(f"{model_name} has no version {version}")
+        return number
+
+    def _number(self, s, model_name: str, version: int | str) -> int:
         if isinstance(version, int):
             return version
         text = str(version).strip()

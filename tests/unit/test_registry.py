@@ -79,8 +79,9 @@ def test_get_by_number_string_and_alias(registry: Registry, model_name: str, tmp
     registry.register(model_name, _fake_hf_folder(tmp_path))
     for ref in (2, "v2", "V2", "2", " 2 ", "2.0", "v2.0"):  # "2.0": the SDK examples write versions so
         assert registry.get(model_name, ref).version == 2, ref
-    with pytest.raises(NotFoundError):
-        registry.get(model_name, "2.1")
+    for ref in ("2.1", 2**40, str(2**40), 0, -1):  # beyond the 32-bit column: not found, never a DB error
+        with pytest.raises(NotFoundError):
+            registry.get(model_name, ref)
     assert registry.get(model_name, 1).version == 1
     registry.set_alias(model_name, "champion", 1)
     champ = registry.get(model_name, "champion")

@@ -16,7 +16,6 @@ whatever it changes is in the state DB, where the API replicas and the flows see
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -25,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-log = logging.getLogger(__name__)
+from nfl_mlops.registry.store import VersionInfo as ModelMetadata  # a registered version; model_id = its name
 
 
 class ModelType(StrEnum):
@@ -37,30 +36,6 @@ class DeploymentStrategy(StrEnum):
     CANARY = "canary"
     AB_TEST = "ab_test"
     SHADOW = "shadow"
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """A registered version (`model_id` is the registered model's name)."""
-
-    model_id: str
-    version: int
-    status: str
-    path: str
-    model_type: str
-    metrics: dict[str, Any]
-    params: dict[str, Any]
-    lineage: dict[str, Any]
-    description: str | None
-    aliases: list[str]
-    created_at: datetime
-
-    @classmethod
-    def of(cls, info: Any) -> ModelMetadata:
-        return cls(model_id=info.model_name, version=info.version, status=info.status, path=str(info.path),
-                   model_type=info.model_type, metrics=dict(info.metrics or {}), params=dict(info.params or {}),
-                   lineage=dict(info.lineage or {}), description=info.description, aliases=list(info.aliases),
-                   created_at=info.created_at)
 
 
 class ModelPerformanceMetrics(BaseModel):
@@ -197,6 +172,7 @@ class MLOpsService:
     def _status(self) -> dict[str, Any]:
         from nfl_mlops.registry.hub import queued_count
         from nfl_mlops.rollout import state as rollouts
+        from nfl_mlops.rollout.controller import prefect_api_url
 
         cfg = self.settings
         models = {}
@@ -212,15 +188,8 @@ class MLOpsService:
             "models": models,
             "deployments": [{"deployment_id": r.id, "model_id": r.model_name, "environment": r.environment,
                              "strategy": r.strategy, "version": r.version, "arms": r.arms} for r in active],
-            "services": {
-                "database": cfg.db_url.split("://", 1)[0],
-                "tracking": "wandb-online" if cfg.wandb_api_key else "wandb-offline",
-                "hub_mirror": bool(cfg.huggingface_token),
-                "hub_pushes_queued": queued_count(cfg.db_url),
-                "feature_store": "hopsworks" if cfg.hopsworks_api_key else "local",
-                "cache": "redis" if cfg.redis_url else "in-process",
-                "prefect_api": bool(_prefect_url()),
-            },
+            "services": {**cfg.backends(), "hub_pushes_queued": queued_count(cfg.db_url),
+                         "prefect_api": bool(prefect_api_url())},
         }
 
     # Models
@@ -248,10 +217,10 @@ class MLOpsService:
         mirror = HubMirror(self.settings)
         if mirror.enabled:
             await asyncio.to_thread(mirror.mirror, info.model_name, info.version, info.path)
-        return ModelMetadata.of(info)
+        return info
 
     async def list_models(self, model_name: str | None = None) -> list[ModelMetadata]:
-        return [ModelMetadata.of(v) for v in await asyncio.to_thread(self.registry.list_versions, model_name)]
+        return await asyncio.to_thread(self.registry.list_versions, model_name)
 
     async def deploy_model(self, model_id: str, model_version: int | str, environment: str = "production",
                            strategy: DeploymentStrategy | str = DeploymentStrategy.BLUE_GREEN,
@@ -397,6 +366,7 @@ class MLOpsService:
                  reported: ModelPerformanceMetrics) -> PerformanceVerdict:
         from nfl_mlops.db import MonitoringRun, session_scope
         from nfl_mlops.monitoring.thresholds import PERFORMANCE_MAX_DROP
+        from nfl_mlops.rollout.controller import emit_event_best_effort
         from nfl_mlops.rollout.gates import GateParams
 
         info = self.registry.get(model_id, model_version)
@@ -419,7 +389,7 @@ class MLOpsService:
             payload = {"model_name": info.model_name, "model_version": info.version,
                        "reason": "performance degraded: " + "; ".join(reasons), "drift_share": 0.0,
                        "monitoring_run_id": run_id, "source": "sdk"}
-            verdict.event_emitted = _emit("performance.degraded", info.model_name, payload)
+            verdict.event_emitted = emit_event_best_effort("performance.degraded", info.model_name, payload)
         return verdict
 
     # Retraining
@@ -445,34 +415,6 @@ class MLOpsService:
         from nfl_mlops.lineage import lineage_of_prediction
 
         return await asyncio.to_thread(lineage_of_prediction, prediction_id, self.settings.db_url)
-
-
-def _prefect_url() -> str | None:
-    from nfl_mlops.rollout.controller import prefect_api_url
-
-    return prefect_api_url()
-
-
-def _emit(event: str, model_name: str, payload: dict[str, Any]) -> bool:
-    """Emit `nfl-mlops.<event>` when a Prefect API is configured (never starts a temporary server)."""
-    url = _prefect_url()
-    if not url:
-        log.info("no Prefect API configured; %s not emitted", event)
-        return False
-    try:
-        from prefect.events import emit_event
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        from nfl_mlops.rollout.controller import EVENT_PREFIX
-
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            ev = emit_event(event=f"{EVENT_PREFIX}.{event}",
-                            resource={"prefect.resource.id": f"{EVENT_PREFIX}.model.{model_name}",
-                                      "prefect.resource.name": model_name}, payload=payload)
-        return ev is not None
-    except Exception as exc:  # a monitoring call must not fail because events cannot be sent
-        log.warning("could not emit %s: %s", event, exc)
-        return False
 
 
 mlops_service = MLOpsService()

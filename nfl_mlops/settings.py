@@ -85,6 +85,16 @@ class Settings(BaseSettings):
                                          description="Drift is declared when this share of signals drifted.")
     retrain_cooldown_minutes: float = Field(RETRAIN_COOLDOWN_MINUTES, validation_alias=_env("MLOPS_RETRAIN_COOLDOWN_MINUTES"))
 
+    def backends(self) -> dict[str, Any]:
+        """Which backend each concern uses with these settings (for status answers; no secret in it)."""
+        return {
+            "database": self.db_url.split("://", 1)[0],
+            "tracking": "wandb-online" if self.wandb_api_key else "wandb-offline",
+            "hub_mirror": bool(self.huggingface_token),
+            "feature_store": "hopsworks" if self.hopsworks_api_key else "local",
+            "cache": "redis" if self.redis_url else "in-process",
+        }
+
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.mlops_home / "models"

@@ -312,22 +312,28 @@ def emit_best_effort(outcome: Outcome) -> bool:
     """Emit the outcome's Prefect event when a Prefect API is configured (never starts a temporary server)."""
     if outcome.event is None:
         return False
+    return emit_event_best_effort(outcome.event, outcome.rollout.model_name, outcome.payload)
+
+
+def emit_event_best_effort(event: str, model_name: str, payload: dict[str, Any]) -> bool:
+    """Emit `nfl-mlops.<event>` about `model_name` when a Prefect API is configured; never raises and never
+    starts a temporary server. Returns whether the event was sent."""
     url = prefect_api_url()
     if not url:
+        log.info("no Prefect API configured; %s not emitted", event)
         return False
     try:
         from prefect.events import emit_event
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        model = outcome.rollout.model_name
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            emit_event(event=f"{EVENT_PREFIX}.{outcome.event}",
-                       resource={"prefect.resource.id": f"{EVENT_PREFIX}.model.{model}",
-                                 "prefect.resource.name": model},
-                       payload=outcome.payload)
-        return True
-    except Exception as exc:  # an event must never break serving
-        log.warning("could not emit %s: %s", outcome.event, exc)
+            sent = emit_event(event=f"{EVENT_PREFIX}.{event}",
+                              resource={"prefect.resource.id": f"{EVENT_PREFIX}.model.{model_name}",
+                                        "prefect.resource.name": model_name},
+                              payload=payload)
+        return sent is not None
+    except Exception as exc:  # an event must never break serving or monitoring
+        log.warning("could not emit %s: %s", event, exc)
         return False
 
 

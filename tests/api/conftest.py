@@ -19,6 +19,7 @@ from tests.api.helpers import (
     capture_logs,
     make_client,
     register_versions,
+    serving,
     start_server,
     wait_serving,
 )
@@ -43,13 +44,8 @@ def deployed(main_settings, tiny_model_dir) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def api_server(main_settings, deployed) -> Iterator[ServerHandle]:
-    handle = start_server(main_settings)
-    try:
-        with make_client(handle.base_url) as c:
-            wait_serving(c, 1)
+    with serving(main_settings) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture()
@@ -107,10 +103,5 @@ def keyed_settings(settings, tiny_model_dir):
 def keyed_server(keyed_settings) -> Iterator[tuple[ServerHandle, LogCapture]]:
     """The keyed server, with every log record of the process captured while it runs."""
     with capture_logs() as logs:
-        handle = start_server(keyed_settings, log_level="debug")
-        try:
-            with make_client(handle.base_url) as c:
-                wait_serving(c, 1)
+        with serving(keyed_settings, log_level="debug") as handle:
             yield handle, logs
-        finally:
-            handle.stop()

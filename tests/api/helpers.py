@@ -140,6 +140,18 @@ def register_versions(model_name: str, model_dir: Path, n: int, settings: Any) -
     return versions
 
 
+@contextmanager
+def serving(settings: Any, version: int = 1, **kwargs: Any) -> Iterator[ServerHandle]:
+    """A server (`start_server(settings, **kwargs)`) that serves `version` when entered; stopped on exit."""
+    handle = start_server(settings, **kwargs)
+    try:
+        with make_client(handle.base_url) as c:
+            wait_serving(c, version)
+        yield handle
+    finally:
+        handle.stop()
+
+
 def wait_serving(client: httpx.Client, version: int | None, timeout: float = 60.0) -> dict[str, Any]:
     """Wait until /mlops/health reports `version` serving (loaded and healthy)."""
 

@@ -21,8 +21,7 @@ from tests.api.helpers import (
     api_settings,
     make_client,
     register_versions,
-    start_server,
-    wait_serving,
+    serving,
 )
 
 pytestmark = pytest.mark.slow
@@ -51,13 +50,10 @@ def fuzz_server(settings, tiny_model_dir, prefect_server) -> Iterator[ServerHand
     deployment_id = retraining_flow.to_deployment(name="retraining").apply()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))  # the server thread reads the environment
-        handle = start_server(s)
         try:
-            with make_client(handle.base_url) as c:
-                wait_serving(c, 1)
-            yield handle
+            with serving(s) as handle:
+                yield handle
         finally:
-            handle.stop()
             _cancel_runs(deployment_id)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.helpers import api_settings, make_client, start_server, wait_serving, wait_until
+from tests.api.helpers import api_settings, make_client, serving, wait_serving, wait_until
 from tests.api.rollout_helpers import LONG_TWEETS, POOL, Traffic, biased_model, slow_down, truncated_positions_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -49,13 +49,8 @@ def rollout_settings(settings, tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(rollout_settings):
-    handle = start_server(rollout_settings)
-    try:
-        with make_client(handle.base_url) as c:
-            wait_serving(c, 1)
+    with serving(rollout_settings) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 @pytest.fixture()

@@ -22,7 +22,7 @@ from tests.api.helpers import (
     api_settings,
     make_client,
     register_versions,
-    start_server,
+    serving,
     wait_serving,
 )
 
@@ -45,13 +45,8 @@ def server(settings, tiny_model_dir) -> Iterator[ServerHandle]:
     s = api_settings(MODEL_NAME, max_batch_size=64, max_wait_ms=5.0)
     assert register_versions(MODEL_NAME, tiny_model_dir, 2, s) == [1, 2]
     rollouts.activate(MODEL_NAME, 1, reason="throughput tests: initial", db_url=s.db_url)
-    handle = start_server(s)
-    try:
-        with make_client(handle.base_url) as c:
-            wait_serving(c, 1)
+    with serving(s) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 def _metric(text: str, name: str) -> float:

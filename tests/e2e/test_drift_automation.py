@@ -70,15 +70,10 @@ def champion(settings):
 @pytest.fixture(scope="module")
 def api(champion):
     """The real API serving MODEL (v1 now), in this process."""
-    from tests.api.helpers import api_settings, make_client, start_server, wait_serving
+    from tests.api.helpers import api_settings, serving
 
-    handle = start_server(api_settings(MODEL))
-    try:
-        with make_client(handle.base_url) as c:
-            wait_serving(c, 1)
+    with serving(api_settings(MODEL)) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 # small steps so that the test's trickle of traffic decides them in seconds

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.helpers import api_settings, make_client, start_server, wait_serving, wait_until
+from tests.api.helpers import api_settings, make_client, serving, wait_serving, wait_until
 from tests.api.rollout_helpers import POOL, Traffic, slow_down
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server"), pytest.mark.timeout(900)]
@@ -34,13 +34,8 @@ def api(settings, tiny_model_dir):
     assert [reg.register(MODEL, tiny_model_dir).version for _ in range(3)] == [1, 2, 3]
     rollouts.activate(MODEL, 1, reason="flow strategy tests: initial", db_url=s.db_url)
     reg.promote(MODEL, 1)
-    handle = start_server(s)
-    try:
-        with make_client(handle.base_url) as c:
-            wait_serving(c, 1)
+    with serving(s) as handle:
         yield handle
-    finally:
-        handle.stop()
 
 
 def events_named(name: str, deployment_id: str, timeout: float = 60.0) -> list[Any]:

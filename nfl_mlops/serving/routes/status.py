@@ -47,12 +47,6 @@ async def status(svc: PredictionService = Depends(service), cfg: Any = Depends(s
         "uptime_s": round(time.time() - svc.started_at, 1),
         "counts": dict(svc.counts),
         "prediction_log": {"written": svc.logger.written, "queued": svc.logger.queued},
-        "services": {
-            "database": cfg.db_url.split("://", 1)[0],
-            "tracking": "wandb-online" if cfg.wandb_api_key else "wandb-offline",
-            "hub_mirror": bool(cfg.huggingface_token),
-            "feature_store": "hopsworks" if cfg.hopsworks_api_key else "local",
-            "cache": "redis" if cfg.redis_url else "in-process",
-        },
+        "services": cfg.backends(),
         "last_refresh_error": svc.last_refresh_error,
     }

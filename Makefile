@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-postgres up serve bench clean
+.PHONY: install demo test test-fast test-postgres lint up serve bench clean
 
 install: $(STAMP)
 

@@ -268,8 +268,9 @@ async def run_story(stack: Any, args: Any) -> dict[str, Any]:
 
 def main(args: Any) -> int:
     from deployments.stack import LocalStack
+    from nfl_mlops.settings import get_settings
 
-    home = Path(args.home or os.environ.get("MLOPS_HOME", ".mlops")).resolve() / "demo"
+    home = Path(args.home or get_settings().mlops_home).resolve() / "demo"
     if home.exists() and not args.keep:
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
@@ -279,8 +280,6 @@ def main(args: Any) -> int:
         stack.start()
         os.environ.update({k: stack.env[k] for k in ("MLOPS_HOME", "PREFECT_HOME", "PREFECT_API_URL",
                                                      "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")})
-        from nfl_mlops.settings import get_settings
-
         get_settings.cache_clear()
         say(f"  Prefect UI {stack.prefect_api_url.removesuffix('/api')}, API {stack.api_url}/docs, logs {stack.logs}")
         info = asyncio.run(run_story(stack, args))

@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK_POOL = "nfl-mlops-process"
 
 
 def free_port(preferred: int) -> int:
@@ -42,13 +41,20 @@ def _prefect_bin() -> str:
 @dataclass
 class LocalStack:
     home: Path
-    prefect_port: int = 4200
-    api_port: int = 8000
+    prefect_port: int | None = None  # default: settings (MLOPS_PREFECT_PORT)
+    api_port: int | None = None  # default: settings (MLOPS_API_PORT)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from nfl_mlops.settings import get_settings
+
+        settings = get_settings()
         self.home = Path(self.home).resolve()
+        self.prefect_port = self.prefect_port or settings.prefect_port
+        self.api_port = self.api_port or settings.api_port
+        self.host = settings.api_host
+        self.work_pool = settings.work_pool
         self.logs = self.home / "logs"
 
     @property
@@ -57,7 +63,7 @@ class LocalStack:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://{self.host}:{self.api_port}"
 
     def _environment(self) -> dict[str, str]:
         prefect_home = self.home / "prefect"
@@ -120,18 +126,18 @@ class LocalStack:
 
     def deploy(self) -> None:
         prefect = _prefect_bin()
-        self._run([prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], "work-pool create")
+        self._run([prefect, "work-pool", "create", self.work_pool, "--type", "process", "--overwrite"], "work-pool create")
         self._run([prefect, "--no-prompt", "deploy", "--all"], "prefect deploy --all")
 
     def start_worker(self) -> None:
-        self._spawn("prefect-worker", [_prefect_bin(), "worker", "start", "--pool", WORK_POOL])
+        self._spawn("prefect-worker", [_prefect_bin(), "worker", "start", "--pool", self.work_pool])
         time.sleep(2)
 
     def start_api(self) -> None:
         self.api_port = free_port(self.api_port)
         self.env["MLOPS_API_URL"] = self.api_url
         self._spawn("api", [sys.executable, "-m", "uvicorn", "nfl_mlops.serving.app:create_app", "--factory",
-                            "--host", "127.0.0.1", "--port", str(self.api_port), "--log-level", "warning"])
+                            "--host", self.host, "--port", str(self.api_port), "--log-level", "warning"])
         self._wait("api", f"{self.api_url}/mlops/health", lambda r: r.status_code in (200, 503), 180)
 
     def start(self, api: bool = True) -> LocalStack:

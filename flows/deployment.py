@@ -13,25 +13,23 @@ Promotion moves the `champion` alias and emits `nfl-mlops.rollout.promoted`.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from prefect import flow
 
+from nfl_mlops import events
 from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.rollout.controller import report_markdown
 from nfl_mlops.rollout.state import RolloutInfo, get_rollout
-from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams
+from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams, Strategy
 from nfl_mlops.settings import get_settings
 from tasks.alerts import emit, publish_markdown
-from tasks.registry import promote
-from tasks.rollout import hold_step, start_rollout, switch_traffic, wait_for_api, warm_and_smoke_test
+from tasks.rollout import hold_step, start_rollout, wait_for_api, warm_and_smoke_test
 
 
 @flow(name="deployment", log_prints=True)
 def deployment_flow(
     version: str = "challenger",
     model_name: str | None = None,
-    strategy: Literal["blue_green", "canary", "shadow", "ab_test"] = "blue_green",
+    strategy: Strategy = Strategy.BLUE_GREEN,
     environment: str = "production",
     api_url: str | None = None,
     reason: str | None = None,
@@ -53,24 +51,25 @@ def deployment_flow(
     settings = get_settings()
     model_name = model_name or settings.model_name
     api_url = api_url or settings.api_url
+
     # Warm
     info, _smoke = warm_and_smoke_test(model_name, version)
 
     # Switch at once
-    if strategy == "blue_green":
-        rollout = switch_traffic(info, strategy, environment, reason, current_flow_run_id())
-        promote(model_name, info.version)
+    if strategy == Strategy.BLUE_GREEN:
+        rollout = start_rollout(info, strategy, environment, None, reason, current_flow_run_id())
         if api_url:
             wait_for_api(api_url, info.version)
-        emit("rollout.promoted", model_name, {"version": info.version, "previous_version": rollout.previous_version,
-                                              "deployment_id": rollout.id, "strategy": strategy})
+        emit(events.ROLLOUT_PROMOTED, model_name, {"version": info.version,
+                                                   "previous_version": rollout.previous_version,
+                                                   "deployment_id": rollout.id, "strategy": str(strategy)})
         return rollout
 
     # Start stepped
-    params = {"canary": canary or CanaryParams(), "shadow": shadow or ShadowParams(),
-              "ab_test": ab_test or ABTestParams()}[strategy]
+    params = {Strategy.CANARY: canary or CanaryParams(), Strategy.SHADOW: shadow or ShadowParams(),
+              Strategy.AB_TEST: ab_test or ABTestParams()}[strategy]
     rollout = start_rollout(info, strategy, environment, params, reason, current_flow_run_id(), test_name)
-    if strategy == "ab_test":
+    if strategy == Strategy.AB_TEST:
         return rollout
 
     # Hold each step until its gates decide

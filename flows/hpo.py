@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -17,7 +16,8 @@ from nfl_mlops.modeling.hpo import (
     HPOParams,
     best_train_params,
     open_study,
-    suggest_params,
+    run_search,
+    search_summary,
 )
 from nfl_mlops.modeling.params import DataParams, TrainParams
 from nfl_mlops.settings import get_settings
@@ -53,46 +53,15 @@ def hpo_flow(
     dataset, _dataset_dir = build_dataset(data, model_name)
 
     # Search (Optuna ask-and-tell; each trial is a task and a tracked run)
-    import optuna
-
     study = open_study(study_name, settings.optuna_url, sampler=search.sampler, seed=search.seed)
-    started, trials = time.monotonic(), []
-    for _ in range(search.n_trials):
-        if search.timeout_minutes is not None and time.monotonic() - started > search.timeout_minutes * 60:
-            logger.info("timeout reached after %d trials", len(trials))
-            break
-        trial = study.ask()
-        params = suggest_params(trial, search.space, train)
-        trial.set_user_attr("train_params", params.model_dump())
-        result = tracked_trial(dataset, params, base_model, study_name, trial.number, search.metric)
-        for key in ("experiment_id", "tracker_run_id"):
-            trial.set_user_attr(key, result.get(key))
-        if result["value"] is None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, result["value"])
-        trials.append(result)
+    trials = run_search(study, search.space, train, search.n_trials,
+                        lambda number, params: tracked_trial(dataset, params, base_model, study_name, number,
+                                                             search.metric),
+                        timeout_minutes=search.timeout_minutes)
     number, value, best = best_train_params(study, train)
-    logger.info(
-        "best trial %d of %s: val %s %.4f with %s",
-        number,
-        study_name,
-        search.metric,
-        value,
-        {
-            k: getattr(best, k)
-            for k in ("learning_rate", "batch_size", "epochs", "warmup_ratio", "weight_decay")
-        },
-    )
-    out: dict[str, Any] = {
-        "study": study_name,
-        "metric": f"val/{search.metric}",
-        "trials": [
-            {k: t.get(k) for k in ("number", "value", "params", "experiment_id", "tracker_run_id", "error")}
-            for t in trials
-        ],
-        "best": {"number": number, "value": value, "params": best.model_dump()},
-    }
+    logger.info("best trial %d of %s: val %s %.4f with %s", number, study_name, search.metric, value,
+                best.model_dump(include={"learning_rate", "batch_size", "epochs", "warmup_ratio", "weight_decay"}))
+    out = search_summary(study_name, search.metric, trials, number, value, best)
 
     # Register the best configuration
     if register_best:

@@ -6,10 +6,11 @@ import uuid
 
 from prefect import flow
 
-from nfl_mlops import LABELS
 from nfl_mlops.lineage import current_flow_run_id, git_sha
 from nfl_mlops.modeling.candidate import Candidate
 from nfl_mlops.modeling.params import DataParams, TrainParams
+from nfl_mlops.modeling.report import (artifact_specs, build_candidate, confusion_ids, feature_lineage_of,
+                                   misclassified, tracker_summary)
 from nfl_mlops.reports import training_markdown
 from nfl_mlops.settings import get_settings
 from tasks.alerts import publish_markdown
@@ -43,14 +44,7 @@ def training_flow(
     # Features
     feature_group = write_feature_group(dataset)
     training_set = create_training_dataset(feature_group)
-    feature_lineage = {
-        "feature_store_backend": feature_group.backend,
-        "feature_group": feature_group.name,
-        "feature_group_version": feature_group.version,
-        "feature_group_hash": feature_group.content_hash,
-        "training_dataset": training_set.name,
-        "training_dataset_version": training_set.version,
-    }
+    feature_lineage = feature_lineage_of(feature_group, training_set)
 
     # Train
     params = {"data": data.model_dump(), "train": {**train.model_dump(), "base_model": base_model}}
@@ -63,47 +57,31 @@ def training_flow(
     baseline = train_baseline(dataset.train, eval_sets, seed=data.seed)
     save_reference_profile(dataset.train["text"].tolist(), dataset.test["text"].tolist(), probas["test"],
                            dataset.test["label"].tolist(), base_model, output_dir)
-    wrong = [(t, y, LABELS[int(p.argmax())], float(p.max()))
-             for t, y, p in zip(dataset.test["text"], dataset.test["label"], probas["test"], strict=True)
-             if LABELS[int(p.argmax())] != y][:200]
-    summary = {f"{name}/{k}": v for name, m in metrics.items() for k, v in m.items() if isinstance(v, float)}
-    summary.update({f"baseline/{name}/{k}": v for name, m in baseline.items() for k, v in m.items()
-                    if isinstance(v, float)})
-    test_true = [LABELS.index(y) for y in dataset.test["label"]]
-    test_pred = [int(p.argmax()) for p in probas["test"]]
-    artifacts = [
-        {"name": f"{model_name}-dataset", "type": "dataset", "path": dataset_dir, "as_input": True,
-         "aliases": [dataset.version], "metadata": {"version": dataset.version, "sizes": dataset.sizes,
-                                                    **feature_lineage}},
-        {"name": model_name, "type": "model", "path": output_dir, "aliases": ["candidate", run_name],
-         "metadata": {"dataset_version": dataset.version, "base_model": base_model, **feature_lineage,
-                      "test": {k: v for k, v in metrics["test"].items() if isinstance(v, float)}}},
-    ]
-    wandb_artifacts = finish_tracking(tracker, {**summary, "train_seconds": result.seconds}, wrong,
-                                      confusion=(test_true, test_pred), artifacts=artifacts)
 
-    candidate = Candidate(
-        model_name=model_name,
-        model_dir=str(output_dir.resolve()),
-        dataset_dir=str(dataset_dir.resolve()),
-        metrics=metrics,
-        baseline_metrics=baseline,
-        params=params,
-        lineage={
-            "dataset_version": dataset.version,
-            "dataset_dir": str(dataset_dir.resolve()),
-            "dataset_sizes": dataset.sizes,
-            "data_source": data.source,
-            "split_seed": data.seed,
-            **feature_lineage,
-            "experiment_id": tracker.experiment_id,
-            "tracker_run_id": tracker.tracker_run_id,
-            "wandb_artifacts": wandb_artifacts,
-            "training_flow_run_id": flow_run_id,
-            "git_sha": git_sha(),
-            "base_model": base_model,
-            "train_seconds": round(result.seconds, 1),
-        },
-    )
+    # Track
+    artifacts = artifact_specs(model_name, run_name, dataset.version, dataset_dir, dataset.sizes, output_dir,
+                               base_model, feature_lineage, metrics["test"])
+    wandb_artifacts = finish_tracking(
+        tracker, tracker_summary(metrics, baseline, train_seconds=result.seconds),
+        misclassified(dataset.test["text"].tolist(), dataset.test["label"].tolist(), probas["test"]),
+        confusion=confusion_ids(dataset.test["label"].tolist(), probas["test"]), artifacts=artifacts)
+
+    # Hand over
+    candidate = build_candidate(model_name, output_dir, dataset_dir, metrics, baseline, params, {
+        "dataset_version": dataset.version,
+        "dataset_sizes": dataset.sizes,
+        "data_source": data.source,
+        "split_seed": data.seed,
+        **feature_lineage,
+        "experiment_id": tracker.experiment_id,
+        "tracker_run_id": tracker.tracker_run_id,
+        "wandb_artifacts": wandb_artifacts,
+        "training_flow_run_id": flow_run_id,
+        "git_sha": git_sha(),
+        "base_model": base_model,
+        "train_seconds": round(result.seconds, 1),
+    })
+
+    # Report
     publish_markdown("training-report", training_markdown(candidate), f"Training run {run_name}")
     return candidate

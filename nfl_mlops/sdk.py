@@ -172,7 +172,7 @@ class MLOpsService:
     def _status(self) -> dict[str, Any]:
         from nfl_mlops.registry.hub import queued_count
         from nfl_mlops.rollout import state as rollouts
-        from nfl_mlops.rollout.controller import prefect_api_url
+        from nfl_mlops.events import prefect_api_url
 
         cfg = self.settings
         models = {}
@@ -237,44 +237,37 @@ class MLOpsService:
             NotFoundError: unknown model or version. RolloutError: the version is not servable, failed
             its smoke test, or another rollout of the model is still in progress.
         """
-        from nfl_mlops.rollout import controller
+        from nfl_mlops.rollout import actions
         from nfl_mlops.rollout import state as rollouts
-        from nfl_mlops.rollout.strategies import DRIVEN, params_for
-        from nfl_mlops.serving.routes.deployments import deployment_out
+        from nfl_mlops.rollout.records import deployment_out
+        from nfl_mlops.rollout.strategies import params_for
 
         strategy = str(DeploymentStrategy(strategy))
         info = await asyncio.to_thread(self._servable, model_id, model_version, smoke_test)
         typed = params_for(strategy, params)
-        r = await asyncio.to_thread(controller.start_rollout, info.model_name, info.version, strategy, environment,
-                                    params=typed, reason=reason or "sdk.deploy_model", driver="api",
+        r = await asyncio.to_thread(actions.deploy, self.registry, info.model_name, info.version, strategy,
+                                    environment, params=typed, reason=reason or "sdk.deploy_model", driver="api",
                                     db_url=self.settings.db_url)
-        if strategy not in DRIVEN:
-            await asyncio.to_thread(self.registry.promote, info.model_name, info.version)
         r = await asyncio.to_thread(rollouts.get_rollout, r.id, self.settings.db_url)
         return deployment_out(r).model_dump(mode="json")
 
     def _servable(self, model_id: str, version: int | str, smoke_test: bool) -> Any:
-        from nfl_mlops.rollout.state import RolloutError
+        from nfl_mlops.rollout import actions
 
+        if smoke_test:
+            return actions.check_servable(self.registry, model_id, version)[0]
         info = self.registry.get(model_id, version)
         if info.status != "ready":
-            raise RolloutError(f"{info.model_name} v{info.version} is {info.status} and cannot be deployed")
-        if smoke_test:
-            from nfl_mlops.modeling.predictor import SentimentModel
-            from nfl_mlops.rollout.smoke import smoke_test as run_smoke_test
-
-            report = run_smoke_test(SentimentModel.load(info.path, name=f"{info.model_name}-v{info.version}"))
-            if not report["passed"]:
-                raise RolloutError(f"{info.model_name} v{info.version} failed its smoke test: {report}")
+            raise actions.NotServable(f"{info.model_name} v{info.version} is {info.status}; only a ready version "
+                                      "can be deployed")
         return info
 
     async def rollback(self, deployment_id: str, reason: str = "manual rollback") -> dict[str, Any]:
-        """Send all traffic back to the version that served before `deployment_id`."""
-        from nfl_mlops.rollout import state as rollouts
-        from nfl_mlops.serving.routes.deployments import deployment_out
+        """Send all traffic back to the version that served before `deployment_id` (`rollout.actions.rollback`)."""
+        from nfl_mlops.rollout import actions
+        from nfl_mlops.rollout.records import deployment_out
 
-        r = await asyncio.to_thread(rollouts.rollback, deployment_id, reason, self.settings.db_url)
-        await asyncio.to_thread(self.registry.promote, r.model_name, r.version)
+        r = await asyncio.to_thread(actions.rollback, self.registry, deployment_id, reason, self.settings.db_url)
         return deployment_out(r).model_dump(mode="json")
 
     # Experiments
@@ -320,7 +313,7 @@ class MLOpsService:
             ValueError: A and B name different models or the same version. RolloutError: a test of
             that name is running, or another rollout is in progress.
         """
-        from nfl_mlops.rollout import abtest, controller
+        from nfl_mlops.rollout import abtest, actions
         from nfl_mlops.rollout.state import RolloutError
         from nfl_mlops.rollout.strategies import ABTestParams
 
@@ -335,7 +328,7 @@ class MLOpsService:
         if await asyncio.to_thread(abtest.running_test_named, test_name, db_url):
             raise RolloutError(f"an A/B test named {test_name!r} is already running")
         typed = ABTestParams(traffic_split=traffic_split, duration_days=duration_days, **params)
-        r = await asyncio.to_thread(controller.start_rollout, b.model_name, b.version, "ab_test", environment,
+        r = await asyncio.to_thread(actions.deploy, self.registry, b.model_name, b.version, "ab_test", environment,
                                     params=typed, reason=f"A/B test {test_name}", driver="api",
                                     test_name=test_name, version_a=a.version, db_url=db_url)
         test = await asyncio.to_thread(abtest.ab_test_for_rollout, r.id, db_url)
@@ -343,7 +336,7 @@ class MLOpsService:
 
     async def get_ab_test(self, test_id: str) -> dict[str, Any]:
         from nfl_mlops.rollout import abtest
-        from nfl_mlops.serving.routes.abtests import ab_out
+        from nfl_mlops.rollout.records import ab_out
 
         db_url = self.settings.db_url
         test = await asyncio.to_thread(abtest.get_ab_test, test_id, db_url)

@@ -7,23 +7,15 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-EVENT_PREFIX = "nfl-mlops"
+from nfl_mlops import events
 
 
-def resource_id(model_name: str) -> str:
-    return f"{EVENT_PREFIX}.model.{model_name}"
-
-
-@task(name="emit-event", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
+@task(name="emit-event", cache_policy=NO_CACHE)
 def emit(event: str, model_name: str, payload: dict[str, Any]) -> str | None:
-    """Emit `nfl-mlops.<event>` for the model resource; returns the event id."""
-    from prefect.events import emit_event
-
-    name = f"{EVENT_PREFIX}.{event}"
-    ev = emit_event(event=name, resource={"prefect.resource.id": resource_id(model_name),
-                                          "prefect.resource.name": model_name}, payload=payload)
-    get_run_logger().info("emitted %s %s", name, payload)
-    return str(ev.id) if ev is not None else None
+    """Emit `nfl-mlops.<event>` for the model resource (`nfl_mlops.events.emit`); returns the event id."""
+    event_id = events.emit(event, model_name, payload)
+    get_run_logger().info("emitted %s %s" if event_id else "NOT emitted %s %s", events.event_name(event), payload)
+    return event_id
 
 
 @task(name="publish-markdown", cache_policy=NO_CACHE)

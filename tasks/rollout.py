@@ -10,52 +10,31 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from nfl_mlops.registry.store import Registry, VersionInfo
-from nfl_mlops.rollout import controller
+from nfl_mlops.rollout import actions, controller
 from nfl_mlops.rollout import state as rollouts
-from nfl_mlops.rollout.smoke import SMOKE_CASES, smoke_test
-from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams
+from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams, Strategy
 
 
 @task(name="warm-and-smoke-test", cache_policy=NO_CACHE)
 def warm_and_smoke_test(model_name: str, version: str | int) -> tuple[VersionInfo, dict[str, Any]]:
     """Load the version, warm it up, and check it answers sanely before any traffic moves."""
-    from nfl_mlops.modeling.predictor import SentimentModel
-
-    info = Registry.from_settings().get(model_name, version)
-    if info.status != "ready":
-        raise ValueError(f"{model_name} v{info.version} is {info.status}; refusing to deploy it")
-    model = SentimentModel.load(info.path)
-    model.warmup()
-    report = smoke_test(model, SMOKE_CASES)
+    info, report = actions.check_servable(Registry.from_settings(), model_name, version)
     get_run_logger().info("smoke test of v%d: %s", info.version, report)
-    if not report["passed"]:
-        raise RuntimeError(f"smoke test failed for {model_name} v{info.version}: {report}")
     return info, report
 
 
-@task(name="switch-traffic", cache_policy=NO_CACHE)
-def switch_traffic(info: VersionInfo, strategy: str, environment: str, reason: str | None,
-                   flow_run_id: str | None) -> rollouts.RolloutInfo:
-    """Blue-green: all traffic on the new version at once (refused while a stepped rollout is in progress)."""
-    r = controller.start_rollout(info.model_name, info.version, strategy, environment, reason=reason,
-                                 flow_run_id=flow_run_id, driver="flow")
-    get_run_logger().info("deployment %s: all traffic on v%d (previous v%s)", r.id, r.version, r.previous_version)
-    return r
-
-
 @task(name="start-rollout", cache_policy=NO_CACHE)
-def start_rollout(info: VersionInfo, strategy: str, environment: str,
-                  params: CanaryParams | ShadowParams | ABTestParams, reason: str | None, flow_run_id: str | None,
-                  test_name: str | None = None) -> rollouts.RolloutInfo:
-    """Start a canary, shadow or A/B rollout at its first step.
-
-    Canary and shadow are driven by this flow; an A/B test runs for days, so the serving API's replicas
-    end it when its duration is over.
-    """
-    driver = "api" if strategy == "ab_test" else "flow"
-    r = controller.start_rollout(info.model_name, info.version, strategy, environment, params=params, reason=reason,
-                                 flow_run_id=flow_run_id, driver=driver, test_name=test_name)
-    get_run_logger().info("deployment %s (%s): traffic %s", r.id, strategy, r.arms)
+def start_rollout(info: VersionInfo, strategy: Strategy, environment: str,
+                  params: CanaryParams | ShadowParams | ABTestParams | None, reason: str | None,
+                  flow_run_id: str | None, test_name: str | None = None) -> rollouts.RolloutInfo:
+    """Start the rollout: blue-green switches all traffic at once (and moves `champion`); canary and shadow
+    start at their first step, driven by this flow; an A/B test runs for days, so the serving API's
+    replicas end it when its duration is over."""
+    driver = "api" if strategy == Strategy.AB_TEST else "flow"
+    r = actions.deploy(Registry.from_settings(), info.model_name, info.version, strategy, environment,
+                       params=params, reason=reason, driver=driver, flow_run_id=flow_run_id, test_name=test_name)
+    get_run_logger().info("deployment %s (%s of v%d, previous v%s): traffic %s", r.id, strategy, r.version,
+                          r.previous_version, r.arms)
     return r
 
 
@@ -79,7 +58,7 @@ def hold_step(rollout_id: str, poll_seconds: float | None = None) -> controller.
     return out
 
 
-@task(name="wait-for-api", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5])
+@task(name="wait-for-api", cache_policy=NO_CACHE)
 def wait_for_api(api_url: str, version: int, timeout_s: float = 120.0) -> bool:
     """Poll the API's health until it serves `version` (False when it never does)."""
     import httpx

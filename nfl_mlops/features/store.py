@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import JSON, Integer, String, Text, UniqueConstraint, func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from nfl_mlops.db import Base, get_engine, session_scope, utcnow
+from nfl_mlops.versions import allocate, highest
 from nfl_mlops.features.text import FEATURE_COLUMNS, build_vocabulary, compute_features
 
 FEATURE_GROUP = "tweet_features"
@@ -321,42 +321,34 @@ class FeatureStore(ABC):
         existing = self._find_group(name, digest)
         if existing is not None:
             return existing
-        for _attempt in range(5):
-            with session_scope(self.db_url) as s:
-                current = (
-                    s.scalar(
-                        select(func.max(FeatureGroupRow.version)).where(
-                            FeatureGroupRow.backend == self.backend, FeatureGroupRow.name == name
-                        )
-                    )
-                    or 0
-                )
-            version = max(current, self._next_remote_version(name)) + 1
+        def create(s: Session, version: int) -> FeatureGroupVersion:
+            version = max(version, self._next_remote_version(name) + 1)
             location = self._write_group(name, version, frame, description)
-            try:
-                with session_scope(self.db_url) as s:
-                    row = FeatureGroupRow(
-                        backend=self.backend,
-                        name=name,
-                        version=version,
-                        data_version=data_version,
-                        content_hash=digest,
-                        n_rows=len(frame),
-                        schema=frame_schema(frame),
-                        split_counts=split_counts(frame),
-                        primary_key=list(PRIMARY_KEY),
-                        location=location,
-                        description=description,
-                        pipeline_version=FEATURE_PIPELINE_VERSION,
-                    )
-                    s.add(row)
-                    s.flush()
-                    return _fg(row)
-            except IntegrityError:  # a concurrent writer took this version: look again
-                existing = self._find_group(name, digest)
-                if existing is not None:
-                    return existing
-        raise FeatureStoreError(f"could not allocate a version for feature group {name}")
+            row = FeatureGroupRow(
+                backend=self.backend,
+                name=name,
+                version=version,
+                data_version=data_version,
+                content_hash=digest,
+                n_rows=len(frame),
+                schema=frame_schema(frame),
+                split_counts=split_counts(frame),
+                primary_key=list(PRIMARY_KEY),
+                location=location,
+                description=description,
+                pipeline_version=FEATURE_PIPELINE_VERSION,
+            )
+            s.add(row)
+            s.flush()
+            return _fg(row)
+
+        return allocate(
+            self.db_url,
+            lambda s: highest(s, FeatureGroupRow.version, FeatureGroupRow.backend == self.backend,
+                              FeatureGroupRow.name == name),
+            create, f"feature group {name}", FeatureStoreError,
+            on_conflict=lambda: self._find_group(name, digest),  # a concurrent writer stored the same content
+        )
 
     def _find_group(self, name: str, digest: str) -> FeatureGroupVersion | None:
         with session_scope(self.db_url) as s:
@@ -404,38 +396,29 @@ class FeatureStore(ABC):
         existing = self._find_dataset(name, fg)
         if existing is not None:
             return existing
-        for _attempt in range(5):
-            with session_scope(self.db_url) as s:
-                current = (
-                    s.scalar(
-                        select(func.max(TrainingDatasetRow.version)).where(
-                            TrainingDatasetRow.backend == self.backend, TrainingDatasetRow.name == name
-                        )
-                    )
-                    or 0
-                )
-            version, location, digest = self._snapshot(name, fg, current + 1)
-            splits = dict(fg.split_counts)
-            try:
-                with session_scope(self.db_url) as s:
-                    row = TrainingDatasetRow(
-                        backend=self.backend,
-                        name=name,
-                        version=version,
-                        feature_group=fg.name,
-                        feature_group_version=fg.version,
-                        splits=splits,
-                        content_hash=digest,
-                        location=location,
-                    )
-                    s.add(row)
-                    s.flush()
-                    return _td(row)
-            except IntegrityError:
-                existing = self._find_dataset(name, fg)
-                if existing is not None:
-                    return existing
-        raise FeatureStoreError(f"could not allocate a version for training dataset {name}")
+        def create(s: Session, next_version: int) -> TrainingDatasetVersion:
+            version, location, digest = self._snapshot(name, fg, next_version)
+            row = TrainingDatasetRow(
+                backend=self.backend,
+                name=name,
+                version=version,
+                feature_group=fg.name,
+                feature_group_version=fg.version,
+                splits=dict(fg.split_counts),
+                content_hash=digest,
+                location=location,
+            )
+            s.add(row)
+            s.flush()
+            return _td(row)
+
+        return allocate(
+            self.db_url,
+            lambda s: highest(s, TrainingDatasetRow.version, TrainingDatasetRow.backend == self.backend,
+                              TrainingDatasetRow.name == name),
+            create, f"training dataset {name}", FeatureStoreError,
+            on_conflict=lambda: self._find_dataset(name, fg),
+        )
 
     def _find_dataset(self, name: str, fg: FeatureGroupVersion) -> TrainingDatasetVersion | None:
         with session_scope(self.db_url) as s:

@@ -8,9 +8,11 @@ space converts to a W&B sweep configuration for the online option (`wandb sweep`
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +20,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from nfl_mlops import LABELS
 from nfl_mlops.modeling.params import TrainParams
+
+log = logging.getLogger(__name__)
 
 HPO_TRAIN_SAMPLES = 800
 """Default training rows per trial (a small stratified slice)."""
@@ -121,6 +125,49 @@ def best_train_params(study: Any, base: TrainParams) -> tuple[int, float, TrainP
         float(best.value),
         TrainParams(**params) if params else base.model_copy(update=best.params),
     )
+
+
+TrialRunner = Callable[[int, TrainParams], dict[str, Any]]
+"""Runs trial `number` with these parameters; returns at least `value` (None when the trial failed)."""
+
+
+def run_search(study: Any, space: SearchSpace, base: TrainParams, n_trials: int, run: TrialRunner,
+               timeout_minutes: float | None = None) -> list[dict[str, Any]]:
+    """Optuna's ask-and-tell loop: suggest, run (a tracked trial), tell; stops early at `timeout_minutes`.
+
+    A trial whose `value` is None is told as FAIL, so the study never picks it.
+    """
+    import optuna
+
+    started, results = time.monotonic(), []
+    for _ in range(n_trials):
+        if timeout_minutes is not None and time.monotonic() - started > timeout_minutes * 60:
+            log.info("timeout reached after %d trials", len(results))
+            break
+        trial = study.ask()
+        params = suggest_params(trial, space, base)
+        trial.set_user_attr("train_params", params.model_dump())
+        result = run(trial.number, params)
+        for key in ("experiment_id", "tracker_run_id"):
+            trial.set_user_attr(key, result.get(key))
+        if result.get("value") is None:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, result["value"])
+        results.append(result)
+    return results
+
+
+def search_summary(study_name: str, metric: str, trials: list[dict[str, Any]], number: int, value: float,
+                   best: TrainParams) -> dict[str, Any]:
+    """What the HPO flow returns: the trials (scores, tracked runs, errors) and the best configuration."""
+    return {
+        "study": study_name,
+        "metric": f"val/{metric}",
+        "trials": [{k: t.get(k) for k in ("number", "value", "params", "experiment_id", "tracker_run_id", "error")}
+                   for t in trials],
+        "best": {"number": number, "value": value, "params": best.model_dump()},
+    }
 
 
 def run_trial(

@@ -25,7 +25,9 @@ def configure_torch_threads() -> None:
 
     import torch
 
-    n = int(os.environ.get("MLOPS_TORCH_THREADS", "0")) or (os.cpu_count() or 1)
+    from nfl_mlops.settings import get_settings
+
+    n = get_settings().torch_threads or (os.cpu_count() or 1)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from nfl_mlops.db import Alias, ModelVersion, session_scope
+from nfl_mlops.versions import allocate, highest
 
 REQUIRED_FILES = ("config.json", "model.safetensors")
 
@@ -153,41 +154,40 @@ class Registry:
         staging = root / f".staging-{uuid.uuid4().hex[:8]}"
         shutil.copytree(source, staging)
         try:
-            for _attempt in range(5):
-                try:
-                    return self._commit(staging, model_name, metrics, params, lineage, description,
-                                        status, reason, model_type, write_card)
-                except IntegrityError:  # another process took that version number: take the next
-                    continue
-            raise RegistryError(f"could not allocate a version number for {model_name}")
+            def create(s: Session, version: int) -> VersionInfo:
+                return self._commit(s, version, staging, model_name, metrics, params, lineage, description, status,
+                                    reason, model_type, write_card)
+
+            return allocate(self.db_url, lambda s: highest(s, ModelVersion.version, ModelVersion.model_name == model_name),
+                            create, model_name, RegistryError)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def _commit(self, staging, model_name, metrics, params, lineage, description, status, reason,
-                model_type, write_card) -> VersionInfo:
-        with session_scope(self.db_url) as s:
-            current = s.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_name == model_name))
-            version = (current or 0) + 1
-            final = self.models_dir / model_name / f"v{version}"
-            row = ModelVersion(
-                model_name=model_name, version=version, status=status, path=str(final.resolve()),
-                metrics=dict(metrics or {}), params=dict(params or {}), lineage=dict(lineage or {}),
-                description=description, reason=reason, model_type=model_type,
-            )
-            s.add(row)
-            s.flush()  # the unique constraint fires here, before any file moves
-            info = _info(row, [])
-            if write_card is not None:
-                write_card(staging, info)
-            if final.exists():  # left over from a crash after rename and before commit
-                shutil.rmtree(final)
-            staging.rename(final)
-            try:
-                s.flush()
-            except BaseException:
-                final.rename(staging)
-                raise
+    def _commit(self, s: Session, version: int, staging: Path, model_name: str, metrics: Mapping[str, Any] | None,
+                params: Mapping[str, Any] | None, lineage: Mapping[str, Any] | None, description: str | None,
+                status: str, reason: str | None, model_type: str,
+                write_card: Callable[[Path, VersionInfo], None] | None) -> VersionInfo:
+        """Add version `version` in session `s` and move the staged folder into place."""
+        final = self.models_dir / model_name / f"v{version}"
+        row = ModelVersion(
+            model_name=model_name, version=version, status=status, path=str(final.resolve()),
+            metrics=dict(metrics or {}), params=dict(params or {}), lineage=dict(lineage or {}),
+            description=description, reason=reason, model_type=model_type,
+        )
+        s.add(row)
+        s.flush()  # the unique constraint fires here, before any file moves
+        info = _info(row, [])
+        if write_card is not None:
+            write_card(staging, info)
+        if final.exists():  # left over from a crash after rename and before commit
+            shutil.rmtree(final)
+        staging.rename(final)
+        try:
+            s.flush()
+        except BaseException:
+            final.rename(staging)
+            raise
         return info
 
     def set_alias(self, model_name: str, alias: str, version: int) -> None:

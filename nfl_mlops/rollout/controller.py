@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select
 
+from nfl_mlops import events
 from nfl_mlops.db import Prediction, get_engine, utcnow
 from nfl_mlops.rollout import abtest
 from nfl_mlops.rollout import state as rollouts
@@ -36,6 +37,7 @@ from nfl_mlops.rollout.strategies import (
     Decision,
     ShadowParams,
     canary_decision,
+    check_interval,
     initial_arms,
     params_for,
     shadow_decision,
@@ -43,7 +45,6 @@ from nfl_mlops.rollout.strategies import (
 
 log = logging.getLogger(__name__)
 
-EVENT_PREFIX = "nfl-mlops"
 ORPHAN_AFTER_S = 300.0
 """A flow-driven rollout nobody ticked for this long is adopted by the API's driver."""
 
@@ -278,63 +279,27 @@ def drive(rollout_id: str, until: str = "transition", poll_seconds: float | None
             return out
         if deadline is not None and time.monotonic() >= deadline:
             return out
-        params = params_for(out.rollout.strategy, out.rollout.config.get("params"))
-        sleep(poll_seconds if poll_seconds is not None else getattr(params, "check_seconds", 5.0))
+        sleep(poll_seconds if poll_seconds is not None
+              else check_interval(out.rollout.strategy, out.rollout.config.get("params")))
 
 
 def due(r: rollouts.RolloutInfo | None, driver: str, now: datetime) -> bool:
     """Whether `driver` should tick `r` now: its own rollouts every `check_seconds`, a flow's orphan too."""
     if not in_progress(r):
         return False
-    params = params_for(r.strategy, r.config.get("params"))
     last = (r.config.get("last_check") or {}).get("at") or r.config.get("step_started_at")
     since = (now - _parse(last, abtest.aware(r.created_at))).total_seconds()
     owner = r.config.get("driver", "api")
     if owner == driver:
-        return since >= getattr(params, "check_seconds", 5.0)
+        return since >= check_interval(r.strategy, r.config.get("params"))
     return since >= ORPHAN_AFTER_S
-
-
-def prefect_api_url() -> str | None:
-    """The Prefect API this process talks to: PREFECT_API_URL as the environment has it now, else Prefect's
-    settings (profile); None when neither names one (a temporary server is never started for us)."""
-    import os
-
-    url = os.environ.get("PREFECT_API_URL")
-    if url:
-        return url
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value() or None
 
 
 def emit_best_effort(outcome: Outcome) -> bool:
     """Emit the outcome's Prefect event when a Prefect API is configured (never starts a temporary server)."""
     if outcome.event is None:
         return False
-    return emit_event_best_effort(outcome.event, outcome.rollout.model_name, outcome.payload)
-
-
-def emit_event_best_effort(event: str, model_name: str, payload: dict[str, Any]) -> bool:
-    """Emit `nfl-mlops.<event>` about `model_name` when a Prefect API is configured; never raises and never
-    starts a temporary server. Returns whether the event was sent."""
-    url = prefect_api_url()
-    if not url:
-        log.info("no Prefect API configured; %s not emitted", event)
-        return False
-    try:
-        from prefect.events import emit_event
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            sent = emit_event(event=f"{EVENT_PREFIX}.{event}",
-                              resource={"prefect.resource.id": f"{EVENT_PREFIX}.model.{model_name}",
-                                        "prefect.resource.name": model_name},
-                              payload=payload)
-        return sent is not None
-    except Exception as exc:  # an event must never break serving or monitoring
-        log.warning("could not emit %s: %s", event, exc)
-        return False
+    return events.emit(outcome.event, outcome.rollout.model_name, outcome.payload) is not None
 
 
 def report_markdown(r: rollouts.RolloutInfo) -> str:

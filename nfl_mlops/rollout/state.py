@@ -152,17 +152,6 @@ def activate(
         return _info(row)
 
 
-def update_arms(rollout_id: str, arms: Mapping[str, Any], note: str, db_url: str | None = None) -> RolloutInfo:
-    """Change the traffic of an active rollout (a canary step, say) and record why."""
-    with session_scope(db_url) as s:
-        row = s.get(Rollout, rollout_id)
-        if row is None:
-            raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
-        row.arms = dict(arms)
-        row.history = [*row.history, _event("traffic", arms=dict(arms), note=note)]
-        return _info(row)
-
-
 def transition(rollout_id: str, expected_revision: int, arms: Mapping[str, Any] | None = None,
                config: Mapping[str, Any] | None = None, event: Mapping[str, Any] | None = None,
                db_url: str | None = None) -> RolloutInfo:

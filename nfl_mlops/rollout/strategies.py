@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 import pandas as pd
@@ -25,7 +26,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nfl_mlops.rollout.gates import GateParams, GateResult, canary_gates, failures, overall, shadow_gates
 
-DRIVEN = ("canary", "shadow", "ab_test")
+DEFAULT_CHECK_SECONDS = 5.0
+"""How often the gates of a driven rollout are evaluated, unless its settings say otherwise."""
+
+
+class Strategy(StrEnum):
+    """How a version goes out; flows, routes, SDK and CLI validate against this one list before any work."""
+
+    BLUE_GREEN = "blue_green"
+    CANARY = "canary"
+    SHADOW = "shadow"
+    AB_TEST = "ab_test"
+
+
+DRIVEN = (Strategy.CANARY, Strategy.SHADOW, Strategy.AB_TEST)
 """Strategies whose rollout is advanced step by step after it starts."""
 
 Action = Literal["hold", "advance", "promote", "rollback", "finish"]
@@ -45,7 +59,7 @@ class CanaryParams(BaseModel):
     max_wait_s: float = Field(
         1800.0, gt=0, le=7 * 86400,
         description="Longest a step is held; a step that saw too little traffic to judge by then is rolled back.")
-    check_seconds: float = Field(5.0, gt=0, le=3600, description="How often the gates are evaluated.")
+    check_seconds: float = Field(DEFAULT_CHECK_SECONDS, gt=0, le=3600, description="How often the gates are evaluated.")
     gates: GateParams = Field(default_factory=GateParams, description="Gate thresholds.")
 
     @field_validator("steps")
@@ -71,7 +85,7 @@ class ShadowParams(BaseModel):
                               description="Longest the shadow runs; too little traffic by then rolls it back.")
     promote_on_pass: bool = Field(True, description="Move all traffic to the candidate when the shadow passes "
                                                     "(otherwise the shadow just ends with its verdict).")
-    check_seconds: float = Field(5.0, gt=0, le=3600, description="How often the gates are evaluated.")
+    check_seconds: float = Field(DEFAULT_CHECK_SECONDS, gt=0, le=3600, description="How often the gates are evaluated.")
     gates: GateParams = Field(default_factory=GateParams, description="Gate thresholds.")
 
 
@@ -101,6 +115,12 @@ def retraining_canary() -> CanaryParams:
     """
     return CanaryParams(steps=[10.0, 50.0, 100.0], min_requests=30, check_seconds=2.0, max_wait_s=1800.0,
                         gates=GateParams(max_label_tvd=1.0, latency_slack_ms=100.0))
+
+
+def check_interval(strategy: str, raw: dict[str, Any] | None) -> float:
+    """Seconds between two gate checks of a rollout with these settings."""
+    params = params_for(strategy, raw)
+    return float(getattr(params, "check_seconds", DEFAULT_CHECK_SECONDS))
 
 
 def params_for(strategy: str, raw: dict[str, Any] | None) -> BaseModel | None:

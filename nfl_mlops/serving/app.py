@@ -44,7 +44,7 @@ async def _drive_rollouts(app: FastAPI) -> None:
     """Advance the API-driven rollout of the served model (and a flow's rollout whose flow died)."""
     from nfl_mlops.db import utcnow
     from nfl_mlops.rollout import controller
-    from nfl_mlops.rollout.strategies import params_for
+    from nfl_mlops.rollout.strategies import check_interval
 
     svc: PredictionService = app.state.service
     settings = app.state.settings
@@ -56,7 +56,7 @@ async def _drive_rollouts(app: FastAPI) -> None:
             if not controller.in_progress(r):
                 continue
             if r.config.get("driver", "api") == "api":
-                every = getattr(params_for(r.strategy, r.config.get("params")), "check_seconds", 5.0)
+                every = check_interval(r.strategy, r.config.get("params"))
                 if time.monotonic() - last.get(r.id, -1e18) < every:
                     continue
             elif not controller.due(r, "api", utcnow()):  # a flow's rollout: only when its flow stopped ticking

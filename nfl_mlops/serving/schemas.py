@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, field_validator, model_validator
 
+from nfl_mlops.rollout.records import ABTestOut, ArmStatsOut, DeploymentOut, VerdictOut  # noqa: F401 (re-exported)
 from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams
+from nfl_mlops.tracking.records import ExperimentOut, LogMetricsOut  # noqa: F401 (re-exported)
 
 Label = Literal["negative", "neutral", "positive"]
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -204,24 +206,6 @@ class RollbackRequest(_Strict):
     reason: str = Field("manual rollback", max_length=500, description="Why (recorded in the history).")
 
 
-class DeploymentOut(BaseModel):
-    deployment_id: str = Field(..., description="Id of the rollout.")
-    model_id: str = Field(..., description="Registered model name.")
-    environment: str = Field(..., description="Environment.")
-    model_version: int = Field(..., description="The version rolled out (the candidate of a canary, B of an A/B).")
-    previous_version: int | None = Field(None, description="Where a rollback returns traffic to.")
-    strategy: str = Field(..., description="blue_green, canary, shadow, ab_test, or rollback.")
-    status: str = Field(..., description="active, superseded, rolled_back or completed.")
-    arms: dict[str, Any] = Field(..., description="Traffic: arm -> {version, weight (percent), shadow}.")
-    config: dict[str, Any] = Field(default_factory=dict, description="Strategy settings and step state.")
-    progress: dict[str, Any] | None = Field(None, description="Canary/shadow/A-B: phase, step, last gate check.")
-    reason: str | None = Field(None, description="Why it was started or ended.")
-    history: list[Any] = Field(..., description="Events: activated, traffic steps with gates, promoted, rolled back.")
-    flow_run_id: str | None = Field(None, description="The Prefect flow run that made it, if any.")
-    created_at: datetime = Field(..., description="When it started.")
-    updated_at: datetime = Field(..., description="Last change.")
-
-
 # A/B tests
 class CreateABTestRequest(_Strict):
     test_name: str = Field(..., min_length=1, max_length=200, description="Name of the test (unique while running).")
@@ -244,49 +228,6 @@ class CreateABTestRequest(_Strict):
         return ABTestParams(traffic_split=self.traffic_split, duration_days=self.duration_days,
                             min_samples=self.min_samples, alpha=self.alpha, promote_winner=self.promote_winner,
                             check_seconds=self.check_seconds)
-
-
-class ArmStatsOut(BaseModel):
-    arm: str = Field(..., description="a or b.")
-    version: int = Field(..., description="Model version of the arm.")
-    predictions: int = Field(..., description="Predictions served by the arm.")
-    labelled: int = Field(..., description="Of those, predictions with a feedback label.")
-    correct: int = Field(..., description="Labelled predictions whose label was right.")
-    accuracy: float | None = Field(None, description="correct / labelled.")
-
-
-class VerdictOut(BaseModel):
-    decision: str = Field(..., description="a_better, b_better, no_difference_yet, or no_difference (final).")
-    winner: str | None = Field(None, description="a, b, or null.")
-    significant: bool = Field(..., description="p-value below alpha on enough samples.")
-    enough_data: bool = Field(..., description="Both arms have min_samples labelled predictions.")
-    final: bool = Field(..., description="The test's duration is over (or it was stopped).")
-    z: float | None = Field(None, description="Two-proportion z statistic (B minus A).")
-    p_value: float | None = Field(None, description="Two-sided p-value.")
-    accuracy_diff: float | None = Field(None, description="accuracy(B) - accuracy(A).")
-    ci: list[float] | None = Field(None, description="Confidence interval of the difference at level 1 - alpha.")
-    prob_b_better: float | None = Field(None, description="Bayesian P(accuracy B > accuracy A), uniform priors.")
-    reason: str = Field(..., description="The verdict in words.")
-
-
-class ABTestOut(BaseModel):
-    test_id: str = Field(..., description="Id of the test.")
-    test_name: str = Field(..., description="Name of the test.")
-    model_id: str = Field(..., description="Registered model.")
-    environment: str = Field(..., description="Environment.")
-    model_a_version: int = Field(..., description="Version of arm A.")
-    model_b_version: int = Field(..., description="Version of arm B.")
-    traffic_split: float = Field(..., description="Percent of traffic on B.")
-    duration_days: float = Field(..., description="Planned duration.")
-    status: str = Field(..., description="running, completed (duration over) or stopped (rolled back/superseded).")
-    winner: str | None = Field(None, description="The declared winner once completed.")
-    deployment_id: str | None = Field(None, description="The rollout carrying the test's traffic.")
-    params: dict[str, Any] = Field(..., description="Test settings (min_samples, alpha, promote_winner...).")
-    created_at: datetime = Field(..., description="Start.")
-    ends_at: datetime = Field(..., description="Planned end.")
-    finished_at: datetime | None = Field(None, description="Actual end.")
-    arms: dict[str, ArmStatsOut] = Field(..., description="Current statistics per arm.")
-    verdict: VerdictOut = Field(..., description="Current verdict.")
 
 
 # Experiments
@@ -312,27 +253,6 @@ class LogMetricsRequest(_Strict):
 class FinishExperimentRequest(_Strict):
     metrics: Metrics = Field(default_factory=dict, description="Final metrics (the run's summary).")
     status: Literal["finished", "failed"] = Field("finished", description="How the run ended.")
-
-
-class ExperimentOut(BaseModel):
-    experiment_id: str = Field(..., description="Id of the experiment.")
-    name: str = Field(..., description="Name.")
-    status: str = Field(..., description="running, finished or failed.")
-    tracker: str = Field(..., description="Where it is tracked: wandb-offline/online (flows), or api "
-                                          "(state DB only; see the experiments route).")
-    tracker_run_id: str | None = Field(None, description="W&B run id, when tracked there.")
-    config: dict[str, Any] = Field(..., description="Hyperparameters.")
-    tags: list[Any] = Field(..., description="Tags.")
-    metrics: dict[str, Any] = Field(..., description="Latest value of every logged metric, then the summary.")
-    created_at: datetime = Field(..., description="Start.")
-    finished_at: datetime | None = Field(None, description="End.")
-    history: list[dict[str, Any]] | None = Field(None, description="Logged metrics, call by call (GET by id).")
-
-
-class LogMetricsOut(BaseModel):
-    experiment_id: str = Field(..., description="The experiment.")
-    logged: int = Field(..., description="How many metric values this call logged.")
-    step: int | None = Field(None, description="The step given.")
 
 
 # Retraining

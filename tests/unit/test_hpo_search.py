@@ -70,7 +70,7 @@ def test_wandb_sweep_config_mirrors_the_space() -> None:
 
 
 def test_cli_prints_the_sweep(capsys) -> None:
-    from nfl_mlops import cli
+    from deployments import cli
 
     assert cli.main(["hpo", "--print-sweep", "--params", '{"search": {"sampler": "random"}}']) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "random"

@@ -325,7 +325,7 @@ def test_network_failures_retry_with_backoff_then_wait_in_the_queue(
 
     # the network is back: `nfl-mlops registry sync` sends what waits
     fake_hub.down = False
-    from nfl_mlops import cli
+    from deployments import cli
     from nfl_mlops.settings import get_settings
 
     with monkeypatch.context() as env:

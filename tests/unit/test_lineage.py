@@ -152,7 +152,7 @@ def test_unknown_prediction_is_a_clear_lookup_error(settings) -> None:
 
 
 def test_cli_prints_lineage_and_fails_cleanly(prediction_id, capsys) -> None:
-    from nfl_mlops import cli
+    from deployments import cli
 
     assert cli.main(["lineage", prediction_id]) == 0
     out = json.loads(capsys.readouterr().out)

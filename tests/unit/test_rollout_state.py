@@ -16,7 +16,6 @@ from nfl_mlops.rollout.state import (
     get_rollout,
     list_rollouts,
     rollback,
-    update_arms,
 )
 
 
@@ -185,20 +184,6 @@ def test_rollback_unknown_id() -> None:
         get_rollout("no-such-rollout")
     with pytest.raises(LookupError):  # RolloutNotFound is also a LookupError
         rollback("no-such-rollout")
-
-
-def test_update_arms_records_history() -> None:
-    model = _model()
-    activate(model, 1)
-    canary = activate(model, 2, strategy="canary",
-                      arms={"stable": {"version": 1, "weight": 95}, "candidate": {"version": 2, "weight": 5}})
-    arms = {"stable": {"version": 1, "weight": 75}, "candidate": {"version": 2, "weight": 25}}
-    updated = update_arms(canary.id, arms, note="step 2")
-    assert updated.arms == arms
-    assert updated.history[-1]["event"] == "traffic" and updated.history[-1]["note"] == "step 2"
-    assert active_rollout(model).arms == arms
-    with pytest.raises(RolloutNotFound):
-        update_arms("no-such-rollout", arms, note="x")
 
 
 def test_list_rollouts_filters_by_model_newest_first() -> None:

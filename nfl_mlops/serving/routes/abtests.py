@@ -7,8 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from nfl_mlops.rollout import abtest
+from nfl_mlops.rollout import abtest, actions
 from nfl_mlops.rollout import state as rollouts
+from nfl_mlops.rollout.records import ab_out
 from nfl_mlops.serving import schemas as sc
 from nfl_mlops.serving.routes.deployments import ERRORS, start
 from nfl_mlops.serving.routes.deps import require_api_key, service, settings
@@ -16,26 +17,6 @@ from nfl_mlops.serving.routes.models import resolve
 from nfl_mlops.serving.service import PredictionService
 
 router = APIRouter(tags=["ab-tests"])
-
-
-def ab_out(test: abtest.ABTestInfo, db_url: str) -> sc.ABTestOut:
-    status = test.status
-    if status == "running" and test.rollout_id:
-        try:
-            if rollouts.get_rollout(test.rollout_id, db_url).status != "active":
-                status = "stopped"  # rolled back or replaced by another deployment
-        except rollouts.RolloutNotFound:
-            status = "stopped"
-    rep = abtest.report(test, db_url=db_url)
-    if status != "running":
-        rep["verdict"]["final"] = True
-    return sc.ABTestOut(
-        test_id=test.id, test_name=test.test_name, model_id=test.model_name, environment=test.environment,
-        model_a_version=test.version_a, model_b_version=test.version_b, traffic_split=test.traffic_split,
-        duration_days=test.duration_days, status=status, winner=test.winner, deployment_id=test.rollout_id,
-        params=test.params, created_at=test.created_at, ends_at=test.ends_at, finished_at=test.finished_at,
-        arms=rep["arms"], verdict=rep["verdict"],
-    )
 
 
 @router.post("/ab-tests", response_model=sc.ABTestOut, status_code=201, responses=ERRORS,
@@ -52,10 +33,12 @@ async def create_ab_test(body: sc.CreateABTestRequest, svc: PredictionService = 
     b = await asyncio.to_thread(resolve, svc, body.model_b_id, body.model_b_version)
     if a.version == b.version:
         raise HTTPException(422, f"A and B are the same version (v{a.version})")
-    if a.model_name == svc.model_name and body.environment == svc.environment:
-        from nfl_mlops.serving.routes.deployments import warm_and_smoke_test
-
-        await warm_and_smoke_test(svc, a.version)
+    if a.model_name == svc.model_name and body.environment == svc.environment:  # A serves here too: warm it
+        try:
+            await asyncio.to_thread(actions.check_servable, svc.registry, a.model_name, a.version,
+                                    lambda info: svc.ensure_loaded(info.version))
+        except actions.NotServable as exc:
+            raise HTTPException(422, str(exc)) from exc
     r = await start(svc, cfg, b.model_name, b.version, "ab_test", body.environment, body.params(),
                     f"A/B test {body.test_name}", test_name=body.test_name, version_a=a.version)
     test = await asyncio.to_thread(abtest.ab_test_for_rollout, r.id, cfg.db_url)

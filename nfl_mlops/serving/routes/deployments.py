@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from nfl_mlops.registry.store import RegistryError
-from nfl_mlops.rollout import abtest, controller
+from nfl_mlops.rollout import abtest, actions
 from nfl_mlops.rollout import state as rollouts
-from nfl_mlops.rollout.strategies import DRIVEN
+from nfl_mlops.rollout.records import deployment_out
 from nfl_mlops.serving import schemas as sc
 from nfl_mlops.serving.routes.deps import require_api_key, service, settings
 from nfl_mlops.serving.routes.models import resolve
@@ -24,51 +24,25 @@ ERRORS = {404: {"description": "Unknown model, version or deployment"},
           422: {"description": "Invalid request, or the version failed its smoke test"}}
 
 
-def deployment_out(r: rollouts.RolloutInfo) -> sc.DeploymentOut:
-    return sc.DeploymentOut(
-        deployment_id=r.id, model_id=r.model_name, environment=r.environment, model_version=r.version,
-        previous_version=r.previous_version, strategy=r.strategy, status=r.status, arms=r.arms, config=r.config,
-        progress=controller.progress(r), reason=r.reason, history=r.history, flow_run_id=r.flow_run_id,
-        created_at=r.created_at, updated_at=r.updated_at,
-    )
-
-
-async def warm_and_smoke_test(svc: PredictionService, version: int) -> None:
-    """Load and warm `version` in this process and check it answers sanely, before any traffic moves."""
-    from nfl_mlops.rollout.smoke import smoke_test
-
-    try:
-        model = await asyncio.to_thread(svc.ensure_loaded, version)
-    except Exception as exc:  # a folder that does not load: say so, without a trace
-        raise HTTPException(422, f"v{version} does not load: {type(exc).__name__}: {str(exc)[:300]}") from exc
-    try:
-        report = await asyncio.to_thread(smoke_test, model)
-    except Exception as exc:
-        raise HTTPException(422, f"smoke test of v{version} raised {type(exc).__name__}: {str(exc)[:300]}") from exc
-    if not report["passed"]:
-        raise HTTPException(422, f"v{version} failed its smoke test: {report}")
-
-
 async def start(svc: PredictionService, cfg: Any, model_id: str, version: int, strategy: str, environment: str,
                 params: Any, reason: str, test_name: str | None = None,
                 version_a: int | None = None) -> rollouts.RolloutInfo:
-    """Warm + smoke-test (when this API serves the model), start the rollout, follow it at once."""
+    """Check the version is servable (warmed in this process when this API serves the model), start the
+    rollout (`rollout.actions`), follow it at once."""
     served_here = model_id == svc.model_name and environment == svc.environment
-    if served_here:
-        await warm_and_smoke_test(svc, version)
+    loader = (lambda info: svc.ensure_loaded(info.version)) if served_here else actions.load_model
+    try:
+        await asyncio.to_thread(actions.check_servable, svc.registry, model_id, version, loader)
+    except actions.NotServable as exc:
+        raise HTTPException(422, str(exc)) from exc
     if test_name and await asyncio.to_thread(abtest.running_test_named, test_name, cfg.db_url):
         raise HTTPException(409, f"an A/B test named {test_name!r} is already running")
     try:
         r = await asyncio.to_thread(
-            controller.start_rollout, model_id, version, strategy, environment, params=params, reason=reason,
+            actions.deploy, svc.registry, model_id, version, strategy, environment, params=params, reason=reason,
             driver="api", test_name=test_name, version_a=version_a, db_url=cfg.db_url)
-    except rollouts.RolloutError as exc:
+    except (rollouts.RolloutError, RegistryError) as exc:
         raise HTTPException(409, str(exc)) from exc
-    if strategy not in DRIVEN:
-        try:
-            await asyncio.to_thread(svc.registry.promote, model_id, version)
-        except RegistryError:
-            pass
     if served_here:
         await svc.refresh()
     return r
@@ -119,24 +93,11 @@ async def rollback(deployment_id: str, body: sc.RollbackRequest | None = None,
     """Send all traffic back to the version that served before; returns the new active deployment."""
     reason = (body or sc.RollbackRequest()).reason
     try:
-        before = await asyncio.to_thread(rollouts.get_rollout, deployment_id, cfg.db_url)
-        r = await asyncio.to_thread(rollouts.rollback, deployment_id, reason, cfg.db_url)
+        r = await asyncio.to_thread(actions.rollback, svc.registry, deployment_id, reason, cfg.db_url)
     except rollouts.RolloutNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
-    except rollouts.RolloutError as exc:
+    except (rollouts.RolloutError, RegistryError) as exc:
         raise HTTPException(409, str(exc)) from exc
-    test = await asyncio.to_thread(abtest.ab_test_for_rollout, deployment_id, cfg.db_url)
-    if test is not None:
-        await asyncio.to_thread(abtest.finish_record, test.id, "stopped", None, {"reason": reason}, cfg.db_url)
-    try:
-        await asyncio.to_thread(svc.registry.promote, r.model_name, r.version)
-    except RegistryError:
-        pass
-    ended = await asyncio.to_thread(rollouts.get_rollout, deployment_id, cfg.db_url)
-    await asyncio.to_thread(controller.emit_best_effort, controller.Outcome(
-        ended, controller.Decision("rollback", reason), True, r, "rollout.rolled_back",
-        {"deployment_id": deployment_id, "model_name": r.model_name, "strategy": before.strategy,
-         "version": before.version, "restored_version": r.version, "reason": reason, "manual": True}))
     if r.model_name == svc.model_name:
         await svc.refresh()
     return deployment_out(r)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from nfl_mlops.rollout import state as rollouts
-from nfl_mlops.serving.routes.deployments import deployment_out
+from nfl_mlops.rollout.records import deployment_out
 from nfl_mlops.serving.routes.deps import service, settings
 from nfl_mlops.serving.service import PredictionService
 

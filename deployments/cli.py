@@ -52,7 +52,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("nfl_mlops.serving.app:create_app", factory=True, host=args.host, port=args.port,
+    from nfl_mlops.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run("nfl_mlops.serving.app:create_app", factory=True, host=args.host or settings.api_host,
+                port=args.port or settings.api_port,
                 log_level="info")
     return 0
 
@@ -96,15 +100,15 @@ def _cmd_deployments(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from nfl_mlops.registry.store import Registry
-    from nfl_mlops.rollout.state import RolloutError, rollback
+    from nfl_mlops.registry.store import Registry, RegistryError
+    from nfl_mlops.rollout.actions import rollback
+    from nfl_mlops.rollout.state import RolloutError
 
     try:
-        r = rollback(args.deployment_id, args.reason)
-    except RolloutError as exc:
+        r = rollback(Registry.from_settings(), args.deployment_id, args.reason)
+    except (RolloutError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    Registry.from_settings().promote(r.model_name, r.version)
     print(f"rolled back: {r.model_name} now serves v{r.version} (deployment {r.id})")
     return 0
 
@@ -197,19 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--eval-samples", type=int, default=1000, help="cap on the validation and test rows")
     d.add_argument("--nfl-tweets", type=int, default=1200, help="NFL tweets sent through the API and labelled")
     d.add_argument("--epochs", type=float, default=1.0)
-    d.add_argument("--prefect-port", type=int, default=4200)
-    d.add_argument("--api-port", type=int, default=8000)
+    d.add_argument("--prefect-port", type=int, default=None, help="default MLOPS_PREFECT_PORT (4200)")
+    d.add_argument("--api-port", type=int, default=None, help="default MLOPS_API_PORT (8000)")
     d.set_defaults(func=_cmd_demo)
 
     u = sub.add_parser("up", help="start the local stack (Prefect server, deployments, worker, API) until Ctrl-C")
-    u.add_argument("--prefect-port", type=int, default=4200)
-    u.add_argument("--api-port", type=int, default=8000)
+    u.add_argument("--prefect-port", type=int, default=None, help="default MLOPS_PREFECT_PORT (4200)")
+    u.add_argument("--api-port", type=int, default=None, help="default MLOPS_API_PORT (8000)")
     u.add_argument("--no-api", action="store_true")
     u.set_defaults(func=_cmd_up)
 
     s = sub.add_parser("serve", help="run the /mlops API")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", default=None, help="default MLOPS_API_HOST (127.0.0.1)")
+    s.add_argument("--port", type=int, default=None, help="default MLOPS_API_PORT (8000)")
     s.set_defaults(func=_cmd_serve)
 
     r = sub.add_parser("run", help="run one flow in this process")

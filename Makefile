@@ -24,8 +24,15 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/nfl-mlops demo
 
-test: install
+# Lint, format, types and the import layering (pyproject.toml), then the tests.
+test: install lint
 	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test-fast: install
 	$(PY) -m pytest -m "not slow and not e2e"
@@ -39,6 +46,11 @@ up: install
 
 serve: install
 	$(VENV)/bin/nfl-mlops serve
+
+# The benchmarks (minutes each; run with nothing else on the machine). Results: bench/README.md.
+bench: install
+	$(PY) bench/serving.py
+	$(PY) bench/monitoring.py
 
 clean:
 	rm -rf .mlops .pytest_cache

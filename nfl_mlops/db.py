@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -74,9 +75,17 @@ class Alias(Base):
 
 
 class Rollout(Base):
-    """A deployment of a version with a strategy; at most one is `active` per (model, environment)."""
+    """A deployment of a version with a strategy; at most one is `active` per (model, environment).
+
+    The database enforces that invariant (a partial unique index); every write of a row is a
+    compare-and-set on `revision` (`rollout.state`), so concurrent drivers never apply a step twice.
+    """
 
     __tablename__ = "rollouts"
+    __table_args__ = (
+        Index("uq_rollouts_one_active", "model_name", "environment", unique=True,
+              sqlite_where=text("status = 'active'"), postgresql_where=text("status = 'active'")),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     model_name: Mapped[str] = mapped_column(String(200), index=True)
@@ -91,6 +100,7 @@ class Rollout(Base):
     history: Mapped[list[Any]] = mapped_column(default=list)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -170,6 +180,35 @@ class MonitoringRun(Base):
     drift_detected: Mapped[bool] = mapped_column(default=False)
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     report_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Episode(Base):
+    """A drift or degradation episode of one serving version: opened by monitoring, closed when a retrained
+    version serves or the signals clear; it starts at most one retraining (`retraining_job_id`, set by
+    compare-and-set)."""
+
+    __tablename__ = "drift_episodes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    model_version: Mapped[int] = mapped_column(Integer)
+    arm: Mapped[str] = mapped_column(String(20), default="stable")
+    # "<model>/v<version>" while open, NULL once closed: the unique index allows one open episode per version
+    open_key: Mapped[str | None] = mapped_column(String(250), unique=True, nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | closed
+    kind: Mapped[str] = mapped_column(String(20), default="drift")  # drift | degraded
+    reason: Mapped[str] = mapped_column(Text, default="")
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    close_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    first_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    n_alarms: Mapped[int] = mapped_column(Integer, default=1)
+    retraining_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed retrainings of this episode
+    next_attempt_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    retrained_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class ExperimentLog(Base):
@@ -273,6 +312,7 @@ __all__ = [
     "ABTest",
     "Alias",
     "Base",
+    "Episode",
     "Experiment",
     "ExperimentLog",
     "ModelVersion",

@@ -25,17 +25,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nfl_mlops.registry.store import VersionInfo as ModelMetadata  # a registered version; model_id = its name
+from nfl_mlops.rollout.strategies import Strategy
 
 
 class ModelType(StrEnum):
     SENTIMENT_ANALYSIS = "sentiment_analysis"
 
 
-class DeploymentStrategy(StrEnum):
-    BLUE_GREEN = "blue_green"
-    CANARY = "canary"
-    AB_TEST = "ab_test"
-    SHADOW = "shadow"
+DeploymentStrategy = Strategy
+"""The spec's name for the rollout strategies (`nfl_mlops.rollout.strategies.Strategy`)."""
 
 
 class ModelPerformanceMetrics(BaseModel):
@@ -79,7 +77,8 @@ class ExperimentNotRunning(RuntimeError):
 
 def _reference_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     """Accuracy and macro-F1 a version was registered with (flows store them under "test"; the SDK flat)."""
-    source = metrics.get("test") if isinstance(metrics.get("test"), dict) else metrics
+    test = metrics.get("test")
+    source: dict[str, Any] = test if isinstance(test, dict) else metrics
     f1 = source.get("macro_f1", source.get("f1_score"))
     acc = source.get("accuracy")
     return {"accuracy": float(acc) if isinstance(acc, int | float) else None,
@@ -170,12 +169,12 @@ class MLOpsService:
         return await asyncio.to_thread(self._status)
 
     def _status(self) -> dict[str, Any]:
+        from nfl_mlops.events import prefect_api_url
         from nfl_mlops.registry.hub import queued_count
         from nfl_mlops.rollout import state as rollouts
-        from nfl_mlops.events import prefect_api_url
 
         cfg = self.settings
-        models = {}
+        models: dict[str, dict[str, Any]] = {}
         for v in self.registry.list_versions():
             m = models.setdefault(v.model_name, {"versions": 0, "champion": None, "challenger": None})
             m["versions"] += 1
@@ -332,6 +331,8 @@ class MLOpsService:
                                     params=typed, reason=f"A/B test {test_name}", driver="api",
                                     test_name=test_name, version_a=a.version, db_url=db_url)
         test = await asyncio.to_thread(abtest.ab_test_for_rollout, r.id, db_url)
+        if test is None:  # start_rollout makes the record with the rollout
+            raise RolloutError(f"deployment {r.id} has no A/B test record")
         return test.id
 
     async def get_ab_test(self, test_id: str) -> dict[str, Any]:
@@ -359,7 +360,7 @@ class MLOpsService:
                  reported: ModelPerformanceMetrics) -> PerformanceVerdict:
         from nfl_mlops.db import MonitoringRun, session_scope
         from nfl_mlops.monitoring.thresholds import PERFORMANCE_MAX_DROP
-        from nfl_mlops.rollout.controller import emit_event_best_effort
+        from nfl_mlops import events
         from nfl_mlops.rollout.gates import GateParams
 
         info = self.registry.get(model_id, model_version)
@@ -382,7 +383,7 @@ class MLOpsService:
             payload = {"model_name": info.model_name, "model_version": info.version,
                        "reason": "performance degraded: " + "; ".join(reasons), "drift_share": 0.0,
                        "monitoring_run_id": run_id, "source": "sdk"}
-            verdict.event_emitted = emit_event_best_effort("performance.degraded", info.model_name, payload)
+            verdict.event_emitted = events.emit(events.PERFORMANCE_DEGRADED, info.model_name, payload) is not None
         return verdict
 
     # Retraining
@@ -401,6 +402,8 @@ class MLOpsService:
         job = await rt.request_retraining(self.registry, model_name, reason, config,
                                           str(DeploymentStrategy(strategy)) if strategy else None, "sdk",
                                           self.settings.db_url)
+        if job.flow_run_id is None:  # request_retraining raises when Prefect did not create the run
+            raise rt.RetrainingNotStarted(job.job_id, f"retraining job {job.job_id} has no flow run")
         return job.flow_run_id
 
     async def lineage(self, prediction_id: str) -> dict[str, Any]:

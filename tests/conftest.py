@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,54 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+def _postgres_server_url() -> str | None:
+    """The PostgreSQL server the suite may use: MLOPS_TEST_POSTGRES_URL, a postgresql MLOPS_TEST_DATABASE_URL,
+    else the one of this machine and of CI when it listens on 127.0.0.1:5432 (trust auth)."""
+    import socket
+
+    for name in ("MLOPS_TEST_POSTGRES_URL", "MLOPS_TEST_DATABASE_URL"):
+        url = os.environ.get(name, "")
+        if url.startswith("postgresql"):
+            return url
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
+            return "postgresql://postgres@127.0.0.1:5432/test"
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway database of its own on the PostgreSQL server, created for this session and dropped after.
+
+    Tests never share a schema with an earlier run (a new column would otherwise meet an old table).
+    Skips where no PostgreSQL listens; under CI (CI=true), where one must, that fails instead.
+    """
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    server = _postgres_server_url()
+    if server is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs PostgreSQL at 127.0.0.1:5432 (or MLOPS_TEST_POSTGRES_URL)")
+        pytest.skip("needs PostgreSQL at 127.0.0.1:5432 (or MLOPS_TEST_POSTGRES_URL)")
+    url = make_url(server.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"nfl_mlops_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        pytest.fail(f"PostgreSQL at {server} is configured but cannot make a test database: {exc}")
+    fresh = url.set(database=name).render_as_string(hide_password=False).replace("+psycopg", "", 1)
+    yield fresh
+    from nfl_mlops.db import dispose_engines
+
+    dispose_engines()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -108,7 +108,7 @@ def ensure_tables(db_url: str | None = None) -> None:
     """Create the feature-store tables if the engine was made before this module was imported."""
     key = db_url or ""
     if key not in _ready:
-        Base.metadata.create_all(get_engine(db_url), tables=list(_TABLES))
+        Base.metadata.create_all(get_engine(db_url), tables=list(_TABLES))  # type: ignore[arg-type]
         _ready.add(key)
 
 

@@ -139,7 +139,7 @@ def run_search(study: Any, space: SearchSpace, base: TrainParams, n_trials: int,
     """
     import optuna
 
-    started, results = time.monotonic(), []
+    started, results = time.monotonic(), list[dict[str, Any]]()
     for _ in range(n_trials):
         if timeout_minutes is not None and time.monotonic() - started > timeout_minutes * 60:
             log.info("timeout reached after %d trials", len(results))

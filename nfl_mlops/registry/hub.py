@@ -57,7 +57,7 @@ _ready: set[str] = set()
 def ensure_tables(db_url: str | None = None) -> None:
     key = db_url or ""
     if key not in _ready:
-        Base.metadata.create_all(get_engine(db_url), tables=[HubPushRow.__table__])
+        Base.metadata.create_all(get_engine(db_url), tables=[HubPushRow.__table__])  # type: ignore[list-item]
         _ready.add(key)
 
 
@@ -267,6 +267,8 @@ class HubMirror:
                     HubPushRow.repo_id == repo,
                 )
             )
+            if row is None:  # the row is made when the push is queued, before any attempt
+                raise LookupError(f"no Hub push recorded for {model_name} v{version} -> {repo}")
             row.attempts = (row.attempts or 0) + attempts
             row.status, row.last_error = state, error
             if state == "pushed":

@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from statistics import NormalDist
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import case, func, select
 
@@ -174,6 +174,10 @@ class ABTestInfo:
     finished_at: datetime | None
 
 
+@overload
+def aware(ts: datetime) -> datetime: ...
+@overload
+def aware(ts: None) -> None: ...
 def aware(ts: datetime | None) -> datetime | None:
     """SQLite gives naive datetimes back; every time here is UTC."""
     if ts is None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 from sqlalchemy import select
@@ -75,7 +75,7 @@ def _parse(ts: str | None, default: datetime) -> datetime:
     return abtest.aware(datetime.fromisoformat(ts))
 
 
-def in_progress(r: rollouts.RolloutInfo | None) -> bool:
+def in_progress(r: rollouts.RolloutInfo | None) -> TypeGuard[rollouts.RolloutInfo]:
     """A canary, shadow or A/B test that has not ended yet."""
     return bool(r and r.status == "active" and r.strategy in DRIVEN and r.config.get("phase") == "running")
 
@@ -133,6 +133,8 @@ def start_rollout(
                                  config={"driver": driver, "phase": "promoted"}, reason=reason,
                                  flow_run_id=flow_run_id, db_url=db_url)
     params = params if params is not None else params_for(strategy, None)
+    if params is None:
+        raise rollouts.RolloutError(f"unknown strategy {strategy!r}")
     stable = rollouts.serving_version(current.arms, current.version) if current else None
     if strategy == "ab_test" and version_a is not None:
         stable = version_a
@@ -144,12 +146,12 @@ def start_rollout(
                                     f"a {strategy} needs a different candidate")
     arms = initial_arms(strategy, stable, version, params)
     config: dict[str, Any] = {"params": params.model_dump(mode="json"), "driver": driver, "phase": "running",
-                              "started_at": _iso(now), "step_index": 0, "step_started_at": _iso(now), "revision": 0}
+                              "started_at": _iso(now), "step_index": 0, "step_started_at": _iso(now)}
     # an A/B test that ends without B winning returns to A
     keep = {"previous_version": stable} if strategy == "ab_test" else {}
     r = rollouts.activate(model_name, version, strategy=strategy, environment=environment, arms=arms, config=config,
                           reason=reason, flow_run_id=flow_run_id, db_url=db_url, **keep)
-    if strategy == "ab_test":
+    if isinstance(params, ABTestParams):
         test = abtest.create_record(test_name or f"{model_name}-v{stable}-vs-v{version}", model_name, environment,
                                     stable, version, params, r.id, db_url=db_url, now=now)
         r = rollouts.transition(r.id, 0, config={"ab_test_id": test.id}, db_url=db_url)
@@ -170,15 +172,15 @@ def decide(r: rollouts.RolloutInfo, now: datetime, db_url: str | None = None) ->
     """The strategy's decision for the rollout now (reads the log; changes nothing)."""
     params = params_for(r.strategy, r.config.get("params"))
     started = _parse(r.config.get("started_at"), abtest.aware(r.created_at))
-    if r.strategy == "canary":
+    if isinstance(params, CanaryParams):
         since = _parse(r.config.get("step_started_at"), started)
         stable = int(r.arms["stable"]["version"])
         return canary_decision(params, int(r.config.get("step_index", 0)), since, now, load_rows(r, since, db_url),
                                stable, r.version)
-    if r.strategy == "shadow":
+    if isinstance(params, ShadowParams):
         stable = int(r.arms["stable"]["version"])
         return shadow_decision(params, started, now, load_rows(r, started, db_url), stable, r.version)
-    if r.strategy == "ab_test":
+    if isinstance(params, ABTestParams):
         test = abtest.ab_test_for_rollout(r.id, db_url)
         if test is None:
             return Decision("hold", "no A/B test record for this rollout")
@@ -199,7 +201,7 @@ def apply(r: rollouts.RolloutInfo, d: Decision, now: datetime, db_url: str | Non
     gates = check["gates"]
     rev = rollouts.revision(r)
     if d.action == "hold":
-        rollouts.record_check(r.id, check, db_url)
+        rollouts.record_check(r.id, check, db_url, expected_revision=rev)
         return Outcome(r, d, False)
     if d.action == "advance":
         after = rollouts.transition(

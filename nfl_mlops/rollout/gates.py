@@ -127,7 +127,7 @@ def error_rate_gate(rows: pd.DataFrame, candidate: str, params: GateParams, min_
                           f"last error: {attempts['error'].dropna().iloc[-1]}")
     if n < min_n:
         return GateResult("error_rate", None, rate, limit, n, f"{n}/{min_n} candidate predictions so far")
-    passed = rate <= limit
+    passed = rate is not None and rate <= limit
     return GateResult("error_rate", passed, rate, limit, n,
                       f"{errors} of {n} candidate predictions failed ({rate:.1%} {'<=' if passed else '>'} {limit:.1%})")
 
@@ -215,7 +215,7 @@ def agreement_gate(rows: pd.DataFrame, candidate: str, stable: str, params: Gate
     rate = float((pairs["label_c"] == pairs["label_s"]).mean()) if n else None
     if n < min_n:
         return GateResult("agreement", None, rate, params.min_agreement, n, f"{n}/{min_n} paired predictions so far")
-    passed = rate >= params.min_agreement
+    passed = rate is not None and rate >= params.min_agreement
     return GateResult("agreement", passed, rate, params.min_agreement, n,
                       f"candidate agrees with stable on {rate:.1%} of {n} predictions "
                       f"({'>=' if passed else '<'} {params.min_agreement:.0%})")

@@ -2,6 +2,13 @@
 
 The serving API reads the active rollout from here (every replica follows it); the deployment
 flow and the `/deployments` endpoints write it.
+
+Every write is a compare-and-set: read the row, compute the change, then
+`UPDATE ... WHERE id = :id AND revision = :read AND status = 'active'`, which bumps the revision; when
+no row matched, another writer moved first and the caller gets `RolloutConflict`. At most one rollout
+per (model, environment) is active, enforced by a partial unique index, so two concurrent
+activations cannot both win (the loser gets `RolloutConflict` too). This holds on SQLite and
+PostgreSQL alike (`SELECT ... FOR UPDATE` would lock nothing on SQLite and nothing over zero rows).
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from nfl_mlops.db import Rollout, session_scope, utcnow
 
@@ -50,15 +59,34 @@ class RolloutInfo:
     flow_run_id: str | None
     created_at: datetime
     updated_at: datetime
+    revision: int = 0
 
 
 def _info(r: Rollout) -> RolloutInfo:
+    rev = int(r.revision or 0)
     return RolloutInfo(
         id=r.id, model_name=r.model_name, environment=r.environment, version=r.version,
         previous_version=r.previous_version, strategy=r.strategy, status=r.status, arms=dict(r.arms or {}),
-        config=dict(r.config or {}), history=list(r.history or []), reason=r.reason, flow_run_id=r.flow_run_id,
-        created_at=r.created_at, updated_at=r.updated_at,
+        config={**dict(r.config or {}), "revision": rev}, history=list(r.history or []), reason=r.reason,
+        flow_run_id=r.flow_run_id, created_at=r.created_at, updated_at=r.updated_at, revision=rev,
     )
+
+
+def _cas(s: Session, row: Rollout, **values: Any) -> None:
+    """Write `values` to `row` only if it is still active at the revision it was read at (bumps the revision).
+
+    Raises:
+        RolloutConflict: another writer changed or ended the rollout since it was read.
+    """
+    read = int(row.revision or 0)
+    result = s.execute(update(Rollout)
+                       .where(Rollout.id == row.id, Rollout.revision == read, Rollout.status == "active")
+                       .values(revision=read + 1, updated_at=utcnow(), **values)
+                       .execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise RolloutConflict(f"deployment {row.id} moved since it was read (revision {read}); "
+                              "another driver or a person changed it first")
+    s.expire(row)
 
 
 def _event(kind: str, **fields: Any) -> dict[str, Any]:
@@ -74,8 +102,8 @@ def serving_version(arms: Mapping[str, Any], default: int | None = None) -> int 
 
 
 def revision(info: RolloutInfo) -> int:
-    """Counter of the traffic changes of a rollout (compare-and-set guard for concurrent drivers)."""
-    return int(info.config.get("revision", 0))
+    """Counter of the writes of a rollout (the compare-and-set guard of concurrent drivers)."""
+    return info.revision
 
 
 def active_rollout(model_name: str, environment: str = "production", db_url: str | None = None) -> RolloutInfo | None:
@@ -127,29 +155,31 @@ def activate(
     """
     if strategy not in STRATEGIES:
         raise RolloutError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    with session_scope(db_url) as s:
-        current = s.scalar(
-            select(Rollout)
-            .where(Rollout.model_name == model_name, Rollout.environment == environment, Rollout.status == "active")
-            .with_for_update()
-        )
-        serving = None
-        if current is not None:
-            serving = serving_version(current.arms or {}, current.version)
-            current.status = "superseded"
-            current.history = [*current.history, _event("superseded", reason=reason)]
-        if previous_version is _AUTO:
-            previous_version = serving
-        row = Rollout(
-            model_name=model_name, environment=environment, version=version, previous_version=previous_version,
-            strategy=strategy, status="active",
-            arms=dict(arms or {"stable": {"version": version, "weight": 100.0}}),
-            config=dict(config or {}), reason=reason, flow_run_id=flow_run_id,
-            history=[_event("activated", version=version, strategy=strategy, reason=reason)],
-        )
-        s.add(row)
-        s.flush()
-        return _info(row)
+    try:
+        with session_scope(db_url) as s:
+            current = s.scalar(select(Rollout).where(Rollout.model_name == model_name,
+                                                     Rollout.environment == environment, Rollout.status == "active"))
+            serving = None
+            if current is not None:
+                serving = serving_version(current.arms or {}, current.version)
+                _cas(s, current, status="superseded",
+                     history=[*(current.history or []), _event("superseded", reason=reason)])
+            if previous_version is _AUTO:
+                previous_version = serving
+            row = Rollout(
+                model_name=model_name, environment=environment, version=version, previous_version=previous_version,
+                strategy=strategy, status="active",
+                arms=dict(arms or {"stable": {"version": version, "weight": 100.0}}),
+                config={k: v for k, v in (config or {}).items() if k != "revision"}, reason=reason,
+                flow_run_id=flow_run_id, revision=0,
+                history=[_event("activated", version=version, strategy=strategy, reason=reason)],
+            )
+            s.add(row)
+            s.flush()  # the partial unique index refuses a second active rollout here
+            return _info(row)
+    except IntegrityError as exc:
+        raise RolloutConflict(f"another deployment of {model_name} in {environment} was activated at the same "
+                              "time; read the active one and try again") from exc
 
 
 def transition(rollout_id: str, expected_revision: int, arms: Mapping[str, Any] | None = None,
@@ -161,27 +191,42 @@ def transition(rollout_id: str, expected_revision: int, arms: Mapping[str, Any] 
         RolloutConflict: the rollout is no longer active or another driver moved it first.
     """
     with session_scope(db_url) as s:
-        row = s.scalar(select(Rollout).where(Rollout.id == rollout_id).with_for_update())
+        row = s.get(Rollout, rollout_id)
         if row is None:
             raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
-        current = int((row.config or {}).get("revision", 0))
+        current = int(row.revision or 0)
         if row.status != "active" or current != expected_revision:
             raise RolloutConflict(f"deployment {rollout_id} is {row.status} at revision {current}, "
                                   f"not active at {expected_revision}")
+        values: dict[str, Any] = {"config": {**(row.config or {}), **{k: v for k, v in (config or {}).items()
+                                                                      if k != "revision"}}}
         if arms is not None:
-            row.arms = dict(arms)
-        row.config = {**(row.config or {}), **dict(config or {}), "revision": current + 1}
+            values["arms"] = dict(arms)
         if event is not None:
-            row.history = [*row.history, _event(**dict(event))]
+            values["history"] = [*(row.history or []), _event(**dict(event))]
+        _cas(s, row, **values)
+        s.refresh(row)
         return _info(row)
 
 
-def record_check(rollout_id: str, check: Mapping[str, Any], db_url: str | None = None) -> None:
-    """Keep the latest gate evaluation of an active rollout (progress shown by the API); no traffic change."""
+def record_check(rollout_id: str, check: Mapping[str, Any], db_url: str | None = None,
+                 expected_revision: int | None = None) -> bool:
+    """Keep the latest gate evaluation of an active rollout (progress shown by the API); no traffic change.
+
+    A compare-and-set like every write: with `expected_revision` (the revision the check was computed
+    on), a rollout that moved meanwhile keeps its state and False is returned (the check is stale).
+    """
     with session_scope(db_url) as s:
         row = s.get(Rollout, rollout_id)
-        if row is not None and row.status == "active":
-            row.config = {**(row.config or {}), "last_check": dict(check)}
+        if row is None or row.status != "active":
+            return False
+        if expected_revision is not None and int(row.revision or 0) != expected_revision:
+            return False
+        try:
+            _cas(s, row, config={**(row.config or {}), "last_check": dict(check)})
+        except RolloutConflict:
+            return False
+        return True
 
 
 def return_to_previous(rollout_id: str, reason: str, status: str = "rolled_back",
@@ -198,26 +243,25 @@ def return_to_previous(rollout_id: str, reason: str, status: str = "rolled_back"
         details: recorded in the ended rollout's history (e.g. the gate results).
     """
     with session_scope(db_url) as s:
-        row = s.scalar(select(Rollout).where(Rollout.id == rollout_id).with_for_update())
+        row = s.get(Rollout, rollout_id)
         if row is None:
             raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
         if row.status != "active":
             raise RolloutError(f"deployment {rollout_id} is {row.status}; only the active deployment can be rolled back")
-        if expected_revision is not None and int((row.config or {}).get("revision", 0)) != expected_revision:
+        if expected_revision is not None and int(row.revision or 0) != expected_revision:
             raise RolloutConflict(f"deployment {rollout_id} moved since it was read")
         if row.previous_version is None:
             raise RolloutError(f"deployment {rollout_id} has no previous version to roll back to")
-        row.status = status
-        row.reason = reason
-        row.config = {**(row.config or {}), "phase": status}
-        row.history = [*row.history, _event(status, reason=reason, **dict(details or {}))]
+        model_name, environment, previous = row.model_name, row.environment, row.previous_version
+        _cas(s, row, status=status, reason=reason, config={**(row.config or {}), "phase": status},
+             history=[*(row.history or []), _event(status, reason=reason, **dict(details or {}))])
         label = "rollback" if status == "rolled_back" else status
         new = Rollout(
-            model_name=row.model_name, environment=row.environment, version=row.previous_version,
-            previous_version=None, strategy="rollback", status="active",
-            arms={"stable": {"version": row.previous_version, "weight": 100.0}},
+            model_name=model_name, environment=environment, version=previous,
+            previous_version=None, strategy="rollback", status="active", revision=0,
+            arms={"stable": {"version": previous, "weight": 100.0}},
             reason=f"{label} of {rollout_id}: {reason}",
-            history=[_event("activated", version=row.previous_version, strategy="rollback", reason=reason)],
+            history=[_event("activated", version=previous, strategy="rollback", reason=reason)],
         )
         s.add(new)
         s.flush()

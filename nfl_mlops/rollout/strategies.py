@@ -123,27 +123,32 @@ def check_interval(strategy: str, raw: dict[str, Any] | None) -> float:
     return float(getattr(params, "check_seconds", DEFAULT_CHECK_SECONDS))
 
 
-def params_for(strategy: str, raw: dict[str, Any] | None) -> BaseModel | None:
+StrategyParams = CanaryParams | ShadowParams | ABTestParams
+"""The typed settings of a driven strategy."""
+
+
+def params_for(strategy: str, raw: dict[str, Any] | None) -> StrategyParams | None:
     """The typed settings of a strategy from their JSON form (None for blue-green)."""
-    kinds = {"canary": CanaryParams, "shadow": ShadowParams, "ab_test": ABTestParams}
+    kinds: dict[str, type[StrategyParams]] = {"canary": CanaryParams, "shadow": ShadowParams,
+                                              "ab_test": ABTestParams}
     kind = kinds.get(strategy)
     return kind.model_validate(raw or {}) if kind else None
 
 
 def initial_arms(strategy: str, stable_version: int | None, candidate_version: int,
-                 params: BaseModel | None = None) -> dict[str, Any]:
+                 params: StrategyParams | None = None) -> dict[str, Any]:
     """The traffic a rollout starts with."""
     if strategy in ("blue_green", "rollback") or stable_version is None:
         return {"stable": {"version": candidate_version, "weight": 100.0}}
     if strategy == "canary":
-        first = float(params.steps[0]) if params is not None else CanaryParams().steps[0]
+        first = float(params.steps[0]) if isinstance(params, CanaryParams) else CanaryParams().steps[0]
         return {"stable": {"version": stable_version, "weight": 100.0 - first},
                 "candidate": {"version": candidate_version, "weight": first}}
     if strategy == "shadow":
         return {"stable": {"version": stable_version, "weight": 100.0},
                 "shadow": {"version": candidate_version, "weight": 0.0, "shadow": True}}
     if strategy == "ab_test":
-        split = float(params.traffic_split) if params is not None else ABTestParams().traffic_split
+        split = float(params.traffic_split) if isinstance(params, ABTestParams) else ABTestParams().traffic_split
         return {"a": {"version": stable_version, "weight": 100.0 - split},
                 "b": {"version": candidate_version, "weight": split}}
     raise ValueError(f"unknown strategy {strategy!r}")

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, field_validator, model_validator
 
 from nfl_mlops.rollout.records import ABTestOut, ArmStatsOut, DeploymentOut, VerdictOut  # noqa: F401 (re-exported)
-from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams
+from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams, Strategy
 from nfl_mlops.tracking.records import ExperimentOut, LogMetricsOut  # noqa: F401 (re-exported)
 
 Label = Literal["negative", "neutral", "positive"]
@@ -163,8 +163,8 @@ class DeployRequest(_Strict):
     model_id: str = Field(..., max_length=200, description="Registered model name.")
     model_version: VersionRef
     environment: str = Field("production", min_length=1, max_length=50, description="Target environment.")
-    strategy: Literal["blue_green", "canary", "ab_test", "shadow"] = Field(
-        "blue_green", description="blue_green: all traffic at once. canary: traffic steps held until gates pass. "
+    strategy: Strategy = Field(
+        Strategy.BLUE_GREEN, description="blue_green: all traffic at once. canary: traffic steps held until gates pass. "
                                   "ab_test: split by percentage, winner by significance test. shadow: a copy of "
                                   "traffic, answers logged and never returned.")
     reason: str | None = Field(None, max_length=500, description="Why (recorded in the deployment's history).")
@@ -301,3 +301,10 @@ class TriggerCheckOut(BaseModel):
     schedules: list[dict[str, Any]] = Field(..., description="Schedules of the retraining deployment.")
     event_triggers: list[str] = Field(..., description="Events whose automation starts retraining.")
     recent_jobs: list[RetrainingJobOut] = Field(..., description="The latest retraining jobs.")
+    open_episodes: list[dict[str, Any]] = Field(default_factory=list,
+                                                description="Open drift episodes (per serving version): opened when, "
+                                                            "why, its retraining job, failed attempts, back-off.")
+    recent_episodes: list[dict[str, Any]] = Field(default_factory=list,
+                                                  description="The latest drift episodes, open or closed.")
+    declared_from: str | None = Field(None, description="The prefect.yaml that schedules and event triggers were "
+                                                        "read from; None when unknown (NFL_MLOPS_ROOT not set).")

@@ -11,6 +11,7 @@ by the stable arm, so a broken canary shows up in the gates, not in users' respo
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import threading
@@ -170,7 +171,7 @@ class PredictionService:
         if batcher is None:
             model = self.ensure_loaded(version)
             batcher = DynamicBatcher(
-                lambda texts, m=model: m.predict(texts, batch_size=self.settings.max_batch_size),
+                functools.partial(model.predict, batch_size=self.settings.max_batch_size),
                 max_batch_size=self.settings.max_batch_size,
                 max_wait_ms=self.settings.max_wait_ms,
                 on_batch=self._on_batch,

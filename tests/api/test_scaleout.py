@@ -34,38 +34,10 @@ LOAD_TIMEOUT = 180.0  # loading and warming a model in a fresh process, on a bus
 FOLLOW_TIMEOUT = 15.0  # a switch between two warm versions: the replicas only re-read the DB (75 polls)
 
 
-def _postgres_url() -> str | None:
-    url = os.environ.get("MLOPS_TEST_POSTGRES_URL")
-    if url:
-        return url
-    url = os.environ.get("MLOPS_TEST_DATABASE_URL", "")
-    if url.startswith("postgresql"):
-        return url
-    try:  # the PostgreSQL of this machine and of CI, when one listens (trust auth, database `test`)
-        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
-            return "postgresql://postgres@127.0.0.1:5432/test"
-    except OSError:
-        return None
-
-
 @pytest.fixture(scope="module")
-def pg_url() -> str:
-    url = _postgres_url()
-    if url is None:
-        pytest.skip(
-            "needs PostgreSQL: none listens on 127.0.0.1:5432; set MLOPS_TEST_POSTGRES_URL (or "
-            "MLOPS_TEST_DATABASE_URL) to a postgresql URL"
-        )
-    from sqlalchemy import text
-
-    from nfl_mlops.db import get_engine
-
-    try:
-        with get_engine(url).connect() as conn:  # creates the schema when it is missing
-            conn.execute(text("select 1"))
-    except Exception as exc:
-        pytest.fail(f"PostgreSQL at {url} is configured but unreachable: {exc}")
-    return url
+def pg_url(postgres_url: str) -> str:
+    """A database of this session's own on the local (or configured) PostgreSQL."""
+    return postgres_url
 
 
 class Replica:

@@ -42,6 +42,8 @@ async def create_ab_test(body: sc.CreateABTestRequest, svc: PredictionService = 
     r = await start(svc, cfg, b.model_name, b.version, "ab_test", body.environment, body.params(),
                     f"A/B test {body.test_name}", test_name=body.test_name, version_a=a.version)
     test = await asyncio.to_thread(abtest.ab_test_for_rollout, r.id, cfg.db_url)
+    if test is None:  # start_rollout makes the record with the rollout
+        raise HTTPException(409, f"deployment {r.id} has no A/B test record")
     return await asyncio.to_thread(ab_out, test, cfg.db_url)
 
 

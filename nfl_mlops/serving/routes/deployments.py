@@ -18,7 +18,7 @@ from nfl_mlops.serving.service import PredictionService
 
 router = APIRouter(tags=["deployments"])
 
-ERRORS = {404: {"description": "Unknown model, version or deployment"},
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "Unknown model, version or deployment"},
           409: {"description": "Conflicts with the current deployment (in progress, not active, nothing to "
                                 "compare with)"},
           422: {"description": "Invalid request, or the version failed its smoke test"}}
@@ -35,7 +35,8 @@ async def start(svc: PredictionService, cfg: Any, model_id: str, version: int, s
         await asyncio.to_thread(actions.check_servable, svc.registry, model_id, version, loader)
     except actions.NotServable as exc:
         raise HTTPException(422, str(exc)) from exc
-    if test_name and await asyncio.to_thread(abtest.running_test_named, test_name, cfg.db_url):
+    running = await asyncio.to_thread(abtest.running_test_named, test_name, cfg.db_url) if test_name else None
+    if running is not None:
         raise HTTPException(409, f"an A/B test named {test_name!r} is already running")
     try:
         r = await asyncio.to_thread(

@@ -112,12 +112,23 @@ def classify_error(exc: BaseException) -> str:
     status = getattr(response, "status_code", None)
     if isinstance(status, int):
         return "retry" if status >= 500 or status in (408, 429) else "fail"
-    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
+    if isinstance(exc, HubTagCollision | FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
         return "fail"
     network = isinstance(exc, OSError | TimeoutError | ConnectionError) or type(exc).__module__.startswith(
         ("httpx", "httpcore", "requests", "urllib3")
     )
     return "retry" if network else "fail"
+
+
+class HubTagCollision(RuntimeError):
+    """The version's tag already names other files on the Hub; tags are immutable, so the push is refused."""
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """The id git (and the Hub's tree listing) gives a file's content."""
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's object id
 
 
 def version_tag(version: int) -> str:
@@ -289,6 +300,17 @@ class HubMirror:
         api.create_repo(
             repo_id=repo, repo_type="model", private=self.settings.huggingface_private, exist_ok=True
         )
+        # A tag is immutable once created (model cards tell users to pin revision="vN"): an existing tag
+        # is either this very push done before (same files: nothing to do) or another model (refused).
+        refs = api.list_repo_refs(repo_id=repo, repo_type="model")
+        existing = next((t for t in refs.tags if t.name == tag), None)
+        if existing is not None:
+            if self._same_files(repo, tag, folder):
+                return existing.target_commit
+            raise HubTagCollision(
+                f"tag {tag} of {repo} already names other files (commit {existing.target_commit[:12]}); Hub "
+                "versions are immutable, so it is not moved. This registry's numbering collides with an earlier "
+                "one: mirror it to another repo (HUGGINGFACE_REPO), or delete that tag on the Hub deliberately")
         commit = api.upload_folder(
             repo_id=repo,
             repo_type="model",
@@ -299,22 +321,30 @@ class HubMirror:
             delete_patterns="*",  # the revision holds exactly this version's files
         )
         sha = commit.oid
-        refs = api.list_repo_refs(repo_id=repo, repo_type="model")
-        existing = next((t for t in refs.tags if t.name == tag), None)
-        if existing is not None and existing.target_commit != sha:
-            # A tag left by an earlier registry with the same version numbers: the local registry wins.
-            api.delete_tag(repo_id=repo, tag=tag, repo_type="model")
-            existing = None
-        if existing is None:
-            api.create_tag(
-                repo_id=repo,
-                tag=tag,
-                revision=sha,
-                tag_message=f"{model_name} {tag}",
-                repo_type="model",
-                exist_ok=True,
-            )
+        api.create_tag(repo_id=repo, tag=tag, revision=sha, tag_message=f"{model_name} {tag}", repo_type="model",
+                       exist_ok=False)  # another writer tagging it meanwhile is an error, never a move
         return sha
+
+    def _same_files(self, repo: str, revision: str, folder: Path) -> bool:
+        """Whether `revision` holds exactly the files this push would upload, byte for byte."""
+        from huggingface_hub.utils import filter_repo_objects
+
+        remote = {f.path: f for f in self.api.list_repo_tree(repo_id=repo, revision=revision, recursive=True,
+                                                             repo_type="model") if hasattr(f, "blob_id")}
+        local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+        kept = set(filter_repo_objects(list(local), ignore_patterns=list(IGNORE_PATTERNS)))
+        if kept != set(remote):
+            return False
+        for rel in kept:
+            data, f = local[rel].read_bytes(), remote[rel]
+            if f.lfs is not None:
+                import hashlib
+
+                if hashlib.sha256(data).hexdigest() != f.lfs.sha256:
+                    return False
+            elif git_blob_sha1(data) != f.blob_id:
+                return False
+        return True
 
 
 def push_status(model_name: str, version: int, db_url: str | None = None) -> HubPush | None:

@@ -6,6 +6,7 @@ anywhere in between leaves neither (registration is atomic).
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import uuid
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session
 
 from nfl_mlops.db import Alias, ModelVersion, session_scope
 from nfl_mlops.versions import allocate, highest
+
+log = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("config.json", "model.safetensors")
 
@@ -170,6 +173,14 @@ class Registry:
                 write_card: Callable[[Path, VersionInfo], None] | None) -> VersionInfo:
         """Add version `version` in session `s` and move the staged folder into place."""
         final = self.models_dir / model_name / f"v{version}"
+        if final.exists():
+            # Not made by this transaction (an earlier registry with another state DB, a copy by hand): a
+            # version's folder is immutable once created and the registry never removes what it did not
+            # make, so this version goes to a fresh location of its own.
+            stale = final
+            final = final.with_name(f"v{version}-{uuid.uuid4().hex[:8]}")
+            log.warning("%s exists and is not this registry's v%d; registering it at %s instead", stale,
+                        version, final)
         row = ModelVersion(
             model_name=model_name, version=version, status=status, path=str(final.resolve()),
             metrics=dict(metrics or {}), params=dict(params or {}), lineage=dict(lineage or {}),
@@ -180,8 +191,6 @@ class Registry:
         info = _info(row, [])
         if write_card is not None:
             write_card(staging, info)
-        if final.exists():  # left over from a crash after rename and before commit
-            shutil.rmtree(final)
         staging.rename(final)
         try:
             s.flush()

@@ -92,7 +92,8 @@ class FakeHub:
             return self._json([]) if not r["commits"] else self._error(404, "RevisionNotFound")
         return self._json(
             [
-                {"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                {"type": "file", "path": p, "size": len(b),
+                 "oid": hashlib.sha1(b"blob %d\0" % len(b) + b).hexdigest()}  # git's blob id, as the Hub
                 for p, b in sorted(self.files_at(repo, revision).items())
             ]
         )
@@ -361,22 +362,33 @@ def test_server_errors_are_retried(fake_hub, hub_settings, version_folder):
     assert push.status == "pending" and push.attempts == 2 and waits == [0.5]
 
 
-def test_a_stale_tag_is_moved_to_the_new_commit(fake_hub, hub_settings, version_folder, tmp_path):
+def test_an_existing_tag_is_never_moved(fake_hub, hub_settings, version_folder, tmp_path):
+    """A fresh registry numbers its versions from 1 again; the Hub's v41 keeps naming the model users pinned."""
+    from nfl_mlops.db import session_scope
+    from nfl_mlops.registry.hub import HubPushRow
+
     mirror = HubMirror(hub_settings, sleep=lambda s: None)
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.json").write_text("{}")
     first = mirror.mirror("nfl-sentiment", 41, other)
-    # a fresh registry numbers its versions from 1 again: the Hub tag must follow the local registry
-    from nfl_mlops.db import session_scope
-    from nfl_mlops.registry.hub import HubPushRow
+    assert first.status == "pushed"
 
-    with session_scope(hub_settings.db_url) as s:
-        for row in s.query(HubPushRow).filter_by(model_name="nfl-sentiment", version=41):
-            s.delete(row)
+    def forget() -> None:  # as a new state DB would
+        with session_scope(hub_settings.db_url) as s:
+            for row in s.query(HubPushRow).filter_by(model_name="nfl-sentiment", version=41):
+                s.delete(row)
+
+    forget()
     second = mirror.mirror("nfl-sentiment", 41, version_folder)
-    assert second.commit_sha != first.commit_sha
-    assert fake_hub.repos[REPO]["tags"]["v41"] == second.commit_sha
+    assert second.status == "failed" and second.attempts == 1  # refused at once, not retried
+    assert "immutable" in second.last_error and "HUGGINGFACE_REPO" in second.last_error
+    assert fake_hub.repos[REPO]["tags"]["v41"] == first.commit_sha
+    # the same files again (a push whose answer was lost) is not a collision: nothing moves
+    forget()
+    again = mirror.mirror("nfl-sentiment", 41, other)
+    assert again.status == "pushed" and again.commit_sha == first.commit_sha
+    assert fake_hub.repos[REPO]["tags"]["v41"] == first.commit_sha
 
 
 def test_disabled_without_token_and_other_models_get_their_own_repo(settings, hub_settings):

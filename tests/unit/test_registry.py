@@ -177,16 +177,21 @@ def test_failing_card_writer_leaves_nothing_behind(registry: Registry, model_nam
     assert (Path(nxt.path) / "README.md").read_text().startswith("---\n")
 
 
-def test_leftover_version_folder_without_row_is_replaced(registry: Registry, model_name: str,
-                                                          tmp_path: Path) -> None:
-    # a crash after the rename and before the commit leaves v1 on disk without a row
-    stale = registry.models_dir / model_name / "v1"
-    stale.mkdir(parents=True)
-    (stale / "stale.txt").write_text("old")
+def test_a_folder_the_registry_did_not_create_is_never_touched(registry: Registry, model_name: str,
+                                                                 tmp_path: Path) -> None:
+    """A v1 folder without a row (an earlier registry with another state DB, say) keeps its files: the new
+    v1 gets a fresh location of its own, recorded in its row."""
+    old = registry.models_dir / model_name / "v1"
+    old.mkdir(parents=True)
+    (old / "model.safetensors").write_bytes(b"the model users pinned")
     info = registry.register(model_name, _fake_hf_folder(tmp_path))
-    assert info.version == 1
-    assert not (Path(info.path) / "stale.txt").exists()
-    assert (Path(info.path) / "config.json").exists()
+    assert info.version == 1 and Path(info.path) != old.resolve()
+    assert Path(info.path).name.startswith("v1-") and (Path(info.path) / "config.json").exists()
+    assert (old / "model.safetensors").read_bytes() == b"the model users pinned"
+    assert sorted(p.name for p in old.iterdir()) == ["model.safetensors"]
+    assert registry.get(model_name, 1).path == info.path
+    nxt = registry.register(model_name, _fake_hf_folder(tmp_path / "b"))
+    assert Path(nxt.path).name == "v2"
 
 
 # --------------------------------------------------------------------------------------------

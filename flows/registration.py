@@ -1,4 +1,4 @@
-"""Registration flow: quality gate against the champion -> atomic registry version -> alias."""
+"""Registration flow: an independent gate (both models scored here) -> atomic registry version -> alias."""
 
 from __future__ import annotations
 
@@ -6,39 +6,52 @@ from prefect import flow, get_run_logger
 
 from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.candidate import Candidate, RegistrationResult
-from nfl_mlops.registry.gate import Comparison, quality_gate
+from nfl_mlops.registry.gate import GateParams, independent_gate, reported_scores
 from nfl_mlops.reports import registration_markdown
 from tasks.alerts import publish_markdown
-from tasks.registry import mirror_to_hub, register_version, score_champion, set_alias
+from tasks.registry import fix_golden_set, mirror_to_hub, register_version, score_for_gate, set_alias
 
 
 @flow(name="registration", log_prints=True)
 def registration_flow(
     candidate: Candidate,
-    metric: str = "macro_f1",
-    tolerance: float = 0.01,
-    min_score: float | None = None,
+    gate: GateParams = GateParams(),
+    require_recent_improvement: bool = False,
 ) -> RegistrationResult:
-    """Register the candidate: `challenger` when it is no worse than the champion, else `rejected`."""
+    """Register the candidate: `challenger` when it passes the gate, else `rejected`.
+
+    Args:
+        candidate: what training handed over; its model and dataset folders are read, its own
+            metrics are only reported beside the measured ones.
+        gate: how the gate judges (margin, per-class floor, bootstrap).
+        require_recent_improvement: the candidate must also be better than the champion on the
+            recent labelled window (retraining for drift or degradation).
+    """
+    # Score (both models, from their folders, on the same rows)
+    champion, evidence = score_for_gate(candidate, gate.metric)
+
     # Gate
-    champion, champion_metrics = score_champion(candidate)
-    comparisons = [
-        Comparison(name, candidate.metrics[name], champion_metrics.get(name), n=candidate.metrics[name]["n"])
-        for name in ("test", "recent") if name in candidate.metrics
-    ]
-    decision = quality_gate(comparisons, metric=metric, tolerance=tolerance, min_score=min_score)
+    decision = independent_gate(evidence.sets, gate, require_recent_improvement, evidence.golden)
+    gate_record = {**decision.as_dict(), "require_recent_improvement": require_recent_improvement,
+                   "golden": {**evidence.golden_info, **decision.sets.get("golden", {})} or None,
+                   "reported_by_candidate": reported_scores(candidate.metrics, gate.metric)}
 
     # Register
     status = "ready" if decision.passed else "rejected"
+    measured = {k: v for k, v in evidence.candidate_metrics.items() if k != "golden"}
     info = register_version(
         candidate, status, None if decision.passed else "; ".join(decision.reasons),
         {"registration_flow_run_id": current_flow_run_id(),
-         "gate": decision.as_dict(),
+         "gate": gate_record,
          "champion_at_registration": champion.version if champion else None,
-         "champion_metrics_at_registration": champion_metrics},
+         "champion_metrics_at_registration": evidence.champion_metrics},
+        measured,
     )
     if decision.passed:
         set_alias(info.model_name, "challenger", info.version)
+        # Golden set: fixed once, by the first version that passes
+        if not evidence.golden_info:
+            fix_golden_set(candidate, info.version, gate.metric, float(measured["test"][gate.metric]))
 
     # Mirror (Hub; queued when offline, never fails the registration)
     if decision.passed:
@@ -46,9 +59,10 @@ def registration_flow(
     result = RegistrationResult(
         model_name=info.model_name, version=info.version, status=status, passed=decision.passed,
         reasons=decision.reasons, champion_version=champion.version if champion else None,
-        comparisons={"candidate": {k: v for k, v in candidate.metrics.items()}, "champion": champion_metrics},
+        comparisons={"candidate": measured, "champion": evidence.champion_metrics,
+                     "reported_by_candidate": dict(candidate.metrics), "gate": gate_record},
     )
-    publish_markdown("registration-report", registration_markdown(result, candidate, champion_metrics),
+    publish_markdown("registration-report", registration_markdown(result, candidate, evidence.champion_metrics),
                      f"{info.model_name} v{info.version}")
     get_run_logger().info("%s v%d %s: %s", info.model_name, info.version, status, decision.reasons)
     return result

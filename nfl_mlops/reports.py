@@ -36,14 +36,46 @@ def training_markdown(candidate: Any) -> str:
 
 
 def registration_markdown(result: Any, candidate: Any, champion_metrics: dict[str, Any]) -> str:
-    rows = [(f"candidate / {k}", v) for k, v in candidate.metrics.items()]
+    """The registration gate: measured metrics, paired intervals, per-class floors, golden floor."""
+    comps = getattr(result, "comparisons", {}) or {}
+    measured = comps.get("candidate") or candidate.metrics
+    gate = comps.get("gate") or {}
+    rows = [(f"candidate / {k}", v) for k, v in measured.items()]
     rows += [(f"champion v{result.champion_version} / {k}", v) for k, v in champion_metrics.items()]
     verdict = "passed" if result.passed else "REJECTED"
-    return "\n".join([
+    params = gate.get("params", {})
+    metric = params.get("metric", "macro_f1")
+    lines = [
         f"# Registration: {result.model_name} v{result.version} ({verdict})",
         "",
-        metrics_table(rows),
+        "Measured by registration on the same rows (candidate and champion loaded from their folders):",
         "",
-        "Gate:",
-        *(f"- {r}" for r in result.reasons),
-    ])
+        metrics_table(rows),
+    ]
+    sets = gate.get("sets") or {}
+    if sets:
+        lines += ["", f"Gate on {metric} (margin {params.get('margin')}, class floor {params.get('min_class_f1')}, "
+                  f"{params.get('confidence', 0):.0%} paired bootstrap x{params.get('n_bootstrap')}, "
+                  f"recent improvement required: {gate.get('require_recent_improvement')}):", "",
+                  "| set | rule | n | candidate | champion / floor | difference [interval] | McNemar p | passed |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, e in sets.items():
+            iv = e.get("interval") or {}
+            diff = f"{iv['diff']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}]" if iv else ""
+            other = e.get("champion") if e.get("rule") != "golden_floor" else e.get("floor")
+            p = (e.get("mcnemar") or {}).get("p_value", "")
+            lines.append(f"| {name} | {e.get('rule')} | {e.get('n')} | {e.get('candidate', '')} | "
+                         f"{'' if other is None else other} | {diff} | {p} | {e.get('passed')} |")
+        lines += ["", "Per-class F1 of the candidate (floor applies where support is enough):", "",
+                  "| set | " + " | ".join(LABELS) + " |", "|---|" + "---|" * len(LABELS)]
+        for name, e in sets.items():
+            f1 = e.get("class_f1") or {}
+            cells = [(f"{f1[x]['f1']:.3f} (n={f1[x]['support']})" + (" FAIL" if f1[x]["passed"] is False else ""))
+                     if x in f1 else "" for x in LABELS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    reported = gate.get("reported_by_candidate") or {}
+    if reported:
+        lines += ["", f"Reported by the candidate itself ({metric}, not used for the decision): "
+                  + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in reported.items())]
+    lines += ["", "Gate:", *(f"- {r}" for r in result.reasons)]
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Registry tasks: score the champion on the candidate's sets, register a version, move aliases."""
+"""Registry tasks: score both models for the gate, register a version, fix the golden set, move aliases."""
 
 from __future__ import annotations
 
@@ -10,38 +10,69 @@ from prefect.cache_policies import NO_CACHE
 
 from nfl_mlops.data.datasets import TrainingData
 from nfl_mlops.modeling.candidate import Candidate
-from nfl_mlops.modeling.metrics import evaluate
 from nfl_mlops.registry.card import write_model_card
+from nfl_mlops.registry.evaluation import GateEvidence, gather_evidence, load_golden, save_golden
+from nfl_mlops.registry.gate import Metric
 from nfl_mlops.registry.hub import HubMirror
 from nfl_mlops.registry.store import Registry, VersionInfo
+from nfl_mlops.settings import get_settings
 
 
-@task(name="score-champion", cache_policy=NO_CACHE)
-def score_champion(candidate: Candidate) -> tuple[VersionInfo | None, dict[str, Any]]:
-    """The champion's metrics on the candidate's test and recent sets (the same rows)."""
+@task(name="score-for-gate", cache_policy=NO_CACHE)
+def score_for_gate(candidate: Candidate, metric: Metric) -> tuple[VersionInfo | None, GateEvidence]:
+    """Score the candidate and the champion from their folders on the same rows (test, recent, golden).
+
+    The candidate's own metrics are not read: the gate decides on what is measured here.
+    """
     from nfl_mlops.modeling.predictor import SentimentModel
 
-    champion = Registry.from_settings().get_alias(candidate.model_name, "champion")
-    if champion is None:
-        return None, {}
+    registry = Registry.from_settings()
+    champion = registry.get_alias(candidate.model_name, "champion")
     data = TrainingData.load(Path(candidate.dataset_dir))
-    model = SentimentModel.load(champion.path)
-    out = {}
-    for name in ("test", "recent"):
-        frame = getattr(data, name)
-        if len(frame):
-            out[name] = evaluate(frame["label"].tolist(), model.predict_proba(frame["text"].tolist())).as_dict()
-    get_run_logger().info("champion v%d: %s", champion.version, {k: round(v["macro_f1"], 4) for k, v in out.items()})
-    return champion, out
+    golden = load_golden(get_settings().mlops_home, candidate.model_name)
+
+    def load_reference():
+        try:
+            return SentimentModel.load(registry.get(candidate.model_name, golden.reference_version).path)
+        except Exception as exc:  # noqa: BLE001 - a missing reference folder falls back to the recorded score
+            get_run_logger().warning("golden reference v%d not loadable (%s)", golden.reference_version, exc)
+            return None
+
+    evidence = gather_evidence(
+        SentimentModel.load(candidate.model_dir),
+        SentimentModel.load(champion.path) if champion is not None else None,
+        data, golden, metric, load_reference if golden is not None else None,
+    )
+    get_run_logger().info(
+        "measured %s: candidate %s, champion v%s %s", metric,
+        {k: round(v[metric], 4) for k, v in evidence.candidate_metrics.items()},
+        champion.version if champion else None,
+        {k: round(v[metric], 4) for k, v in evidence.champion_metrics.items()})
+    return champion, evidence
+
+
+@task(name="fix-golden-set", cache_policy=NO_CACHE)
+def fix_golden_set(candidate: Candidate, version: int, metric: Metric, test_score: float) -> dict[str, Any]:
+    """Keep this version's test split as the model's golden set, once (the first version that passes)."""
+    data = TrainingData.load(Path(candidate.dataset_dir))
+    golden = save_golden(get_settings().mlops_home, candidate.model_name, data.test, version, metric, test_score,
+                         dataset_version=data.version)
+    get_run_logger().info("golden set of %s: v%d's %d test rows, %s %.4f", candidate.model_name,
+                          golden.reference_version, len(golden.rows), golden.metric, golden.reference_score)
+    return golden.meta
 
 
 @task(name="register-version", cache_policy=NO_CACHE)
-def register_version(candidate: Candidate, status: str, reason: str | None, extra_lineage: dict[str, Any]) -> VersionInfo:
-    """Atomically add the candidate to the registry (with its model card)."""
+def register_version(candidate: Candidate, status: str, reason: str | None, extra_lineage: dict[str, Any],
+                     measured_metrics: dict[str, Any] | None = None) -> VersionInfo:
+    """Atomically add the candidate to the registry (with its model card).
+
+    `measured_metrics` (what registration measured itself, per set) replace the candidate's own.
+    """
     info = Registry.from_settings().register(
         candidate.model_name,
         candidate.model_dir,
-        metrics={**candidate.metrics, "baseline": candidate.baseline_metrics},
+        metrics={**candidate.metrics, **(measured_metrics or {}), "baseline": candidate.baseline_metrics},
         params=candidate.params,
         lineage={**candidate.lineage, **extra_lineage},
         status=status,

@@ -15,13 +15,31 @@ from nfl_mlops.modeling.params import DataParams
 
 SPLITS = ("train", "val", "test", "recent")
 
+# Share of labelled feedback held out for evaluation. Part of each row's role (below): changing it
+# would move rows between roles, so it is a constant, not a parameter.
+EVALUATION_SHARE = 0.3
+
+
+def feedback_role(norm: str) -> str:
+    """"evaluation" or "train": a feedback row's role, fixed by its content the moment it arrives.
+
+    A stable hash (sha256, not Python's salted `hash`) of the row's normalised text maps it into
+    [0, 1); below EVALUATION_SHARE it is evaluation. It depends on nothing else (not the other rows,
+    not the arrival order, not a seed), so feedback that arrives later never moves an earlier row,
+    and every copy of a tweet (two predictions of the same text, a retweet) shares one role, so no
+    tweet is trained on under one id and evaluated under another. Keyed on the normalised text
+    rather than the prediction id for that reason; it holds as long as `normalize_texts` does.
+    """
+    h = int.from_bytes(hashlib.sha256(norm.encode("utf-8")).digest()[:8], "big")
+    return "evaluation" if h / 2**64 < EVALUATION_SHARE else "train"
+
 
 @dataclass
 class TrainingData:
     """The rows of one training run.
 
-    `test` is the standard held-out split of the base data; `recent` is a held-out share of the
-    labelled feedback (the recent window the gate also checks), empty when there is none.
+    `test` is the standard held-out split of the base data; `recent` is the labelled feedback whose
+    fixed role is "evaluation" (the recent window the gate also checks), empty when there is none.
     """
 
     train: pd.DataFrame
@@ -88,12 +106,14 @@ def build_training_data(
     params: DataParams,
     base: pd.DataFrame,
     feedback: pd.DataFrame | None = None,
-    recent_share: float = 0.3,
 ) -> TrainingData:
     """Select, split and cap the base data; add labelled feedback without leaking it.
 
-    Feedback rows whose normalised text is in the base val/test splits are dropped; the rest are
-    split into a training share and a held-out `recent` window (`recent_share`).
+    Feedback rows whose normalised text is in the base val/test splits are dropped; of the rest,
+    "train"-role rows (`feedback_role`) join training and "evaluation"-role rows form the held-out
+    `recent` window. Roles are fixed per row, never re-split, so no row an earlier version trained
+    on can reach a later `recent` window. Evaluation rows that are also in the base training rows
+    are dropped from `recent`.
     """
     chosen = select(base, topics_include=params.topics_include, topics_exclude=params.topics_exclude)
     if chosen.empty:
@@ -105,19 +125,18 @@ def build_training_data(
     val = _cap(splits.val, params.max_eval_samples, params.seed)
     test = _cap(splits.test, params.max_eval_samples, params.seed)
     recent = train.iloc[0:0]
-    n_feedback = 0
+    n_feedback = n_fb_train = 0
     if feedback is not None and len(feedback):
         fb = prepare(feedback.assign(confidence=float("nan")))
         held = set(splits.val["norm"]) | set(splits.test["norm"])
         fb = fb[~fb["norm"].isin(held)]
         n_feedback = len(fb)
-        if len(fb) >= 10:
-            fb_split = split(fb, test_size=recent_share, val_size=0.0, seed=params.seed, stratify_by=("label",))
-            fb_train, recent = fb_split.train, fb_split.test
-        else:
-            fb_train = fb
+        is_eval = fb["norm"].map(feedback_role) == "evaluation"
         base_norms = set(train["norm"])
-        fb_train = fb_train[~fb_train["norm"].isin(base_norms)]
+        fresh = ~fb["norm"].isin(base_norms)
+        recent = fb[is_eval & fresh].sort_values("norm", kind="mergesort")
+        fb_train = fb[~is_eval & fresh]
+        n_fb_train = len(fb_train)
         train = pd.concat([train, fb_train], ignore_index=True)
     cols = ["text", "label", "topic", "norm"]
     description = {
@@ -126,6 +145,9 @@ def build_training_data(
         "topics_exclude": params.topics_exclude,
         "seed": params.seed,
         "feedback_rows": n_feedback,
+        "feedback_train_rows": n_fb_train,
+        "feedback_evaluation_rows": len(recent),
+        "feedback_evaluation_share": EVALUATION_SHARE,
         "base_rows": len(chosen),
         "label_counts_train": train["label"].value_counts().to_dict(),
         "topic_counts_train": train["topic"].value_counts().to_dict(),

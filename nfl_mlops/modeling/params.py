@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -29,5 +31,9 @@ class TrainParams(BaseModel):
     max_length: int = Field(64, ge=8, le=512, description="Max tokens per tweet (truncation).")
     weight_decay: float = Field(0.01, ge=0, lt=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    class_weighting: Literal["balanced", "none"] = Field(
+        "balanced", description="Weights of the cross-entropy per class: 'balanced' = n / (classes x count of the "
+                                "class) in the training rows, so the small positive and neutral classes are not "
+                                "traded away (the registration gate fails a collapsed class); 'none' = plain.")
     seed: int = Field(42, description="Seed of initialisation and shuffling.")
     log_every: int = Field(10, ge=1, description="Log the training loss every N steps.")

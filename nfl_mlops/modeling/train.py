@@ -49,6 +49,15 @@ def _length_bucketed_batches(lengths: Sequence[int], batch_size: int, generator)
     return [batches[i] for i in order.tolist()]
 
 
+def class_weights(label_ids: Sequence[int], n_classes: int) -> list[float]:
+    """Balanced class weights, n / (n_classes x count); a class absent from the rows gets weight 1."""
+    counts = [0] * n_classes
+    for i in label_ids:
+        counts[i] += 1
+    n = len(label_ids)
+    return [n / (n_classes * c) if c else 1.0 for c in counts]
+
+
 def fine_tune(
     texts: Sequence[str],
     labels: Sequence[str],
@@ -85,6 +94,8 @@ def fine_tune(
 
     y = torch.tensor([LABEL2ID[label] for label in labels])
     n = len(texts)
+    weight = class_weights(y.tolist(), len(LABELS)) if params.class_weighting == "balanced" else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=None if weight is None else torch.tensor(weight).to(device))
     steps_per_epoch = math.ceil(n / params.batch_size)
     total_steps = max(1, math.ceil(steps_per_epoch * params.epochs))
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
@@ -114,14 +125,15 @@ def fine_tune(
                 max_length=params.max_length,
                 return_tensors="pt",
             ).to(device)
-            out = model(**enc, labels=y[idx].to(device))
-            out.loss.backward()
+            out = model(**enc)
+            loss_value = loss_fn(out.logits, y[idx].to(device))
+            loss_value.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            running += float(out.loss.detach())
+            running += float(loss_value.detach())
             seen_since_log += 1
             if step % params.log_every == 0 or step == total_steps:
                 loss = running / seen_since_log

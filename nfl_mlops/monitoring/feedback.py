@@ -50,7 +50,12 @@ def prediction_window(
 
 
 def labelled_feedback(model_name: str, since: datetime | None = None, db_url: str | None = None) -> pd.DataFrame:
-    """Distinct (text, true label) pairs from feedback, for retraining and the recent-window gate."""
+    """Distinct (text, true label) pairs from feedback, for retraining and the recent-window gate.
+
+    Each pair's role (train or evaluation) is fixed by its content when it arrives
+    (`nfl_mlops.data.datasets.feedback_role`), so reading more feedback later never moves a row
+    an earlier version trained on into a later evaluation window.
+    """
     q = select(Prediction.text, Prediction.true_label, Prediction.feedback_at).where(
         Prediction.model_name == model_name, Prediction.true_label.is_not(None))
     if since is not None:

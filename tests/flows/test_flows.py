@@ -82,24 +82,38 @@ def test_dataset_is_immutable_and_leak_free(v1, settings):
     assert manifest["sizes"]["train"] == len(data.train)
 
 
-def test_registration_rejects_a_worse_candidate(v1, settings):
-    """A candidate that claims worse metrics than the champion scores on the same rows is rejected."""
+def test_registration_rejects_a_worse_candidate(v1, settings, tmp_path):
+    """A genuinely worse model (trained on shuffled labels) is rejected, though it claims the champion's metrics."""
+    import numpy as np
+
     from flows.deployment import deployment_flow
     from flows.registration import registration_flow
+    from nfl_mlops.data.datasets import TrainingData
     from nfl_mlops.modeling.candidate import Candidate
+    from nfl_mlops.modeling.train import fine_tune
     from nfl_mlops.registry.store import Registry
 
     reg = Registry.from_settings()
     champion = reg.get(MODEL, "champion")
-    worse = {k: dict(v) for k, v in champion.metrics.items() if k == "test"}
-    worse["test"]["macro_f1"] = 0.05
-    candidate = Candidate(model_name=MODEL, model_dir=champion.path, dataset_dir=champion.lineage["dataset_dir"],
-                          metrics=worse, params=champion.params, lineage={"base_model": "test"})
+    data = TrainingData.load(Path(champion.lineage["dataset_dir"]))
+    rows = data.train.iloc[:200]
+    shuffled = list(np.random.default_rng(0).permutation(rows["label"].tolist()))
+    fine_tune(rows["text"].tolist(), shuffled, SMALL_TRAIN, tmp_path / "shuffled",
+              base_model=champion.params["train"]["base_model"])
+    claimed = {k: dict(v) for k, v in champion.metrics.items() if k == "test"}  # it lies: "as good as v1"
+    candidate = Candidate(model_name=MODEL, model_dir=str(tmp_path / "shuffled"),
+                          dataset_dir=champion.lineage["dataset_dir"], metrics=claimed, params=champion.params,
+                          lineage={"base_model": "test"})
     result = registration_flow(candidate)
     assert not result.passed and result.status == "rejected"
-    assert any("below champion" in r for r in result.reasons)
+    assert any(r.startswith("test:") and "not shown non-inferior" in r for r in result.reasons), result.reasons
+    gate = result.comparisons["gate"]
+    assert gate["sets"]["test"]["interval"]["high"] < 0  # clearly worse, not a borderline call
+    assert gate["reported_by_candidate"]["test"] == champion.metrics["test"]["macro_f1"]
+    assert result.comparisons["candidate"]["test"]["macro_f1"] < champion.metrics["test"]["macro_f1"] - 0.05
     rejected = reg.get(MODEL, result.version)
-    assert rejected.status == "rejected" and "below champion" in rejected.reason
+    assert rejected.status == "rejected" and "not shown non-inferior" in rejected.reason
+    assert rejected.metrics["test"]["macro_f1"] == result.comparisons["candidate"]["test"]["macro_f1"]  # measured
     assert reg.get(MODEL, "champion").version == champion.version
     assert reg.get_alias(MODEL, "challenger") is None or reg.get_alias(MODEL, "challenger").version != result.version
     with pytest.raises(Exception, match="rejected"):

@@ -412,3 +412,82 @@ def test_prepare_real_corpus(raw_corpus: pd.DataFrame) -> None:
     assert set(out["label"]) == set(LABELS)
     assert set(out["topic"]) <= set(TOPICS)
     assert ((out["confidence"] >= 0.6) | out["confidence"].isna()).all()
+
+
+# --------------------------------------------------------------------------------------------
+# feedback roles (train / evaluation), fixed once per row
+# --------------------------------------------------------------------------------------------
+
+
+def _base_frame(n: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    words = ["great", "awful", "fine", "flight", "phone", "game", "delay", "crash", "love", "meh"]
+    texts = [f"base tweet {i} " + " ".join(rng.choice(words, 4)) for i in range(n)]
+    return prepare(pd.DataFrame({"text": texts, "label": [LABELS[i % 3] for i in range(n)]}))
+
+
+def _feedback(start: int, n: int) -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"Patriots fan tweet number {i} about the game" for i in range(start, start + n)],
+                         "label": [LABELS[(i * 7) % 3] for i in range(start, start + n)]})
+
+
+def test_feedback_role_is_stable_and_near_the_evaluation_share() -> None:
+    from nfl_mlops.data.datasets import EVALUATION_SHARE, feedback_role
+
+    norms = normalize_texts(_feedback(0, 4000)["text"]).tolist()
+    roles = [feedback_role(n) for n in norms]
+    assert roles == [feedback_role(n) for n in norms]  # a pure function of the text
+    assert set(roles) == {"train", "evaluation"}
+    share = roles.count("evaluation") / len(roles)
+    assert abs(share - EVALUATION_SHARE) < 0.03
+    # a fixed value, not Python's per-process salted hash()
+    assert feedback_role("patriots fan tweet number 0 about the game") == roles[0]
+
+
+def test_more_feedback_later_never_moves_an_existing_row() -> None:
+    from nfl_mlops.data.datasets import build_training_data
+    from nfl_mlops.modeling.params import DataParams
+
+    params = DataParams(seed=1)
+    base = _base_frame()
+    first = build_training_data(params, base, _feedback(0, 200))
+    later = build_training_data(params, base, pd.concat([_feedback(200, 400), _feedback(0, 200)]))
+    fb_norms = set(normalize_texts(_feedback(0, 200)["text"]))
+    train1 = set(first.train["norm"]) & fb_norms
+    recent1 = set(first.recent["norm"])
+    assert train1 and recent1 and not train1 & recent1
+    assert len(train1) + len(recent1) == 200
+    # every row keeps its role once more feedback has arrived (in any order)
+    assert train1 <= set(later.train["norm"])
+    assert recent1 <= set(later.recent["norm"])
+    assert not set(later.train["norm"]) & set(later.recent["norm"])
+    assert len(later.recent) > len(first.recent)
+    assert first.description["feedback_evaluation_rows"] == len(first.recent)
+    assert first.description["feedback_train_rows"] == len(train1)
+
+
+def test_few_feedback_rows_still_keep_their_evaluation_role() -> None:
+    """Old behaviour put all of fewer than 10 rows into training; a row's role must not depend on how many arrived."""
+    from nfl_mlops.data.datasets import build_training_data, feedback_role
+    from nfl_mlops.modeling.params import DataParams
+
+    fb = _feedback(0, 6)
+    roles = [feedback_role(n) for n in normalize_texts(fb["text"])]
+    assert "evaluation" in roles  # (true for these 6 texts)
+    data = build_training_data(DataParams(seed=1), _base_frame(), fb)
+    assert len(data.recent) == roles.count("evaluation")
+
+
+def test_feedback_never_evaluates_on_base_training_rows() -> None:
+    from nfl_mlops.data.datasets import build_training_data, feedback_role
+    from nfl_mlops.modeling.params import DataParams
+
+    params = DataParams(seed=1)
+    base = _base_frame()
+    plain = build_training_data(params, base)
+    # feedback that repeats base training tweets (only the evaluation-role ones matter)
+    repeats = plain.train[plain.train["norm"].map(feedback_role) == "evaluation"][["text", "label"]]
+    assert len(repeats)
+    data = build_training_data(params, base, pd.concat([repeats, _feedback(0, 50)]))
+    assert not set(data.recent["norm"]) & set(data.train["norm"])
+    assert not set(data.recent["norm"]) & (set(data.test["norm"]) | set(data.val["norm"]))

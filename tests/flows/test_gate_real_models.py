@@ -1,0 +1,124 @@
+"""The registration gate against genuinely worse (and better) real models, on a real Prefect server.
+
+v1 is fine-tuned on 200 general (non-NFL) tweets. Candidates are trained on that recipe plus
+labelled NFL feedback (its "evaluation"-role rows form the recent window): a good one on the
+true labels, a worse one on 50 rows (shuffled labels: tests/flows/test_flows.py). Every
+candidate claims excellent metrics; the gate scores it itself.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+MODEL = "gate-real-models"
+CLAIM = {"test": {"macro_f1": 0.99, "accuracy": 0.99}, "recent": {"macro_f1": 0.99, "accuracy": 0.99}}
+
+
+def _train(out: Path, frame, shuffle: bool = False, epochs: float = 2) -> Path:
+    from nfl_mlops.modeling.params import TrainParams
+    from nfl_mlops.modeling.train import fine_tune
+
+    labels = frame["label"].tolist()
+    if shuffle:
+        labels = list(np.random.default_rng(0).permutation(labels))
+    fine_tune(frame["text"].tolist(), labels, TrainParams(epochs=epochs, learning_rate=2e-4, batch_size=16, max_length=40),
+              out, base_model="sentence-transformers/all-MiniLM-L6-v2")
+    return out
+
+
+def _candidate(model_dir: Path, dataset_dir: Path, metrics=None):
+    from nfl_mlops.modeling.candidate import Candidate
+
+    return Candidate(model_name=MODEL, model_dir=str(model_dir), dataset_dir=str(dataset_dir),
+                     metrics=metrics or CLAIM, params={"train": {"epochs": 1}},
+                     lineage={"base_model": "sentence-transformers/all-MiniLM-L6-v2"})
+
+
+@pytest.fixture(scope="module")
+def world(settings, tmp_path_factory):
+    """v1 registered (and made champion); the datasets and the candidates' model folders."""
+    from flows.registration import registration_flow
+    from nfl_mlops.data import load_corpus, prepare, select
+    from nfl_mlops.data.datasets import build_training_data
+    from nfl_mlops.modeling.params import DataParams
+    from nfl_mlops.registry.store import Registry
+
+    tmp = tmp_path_factory.mktemp("gate_models")
+    corpus = prepare(load_corpus())
+    nfl = select(corpus, topics_include=["nfl"], max_rows=400, seed=5)[["text", "label"]]
+    params = DataParams(topics_exclude=["nfl"], max_train_samples=200, max_eval_samples=300, seed=3)
+    general = build_training_data(params, corpus)
+    with_feedback = build_training_data(params, corpus, nfl)
+    dir1 = general.save(settings.mlops_home / "datasets")
+    dir2 = with_feedback.save(settings.mlops_home / "datasets")
+
+    v1 = registration_flow(_candidate(_train(tmp / "v1", general.train), dir1))
+    Registry.from_settings().promote(MODEL, v1.version)
+    return SimpleNamespace(v1=v1, general=general, with_feedback=with_feedback, dir1=dir1, dir2=dir2, tmp=tmp)
+
+
+def test_first_version_passes_and_fixes_the_golden_set(world, settings):
+    from nfl_mlops.registry.store import Registry
+
+    assert world.v1.passed and world.v1.version == 1
+    golden = settings.mlops_home / "golden"
+    meta = json.loads((golden / f"{MODEL}.json").read_text())
+    assert meta["reference_version"] == 1 and meta["n"] == len(world.general.test) == 300
+    info = Registry.from_settings().get(MODEL, 1)
+    assert meta["reference_score"] == info.metrics["test"]["macro_f1"] < 0.99  # measured, not the claimed 0.99
+    assert info.lineage["gate"]["reported_by_candidate"]["test"] == 0.99
+    rows = pd.read_parquet(golden / f"{MODEL}.parquet")
+    assert sorted(rows["norm"]) == sorted(world.general.test["norm"])
+
+
+def test_model_trained_on_50_rows_is_rejected(world):
+    from flows.registration import registration_flow
+
+    model = _train(world.tmp / "rows50", world.with_feedback.train.sample(50, random_state=0))
+    result = registration_flow(_candidate(model, world.dir2))
+    print("50 rows:", *result.reasons, sep="\n  ")
+    assert not result.passed
+    assert any(r.startswith("test:") and "not shown non-inferior" in r for r in result.reasons)
+    assert any(r.startswith("golden:") and "< floor" in r for r in result.reasons)
+
+
+def test_the_champion_itself_is_not_an_improvement_on_the_recent_window(world):
+    """Identical predictions: non-inferior (interval [0, 0]), but not better, so a drift retrain must not pass."""
+    from flows.registration import registration_flow
+    from nfl_mlops.registry.store import Registry
+
+    same = Registry.from_settings().get(MODEL, 1).path
+    plain = registration_flow(_candidate(Path(same), world.dir2))
+    assert plain.passed, plain.reasons
+    assert plain.comparisons["gate"]["sets"]["test"]["interval"]["low"] == 0.0
+    drift = registration_flow(_candidate(Path(same), world.dir2), require_recent_improvement=True)
+    assert not drift.passed
+    assert any(r.startswith("recent:") and "not shown better" in r for r in drift.reasons)
+
+
+def test_good_candidate_passes_with_recent_improvement(world, settings):
+    from flows.registration import registration_flow
+    from nfl_mlops.registry.store import Registry
+
+    train = world.with_feedback.train
+    nfl_rows = train[train["topic"] == "nfl"]
+    model = _train(world.tmp / "good", pd.concat([train[train["topic"] != "nfl"].iloc[:100], nfl_rows.iloc[:150]]))
+    result = registration_flow(_candidate(model, world.dir2), require_recent_improvement=True)
+    gate = result.comparisons["gate"]
+    print("good:", *result.reasons, sep="\n  ")
+    assert result.passed, result.reasons
+    assert gate["sets"]["recent"]["interval"]["low"] > 0
+    assert gate["sets"]["golden"]["passed"] is True
+    for name in ("test", "recent", "golden"):
+        assert all(c["passed"] is not False for c in gate["sets"][name]["class_f1"].values())
+    info = Registry.from_settings().get(MODEL, result.version)
+    assert info.status == "ready" and "challenger" in info.aliases
+    assert info.lineage["gate"]["sets"]["recent"]["mcnemar"]["p_value"] < 0.05

@@ -51,14 +51,31 @@ RESULTS = ROOT / "bench" / "results"
 MODEL_NAME = "bench-monitoring"
 BASE = "sentence-transformers/all-MiniLM-L6-v2"
 TARGET_100K_S = 60.0
-STAGES = ("load_window", "descriptors", "evidently_drift", "html_json", "embeddings", "embedding_test",
-          "performance", "combine", "workspace")
+STAGES = (
+    "load_window",
+    "descriptors",
+    "evidently_drift",
+    "html_json",
+    "embeddings",
+    "embedding_test",
+    "performance",
+    "combine",
+    "workspace",
+)
 
 
 def _env(home: Path) -> None:
-    os.environ.update({"MLOPS_HOME": str(home), "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1",
-                       "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "TOKENIZERS_PARALLELISM": "false"})
+    os.environ.update(
+        {
+            "MLOPS_HOME": str(home),
+            "WANDB_MODE": "offline",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     os.environ.pop("MLOPS_DATABASE_URL", None)
     sys.path.insert(0, str(ROOT))
 
@@ -66,7 +83,6 @@ def _env(home: Path) -> None:
 def build_setup(home: Path, sizes: list[int], seed: int = 0) -> dict[str, Any]:
     """Reference profile (saved in a registry-shaped model folder), and the logged predictions."""
     import numpy as np
-    import pandas as pd
     from sqlalchemy import insert
 
     from nfl_mlops import LABELS
@@ -87,10 +103,14 @@ def build_setup(home: Path, sizes: list[int], seed: int = 0) -> dict[str, Any]:
     test_metrics = evaluate(test["label"].tolist(), test_proba).as_dict()
     model_dir = home / "bench-model"
     model_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "model.safetensors"):  # registry-shaped; monitoring never loads the classifier
+    for name in (
+        "config.json",
+        "model.safetensors",
+    ):  # registry-shaped; monitoring never loads the classifier
         (model_dir / name).write_text("{}")
-    reference = build_reference(train["text"].tolist(), test["text"].tolist(), test_proba, test["label"].tolist(),
-                                encoder=BASE)
+    reference = build_reference(
+        train["text"].tolist(), test["text"].tolist(), test_proba, test["label"].tolist(), encoder=BASE
+    )
     save_reference(reference, model_dir)
 
     pool = corpus.iloc[4000:].reset_index(drop=True)
@@ -104,19 +124,35 @@ def build_setup(home: Path, sizes: list[int], seed: int = 0) -> dict[str, Any]:
         start = end - timedelta(days=1)
         step = 86_000 / n  # seconds between predictions: all inside [start, end)
         labelled = rng.uniform(size=n) < 0.3
-        rows = [dict(id=f"b{i}-{j:07d}", request_id="bench", created_at=start + timedelta(seconds=j * step),
-                     model_name=MODEL_NAME, model_version=1, arm="stable", served=True, text=pool.at[k, "text"],
-                     text_hash=text_hash(pool.at[k, "text"]), label=LABELS[int(pool_proba[k].argmax())],
-                     confidence=float(pool_proba[k].max()), latency_ms=5.0,
-                     true_label=pool.at[k, "label"] if labelled[j] else None)
-                for j, k in enumerate(idx)]
+        rows = [
+            dict(
+                id=f"b{i}-{j:07d}",
+                request_id="bench",
+                created_at=start + timedelta(seconds=j * step),
+                model_name=MODEL_NAME,
+                model_version=1,
+                arm="stable",
+                served=True,
+                text=pool.at[k, "text"],
+                text_hash=text_hash(pool.at[k, "text"]),
+                label=LABELS[int(pool_proba[k].argmax())],
+                confidence=float(pool_proba[k].max()),
+                latency_ms=5.0,
+                true_label=pool.at[k, "label"] if labelled[j] else None,
+            )
+            for j, k in enumerate(idx)
+        ]
         with engine.begin() as conn:
             for c in range(0, n, 10_000):
-                conn.execute(insert(Prediction), rows[c: c + 10_000])
+                conn.execute(insert(Prediction), rows[c : c + 10_000])
         windows[n] = (start, end)
         end += timedelta(days=2)  # each size in its own day
-    return {"model_dir": model_dir, "test_metrics": test_metrics, "windows": windows,
-            "reference_rows": len(reference.frame)}
+    return {
+        "model_dir": model_dir,
+        "test_metrics": test_metrics,
+        "windows": windows,
+        "reference_rows": len(reference.frame),
+    }
 
 
 def time_stages(setup: dict[str, Any], n: int, encoder: Any) -> tuple[dict[str, float], dict[str, Any]]:
@@ -161,8 +197,14 @@ def time_stages(setup: dict[str, Any], n: int, encoder: Any) -> tuple[dict[str, 
     texts = window["text"].tolist()
     idx = sample_indices(len(texts), config.embedding_sample, config.seed)
     emb = clock("embeddings", encoder.encode, [texts[i] for i in idx])
-    embedding = clock("embedding_test", embedding_drift, reference.embeddings, emb, config.embedding_threshold,
-                      encoder=encoder.name)
+    embedding = clock(
+        "embedding_test",
+        embedding_drift,
+        reference.embeddings,
+        emb,
+        config.embedding_threshold,
+        encoder=encoder.name,
+    )
     perf = clock("performance", window_performance, reference, setup["test_metrics"], window, config)
 
     def combine():
@@ -172,14 +214,24 @@ def time_stages(setup: dict[str, Any], n: int, encoder: Any) -> tuple[dict[str, 
         return result
 
     result = clock("combine", combine)
-    clock("workspace", lambda: add_snapshots(
-        workspace_path(settings), MODEL_NAME,
-        [drift.snapshot, summary_snapshot(result.summary_values(), f"summary-{n}", end)],
-        drift_columns=[*NUMERICAL, *CATEGORICAL]))
-    summary = {"drift_share": round(result.drift.drift_share, 3), "drifted": list(result.drift.drifted_columns),
-               "embedding_auc": round(embedding.score, 3), "performance_source": perf.source,
-               "performance_degraded": perf.degraded, "html_bytes": (report_dir / f"bench-{n}.html").stat().st_size,
-               "n_labelled": perf.n_labelled}
+    clock(
+        "workspace",
+        lambda: add_snapshots(
+            workspace_path(settings),
+            MODEL_NAME,
+            [drift.snapshot, summary_snapshot(result.summary_values(), f"summary-{n}", end)],
+            drift_columns=[*NUMERICAL, *CATEGORICAL],
+        ),
+    )
+    summary = {
+        "drift_share": round(result.drift.drift_share, 3),
+        "drifted": list(result.drift.drifted_columns),
+        "embedding_auc": round(embedding.score, 3),
+        "performance_source": perf.source,
+        "performance_degraded": perf.degraded,
+        "html_bytes": (report_dir / f"bench-{n}.html").stat().st_size,
+        "n_labelled": perf.n_labelled,
+    }
     return t, summary
 
 
@@ -220,9 +272,13 @@ def time_flow(setup: dict[str, Any], sizes: list[int]) -> tuple[dict[int, float]
         for n in sizes:
             start, end = setup["windows"][n]
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", COLD_FLOW, MODEL_NAME,
-                                   (end - timedelta(seconds=1)).isoformat()],
-                                  cwd=ROOT, env=env, capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", COLD_FLOW, MODEL_NAME, (end - timedelta(seconds=1)).isoformat()],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             cold[n] = time.perf_counter() - t0
             if proc.returncode != 0:
                 raise RuntimeError(f"cold flow run failed:\n{proc.stderr[-3000:]}")
@@ -247,42 +303,70 @@ def run_scenarios(model_dir: Path | None = None) -> dict[str, Any]:
     if model_dir is None:
         model_dir = Path(tempfile.mkdtemp(prefix="bench-scenario-model-"))
         t0 = time.perf_counter()
-        fine_tune(data.train["text"].tolist(), data.train["label"].tolist(),
-                  TrainParams(epochs=2, batch_size=32, learning_rate=2e-4, max_length=64), model_dir, base_model=BASE)
+        fine_tune(
+            data.train["text"].tolist(),
+            data.train["label"].tolist(),
+            TrainParams(epochs=2, batch_size=32, learning_rate=2e-4, max_length=64),
+            model_dir,
+            base_model=BASE,
+        )
         train_s = round(time.perf_counter() - t0, 1)
     model = SentimentModel.load(model_dir)
     test_proba = model.predict_proba(data.test["text"].tolist())
     test_metrics = evaluate(data.test["label"].tolist(), test_proba).as_dict()
-    reference = build_reference(data.train["text"].tolist(), data.test["text"].tolist(), test_proba,
-                                data.test["label"].tolist(), encoder=BASE)
+    reference = build_reference(
+        data.train["text"].tolist(),
+        data.test["text"].tolist(),
+        test_proba,
+        data.test["label"].tolist(),
+        encoder=BASE,
+    )
     rows = []
     for name, w in data.windows.items():
         window = scored_window(w, model.predict_proba(w["text"].tolist()))
         result, _ = monitor_window(window, reference, test_metrics)
         rows.append(scenario_row(name, result, window))
-    return {"model": {"train_rows": len(data.train), "test_rows": len(data.test), "train_seconds": train_s,
-                      "test_accuracy": round(test_metrics["accuracy"], 4),
-                      "test_macro_f1": round(test_metrics["macro_f1"], 4)},
-            "rows": rows}
+    return {
+        "model": {
+            "train_rows": len(data.train),
+            "test_rows": len(data.test),
+            "train_seconds": train_s,
+            "test_accuracy": round(test_metrics["accuracy"], 4),
+            "test_macro_f1": round(test_metrics["macro_f1"], 4),
+        },
+        "rows": rows,
+    }
 
 
 def print_scenarios(s: dict[str, Any]) -> None:
     rows = s["rows"]
     m = s["model"]
-    print(f"\nScenarios: MiniLM fine-tuned on {m['train_rows']} airline tweets; test ({m['test_rows']}): "
-          f"accuracy {m['test_accuracy']:.3f}, macro-F1 {m['test_macro_f1']:.3f}")
+    print(
+        f"\nScenarios: MiniLM fine-tuned on {m['train_rows']} airline tweets; test ({m['test_rows']}): "
+        f"accuracy {m['test_accuracy']:.3f}, macro-F1 {m['test_macro_f1']:.3f}"
+    )
     signals = [k for k, v in rows[0].items() if isinstance(v, dict) and "score" in v]
     print("signal".ljust(20) + "".join(r["scenario"].rjust(24) for r in rows))
     for sig in signals:
-        print(sig.ljust(20) + "".join(f"{r[sig]['score']:.3f}{' *' if r[sig]['drifted'] else ''}".rjust(24)
-                                      for r in rows))
+        print(
+            sig.ljust(20)
+            + "".join(f"{r[sig]['score']:.3f}{' *' if r[sig]['drifted'] else ''}".rjust(24) for r in rows)
+        )
     for key in ("drift_share", "events", "degraded_by_observed", "degraded_by_estimate"):
         print(key.ljust(20) + "".join(str(r.get(key)).rjust(24) for r in rows))
     for src in ("observed", "estimated"):
         for metric in ("accuracy", "macro_f1"):
-            print(f"{src} {metric}".ljust(20) + "".join(
-                (f"{r[src][metric]['value']:.3f} [{r[src][metric]['lower']:.2f},{r[src][metric]['upper']:.2f}]"
-                 if r[src] else "-").rjust(24) for r in rows))
+            print(
+                f"{src} {metric}".ljust(20)
+                + "".join(
+                    (
+                        f"{r[src][metric]['value']:.3f} [{r[src][metric]['lower']:.2f},{r[src][metric]['upper']:.2f}]"
+                        if r[src]
+                        else "-"
+                    ).rjust(24)
+                    for r in rows
+                )
+            )
 
 
 def main() -> None:
@@ -291,8 +375,12 @@ def main() -> None:
     ap.add_argument("--no-flow", action="store_true", help="skip the real flow run")
     ap.add_argument("--scenarios", action="store_true", help="also run the scenario table (~3-6 min)")
     ap.add_argument("--only-scenarios", action="store_true")
-    ap.add_argument("--scenario-model", type=Path, default=None,
-                    help="a model fine-tuned with the scenario recipe (1,000 airline tweets, 2 epochs, lr 2e-4)")
+    ap.add_argument(
+        "--scenario-model",
+        type=Path,
+        default=None,
+        help="a model fine-tuned with the scenario recipe (1,000 airline tweets, 2 epochs, lr 2e-4)",
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -301,14 +389,20 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_path = RESULTS / "monitoring.json"
     results: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
-    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                          "load_avg_at_start": os.getloadavg()}
+    results["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_avg_at_start": os.getloadavg(),
+    }
 
     if not args.only_scenarios:
         print(f"setting up {sizes} logged predictions under {home} ...", flush=True)
         t0 = time.perf_counter()
         setup = build_setup(home, sizes)
-        print(f"  setup {time.perf_counter() - t0:.0f} s (not timed); reference rows {setup['reference_rows']}")
+        print(
+            f"  setup {time.perf_counter() - t0:.0f} s (not timed); reference rows {setup['reference_rows']}"
+        )
         once: dict[str, float] = {}
         t0 = time.perf_counter()
         import evidently  # noqa: F401
@@ -324,16 +418,27 @@ def main() -> None:
         runs = []
         for n in sizes:
             stages, summary = time_stages(setup, n, encoder)
-            runs.append({"n": n, "stages": {k: round(v, 3) for k, v in stages.items()},
-                         "total": round(sum(stages.values()), 2), "summary": summary})
+            runs.append(
+                {
+                    "n": n,
+                    "stages": {k: round(v, 3) for k, v in stages.items()},
+                    "total": round(sum(stages.values()), 2),
+                    "summary": summary,
+                }
+            )
             print(f"  {n}: {sum(stages.values()):.1f} s", flush=True)
         flow, cold = ({}, {}) if args.no_flow else time_flow(setup, sizes)
         for r in runs:
             if r["n"] in flow:
                 r["flow_total"] = round(flow[r["n"]], 2)
                 r["flow_cold_process"] = round(cold[r["n"]], 2)
-        results.update({"once_per_process": {k: round(v, 2) for k, v in once.items()}, "runs": runs,
-                        "target_100k_s": TARGET_100K_S})
+        results.update(
+            {
+                "once_per_process": {k: round(v, 2) for k, v in once.items()},
+                "runs": runs,
+                "target_100k_s": TARGET_100K_S,
+            }
+        )
         print_table(runs, once)
 
     if args.scenarios or args.only_scenarios:
@@ -347,15 +452,23 @@ def print_table(runs: list[dict[str, Any]], once: dict[str, float]) -> None:
     print("\nstage".ljust(20) + "".join(f"{r['n']:>12,}" for r in runs) + "   share of the largest")
     big = runs[-1]
     for stage in STAGES:
-        print(stage.ljust(19) + "".join(f"{r['stages'][stage]:>11.2f}s" for r in runs)
-              + f"   {100 * big['stages'][stage] / big['total']:5.1f} %")
+        print(
+            stage.ljust(19)
+            + "".join(f"{r['stages'][stage]:>11.2f}s" for r in runs)
+            + f"   {100 * big['stages'][stage] / big['total']:5.1f} %"
+        )
     print("total (stages)".ljust(19) + "".join(f"{r['total']:>11.2f}s" for r in runs))
     if "flow_total" in big:
-        print("monitoring_flow".ljust(19) + "".join(f"{r.get('flow_total', float('nan')):>11.2f}s" for r in runs)
-              + "   (in process: Prefect tasks, artifacts, event; the first run loads the encoder)")
-        print("flow, fresh process".ljust(19)
-              + "".join(f"{r.get('flow_cold_process', float('nan')):>11.2f}s" for r in runs)
-              + "   (as a deployment run: + Python start, imports, encoder load)")
+        print(
+            "monitoring_flow".ljust(19)
+            + "".join(f"{r.get('flow_total', float('nan')):>11.2f}s" for r in runs)
+            + "   (in process: Prefect tasks, artifacts, event; the first run loads the encoder)"
+        )
+        print(
+            "flow, fresh process".ljust(19)
+            + "".join(f"{r.get('flow_cold_process', float('nan')):>11.2f}s" for r in runs)
+            + "   (as a deployment run: + Python start, imports, encoder load)"
+        )
     print("once per process: " + ", ".join(f"{k} {v:.1f}s" for k, v in once.items()))
     worst = big.get("flow_cold_process", big.get("flow_total", big["total"] + sum(once.values())))
     ok = big["n"] < 100_000 or worst <= TARGET_100K_S

@@ -292,7 +292,7 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)  # noqa: SIM115 - closed in stop()
         cmd = [
             sys.executable,
             "-m",
@@ -476,7 +476,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variant_env = {**env, "MLOPS_MAX_WAIT_MS": str(waits[0]), **overrides}
         variant_env = {k: v for k, v in variant_env.items() if v != ""}  # KEY= unsets KEY
         servers[f"service({name})"] = Server(
-            f"service({name})", ["--factory", "nfl_mlops.serving.app:create_app"], variant_env, "/mlops/health"
+            f"service({name})",
+            ["--factory", "nfl_mlops.serving.app:create_app"],
+            variant_env,
+            "/mlops/health",
         )
     naive_args = ["--app-dir", str(ROOT / "bench"), "--factory", "serving:naive_app"]
     if not args.no_naive:

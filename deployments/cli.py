@@ -27,11 +27,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     stack = LocalStack(home=get_settings().mlops_home, prefect_port=args.prefect_port, api_port=args.api_port)
     stack.start(api=not args.no_api)
-    print(f"Prefect UI   {stack.prefect_api_url.removesuffix('/api')}\n"
-          f"API          {stack.api_url}/docs\n"
-          f"Logs         {stack.logs}\n"
-          f"In another shell: export PREFECT_API_URL={stack.prefect_api_url}\n"
-          "  prefect deployment run 'pipeline/pipeline' --watch\nCtrl-C stops everything.", flush=True)
+    print(
+        f"Prefect UI   {stack.prefect_api_url.removesuffix('/api')}\n"
+        f"API          {stack.api_url}/docs\n"
+        f"Logs         {stack.logs}\n"
+        f"In another shell: export PREFECT_API_URL={stack.prefect_api_url}\n"
+        "  prefect deployment run 'pipeline/pipeline' --watch\nCtrl-C stops everything.",
+        flush=True,
+    )
     stopping = False
 
     def _stop(*_: Any) -> None:
@@ -55,9 +58,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from nfl_mlops.settings import get_settings
 
     settings = get_settings()
-    uvicorn.run("nfl_mlops.serving.app:create_app", factory=True, host=args.host or settings.api_host,
-                port=args.port or settings.api_port,
-                log_level="info")
+    uvicorn.run(
+        "nfl_mlops.serving.app:create_app",
+        factory=True,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level="info",
+    )
     return 0
 
 
@@ -84,9 +91,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     for v in Registry.from_settings().list_versions(args.model):
         test = v.metrics.get("test", {})
-        print(f"{v.model_name} v{v.version:<3} {v.status:<9} aliases={','.join(v.aliases) or '-':<20} "
-              f"acc={test.get('accuracy', float('nan')):.4f} macro_f1={test.get('macro_f1', float('nan')):.4f} "
-              f"{v.path}")
+        print(
+            f"{v.model_name} v{v.version:<3} {v.status:<9} aliases={','.join(v.aliases) or '-':<20} "
+            f"acc={test.get('accuracy', float('nan')):.4f} macro_f1={test.get('macro_f1', float('nan')):.4f} "
+            f"{v.path}"
+        )
     return 0
 
 
@@ -94,8 +103,10 @@ def _cmd_deployments(args: argparse.Namespace) -> int:
     from nfl_mlops.rollout.state import list_rollouts
 
     for r in list_rollouts(args.model):
-        print(f"{r.id} {r.model_name} v{r.version} {r.strategy:<10} {r.status:<11} {r.created_at:%Y-%m-%d %H:%M:%S} "
-              f"{r.reason or ''}")
+        print(
+            f"{r.id} {r.model_name} v{r.version} {r.strategy:<10} {r.status:<11} {r.created_at:%Y-%m-%d %H:%M:%S} "
+            f"{r.reason or ''}"
+        )
     return 0
 
 
@@ -120,16 +131,20 @@ def _cmd_registry_sync(args: argparse.Namespace) -> int:
     mirror = HubMirror()
     if args.list:
         for p in mirror.queued():
-            print(f"{p.model_name} v{p.version} -> {p.repo_id}@{p.tag} {p.status} attempts={p.attempts} "
-                  f"{p.last_error or ''}")
+            print(
+                f"{p.model_name} v{p.version} -> {p.repo_id}@{p.tag} {p.status} attempts={p.attempts} "
+                f"{p.last_error or ''}"
+            )
         return 0
     if not mirror.enabled:
         print("error: the Hub mirror needs HUGGINGFACE_TOKEN and HUGGINGFACE_REPO", file=sys.stderr)
         return 2
     results = mirror.sync(limit=args.limit)
     for p in results:
-        print(f"{p.model_name} v{p.version} -> {p.repo_id}@{p.tag}: {p.status}"
-              + (f" ({p.commit_sha})" if p.commit_sha else f" ({p.last_error})"))
+        print(
+            f"{p.model_name} v{p.version} -> {p.repo_id}@{p.tag}: {p.status}"
+            + (f" ({p.commit_sha})" if p.commit_sha else f" ({p.last_error})")
+        )
     if not results:
         print("nothing queued")
     return 0 if all(p.status == "pushed" for p in results) else 1
@@ -174,17 +189,33 @@ def _sweep_trial(values: dict[str, Any], params: dict[str, Any]) -> int:
     from nfl_mlops.tracking.experiments import ExperimentTracker
 
     settings = get_settings()
-    data = DataParams(**{"max_train_samples": HPO_TRAIN_SAMPLES, "max_eval_samples": HPO_EVAL_SAMPLES,
-                         **params.get("data", {})})
+    data = DataParams(
+        **{
+            "max_train_samples": HPO_TRAIN_SAMPLES,
+            "max_eval_samples": HPO_EVAL_SAMPLES,
+            **params.get("data", {}),
+        }
+    )
     train = TrainParams(**{**params.get("train", {}), **values})
     dataset = build_training_data(data, load_base(data.source))
     base_model = train.base_model or settings.base_model
     tracker = ExperimentTracker()
-    tracker.start("sweep-trial", config={"train": train.model_dump(), "dataset_version": dataset.version},
-                  tags=["hpo", "sweep"], job_type="hpo-trial")
-    result = run_trial(dataset.train["text"].tolist(), dataset.train["label"].tolist(), dataset.val["text"].tolist(),
-                       dataset.val["label"].tolist(), train, base_model,
-                       settings.mlops_home / "hpo" / "sweep" / (tracker.tracker_run_id or "trial"), tracker=tracker)
+    tracker.start(
+        "sweep-trial",
+        config={"train": train.model_dump(), "dataset_version": dataset.version},
+        tags=["hpo", "sweep"],
+        job_type="hpo-trial",
+    )
+    result = run_trial(
+        dataset.train["text"].tolist(),
+        dataset.train["label"].tolist(),
+        dataset.val["text"].tolist(),
+        dataset.val["label"].tolist(),
+        train,
+        base_model,
+        settings.mlops_home / "hpo" / "sweep" / (tracker.tracker_run_id or "trial"),
+        tracker=tracker,
+    )
     tracker.finish({**result["metrics"], "train_seconds": result["seconds"]})
     print(json.dumps(result, default=str))
     return 0
@@ -195,17 +226,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="the whole loop end to end on the embedded defaults")
-    d.add_argument("--home", default=None, help="state root (default MLOPS_HOME or .mlops); the demo uses <home>/demo")
-    d.add_argument("--keep", action="store_true", help="keep the previous demo state instead of starting fresh")
-    d.add_argument("--train-samples", type=int, default=3000, help="training rows for v1 (v2 adds the feedback)")
+    d.add_argument(
+        "--home", default=None, help="state root (default MLOPS_HOME or .mlops); the demo uses <home>/demo"
+    )
+    d.add_argument(
+        "--keep", action="store_true", help="keep the previous demo state instead of starting fresh"
+    )
+    d.add_argument(
+        "--train-samples", type=int, default=3000, help="training rows for v1 (v2 adds the feedback)"
+    )
     d.add_argument("--eval-samples", type=int, default=1000, help="cap on the validation and test rows")
-    d.add_argument("--nfl-tweets", type=int, default=1200, help="NFL tweets sent through the API and labelled")
+    d.add_argument(
+        "--nfl-tweets", type=int, default=1200, help="NFL tweets sent through the API and labelled"
+    )
     d.add_argument("--epochs", type=float, default=1.0)
     d.add_argument("--prefect-port", type=int, default=None, help="default MLOPS_PREFECT_PORT (4200)")
     d.add_argument("--api-port", type=int, default=None, help="default MLOPS_API_PORT (8000)")
     d.set_defaults(func=_cmd_demo)
 
-    u = sub.add_parser("up", help="start the local stack (Prefect server, deployments, worker, API) until Ctrl-C")
+    u = sub.add_parser(
+        "up", help="start the local stack (Prefect server, deployments, worker, API) until Ctrl-C"
+    )
     u.add_argument("--prefect-port", type=int, default=None, help="default MLOPS_PREFECT_PORT (4200)")
     u.add_argument("--api-port", type=int, default=None, help="default MLOPS_API_PORT (8000)")
     u.add_argument("--no-api", action="store_true")
@@ -245,11 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("prediction_id")
     ln.set_defaults(func=_cmd_lineage)
 
-    hp = sub.add_parser("hpo", help="hyperparameter search (Optuna) and registration of the best configuration")
+    hp = sub.add_parser(
+        "hpo", help="hyperparameter search (Optuna) and registration of the best configuration"
+    )
     hp.add_argument("--params", help='flow parameters as JSON, e.g. \'{"search": {"n_trials": 8}}\'')
     hp.add_argument("--print-sweep", action="store_true", help="print the equivalent W&B sweep configuration")
-    hp.add_argument("--sweep-trial", default=None, metavar="JSON",
-                    help="run one W&B sweep trial with these hyperparameters (used by `wandb agent`)")
+    hp.add_argument(
+        "--sweep-trial",
+        default=None,
+        metavar="JSON",
+        help="run one W&B sweep trial with these hyperparameters (used by `wandb agent`)",
+    )
     hp.set_defaults(func=_cmd_hpo)
     return p
 

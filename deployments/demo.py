@@ -6,7 +6,9 @@
 4. run the `monitoring` deployment: Evidently finds drift and emits `nfl-mlops.drift.detected`;
 5. the automation (not this script) starts the `retraining` deployment; v2 is trained on the
    same recipe plus the labelled NFL tweets, gated against v1, registered and deployed;
-6. print a summary and stop everything that was started.
+6. send the same NFL tweets to the retrained version and run monitoring again: the accepted new normal
+   opens no new drift episode;
+7. print a summary and stop everything that was started.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ async def latest_log(client: Any) -> str | None:
     return logs[0].message.splitlines()[0][:110] if logs else None
 
 
-async def wait_for_triggered_run(client: Any, deployment_id: Any, since: datetime, timeout: float = 120) -> Any:
+async def wait_for_triggered_run(
+    client: Any, deployment_id: Any, since: datetime, timeout: float = 120
+) -> Any:
     """The first flow run of `deployment_id` created after `since` (made by the automation)."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.client.schemas.sorting import FlowRunSort
@@ -67,11 +71,17 @@ async def wait_for_triggered_run(client: Any, deployment_id: Any, since: datetim
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
             sort=FlowRunSort.EXPECTED_START_TIME_ASC,
         )
-        fresh = [r for r in runs if r.created and r.created >= since and r.parameters.get("trigger") == "automation"]
+        fresh = [
+            r
+            for r in runs
+            if r.created and r.created >= since and r.parameters.get("trigger") == "automation"
+        ]
         if fresh:
             return fresh[0]
         await asyncio.sleep(1)
-    raise TimeoutError("no retraining run was started by the automation; check the Prefect UI's Automations/Events")
+    raise TimeoutError(
+        "no retraining run was started by the automation; check the Prefect UI's Automations/Events"
+    )
 
 
 def latest_monitoring(model_name: str) -> Any:
@@ -80,8 +90,12 @@ def latest_monitoring(model_name: str) -> Any:
     from nfl_mlops.db import MonitoringRun, session_scope
 
     with session_scope() as s:
-        return s.scalar(select(MonitoringRun).where(MonitoringRun.model_name == model_name)
-                        .order_by(MonitoringRun.created_at.desc()).limit(1))
+        return s.scalar(
+            select(MonitoringRun)
+            .where(MonitoringRun.model_name == model_name)
+            .order_by(MonitoringRun.created_at.desc())
+            .limit(1)
+        )
 
 
 def send_traffic(api_url: str, texts: list[str], labels: list[str], chunk: int = 64) -> int:
@@ -133,7 +147,9 @@ class CanaryTraffic:
                         continue
                     for _ in range(20):
                         text = self.texts[self.sent % len(self.texts)]
-                        http.post("/mlops/predict/sentiment", json={"text": text, "key": f"canary-{self.sent}"})
+                        http.post(
+                            "/mlops/predict/sentiment", json={"text": text, "key": f"canary-{self.sent}"}
+                        )
                         self.sent += 1
                 except httpx.HTTPError:
                     self._stop.wait(1.0)
@@ -159,9 +175,13 @@ def rollout_line(d: dict[str, Any] | None, sent: int) -> str:
         return "no canary ran (see the retraining run's result)"
     steps = ((d.get("config") or {}).get("params") or {}).get("steps") or []
     end = d["history"][-1] if d.get("history") else {}
-    verdict = "promoted" if d["status"] == "active" else f"{d['status']}: {end.get('reason', d.get('reason'))}"
-    return (f"v{d['model_version']} by canary ({' -> '.join(f'{x:g}%' for x in steps)}): {verdict}; "
-            f"{sent} live requests during the canary; deployment {d['deployment_id']}")
+    verdict = (
+        "promoted" if d["status"] == "active" else f"{d['status']}: {end.get('reason', d.get('reason'))}"
+    )
+    return (
+        f"v{d['model_version']} by canary ({' -> '.join(f'{x:g}%' for x in steps)}): {verdict}; "
+        f"{sent} live requests during the canary; deployment {d['deployment_id']}"
+    )
 
 
 def _fmt(m: dict | None) -> str:
@@ -179,16 +199,27 @@ def summary(info: dict[str, Any]) -> str:
     v2 = versions[-1] if len(versions) > 1 else None
     champ_then = (v2.lineage.get("champion_metrics_at_registration") or {}) if v2 else {}
     base = (v2 or v1).metrics.get("baseline", {})
-    lines = ["", "=" * 78, "NFL sentiment MLOps demo: summary", "=" * 78,
-             f"{'model':<34}{'general test (acc, macro-F1)':<30}{'NFL test (acc, macro-F1)'}",
-             f"{'v1 (non-NFL tweets)':<34}{_fmt(champ_then.get('test') or v1.metrics.get('test')):<30}"
-             f"{_fmt(champ_then.get('recent'))}"]
+    lines = [
+        "",
+        "=" * 78,
+        "NFL sentiment MLOps demo: summary",
+        "=" * 78,
+        f"{'model':<34}{'general test (acc, macro-F1)':<30}{'NFL test (acc, macro-F1)'}",
+        f"{'v1 (non-NFL tweets)':<34}{_fmt(champ_then.get('test') or v1.metrics.get('test')):<30}"
+        f"{_fmt(champ_then.get('recent'))}",
+    ]
     if v2:
-        lines.append(f"{'v2 (+ labelled NFL feedback)':<34}{_fmt(v2.metrics.get('test')):<30}{_fmt(v2.metrics.get('recent'))}")
-    lines.append(f"{'TF-IDF + LR baseline (same rows)':<34}{_fmt(base.get('test')):<30}{_fmt(base.get('recent'))}")
+        lines.append(
+            f"{'v2 (+ labelled NFL feedback)':<34}{_fmt(v2.metrics.get('test')):<30}{_fmt(v2.metrics.get('recent'))}"
+        )
+    lines.append(
+        f"{'TF-IDF + LR baseline (same rows)':<34}{_fmt(base.get('test')):<30}{_fmt(base.get('recent'))}"
+    )
     lines += ["", "Versions:"]
     for v in versions:
-        lines.append(f"  v{v.version}: {v.status}, aliases {v.aliases or '-'}, card {Path(v.path) / 'README.md'}")
+        lines.append(
+            f"  v{v.version}: {v.status}, aliases {v.aliases or '-'}, card {Path(v.path) / 'README.md'}"
+        )
         if v.reason:
             lines.append(f"       reason: {v.reason}")
     lines += [
@@ -202,6 +233,7 @@ def summary(info: dict[str, Any]) -> str:
         f"  pipeline (v1):        {info['pipeline_run']}",
         f"  monitoring:           {info['monitoring_run']}",
         f"  retraining (by automation): {info['retraining_run']} -> {info['retraining_state']}",
+        f"After the retraining: {info.get('after_check', 'not checked (no retrained version serves)')}",
         f"Prefect UI was at {info['prefect_ui']} (server stopped with the demo; state kept in {info['home']}).",
         f"Wall time: {time.monotonic() - T0:.0f}s",
         "=" * 78,
@@ -217,30 +249,43 @@ async def run_story(stack: Any, args: Any) -> dict[str, Any]:
     from nfl_mlops.settings import get_settings
 
     settings = get_settings()
-    info: dict[str, Any] = {"model_name": settings.model_name, "home": str(settings.mlops_home),
-                            "prefect_ui": stack.prefect_api_url.removesuffix("/api")}
+    info: dict[str, Any] = {
+        "model_name": settings.model_name,
+        "home": str(settings.mlops_home),
+        "prefect_ui": stack.prefect_api_url.removesuffix("/api"),
+    }
     async with get_client() as client:
         # v1
-        say("2/5 training v1 on non-NFL tweets (pipeline deployment: training -> registration -> deployment)")
-        run = await run_deployment("pipeline/pipeline", timeout=0, parameters={
-            "data": {"topics_exclude": ["nfl"], "max_train_samples": args.train_samples,
-                     "max_eval_samples": args.eval_samples},
-            "train": {"epochs": args.epochs},
-        })
+        say("2/6 training v1 on non-NFL tweets (pipeline deployment: training -> registration -> deployment)")
+        run = await run_deployment(
+            "pipeline/pipeline",
+            timeout=0,
+            parameters={
+                "data": {
+                    "topics_exclude": ["nfl"],
+                    "max_train_samples": args.train_samples,
+                    "max_eval_samples": args.eval_samples,
+                },
+                "train": {"epochs": args.epochs},
+            },
+        )
         run = await wait_flow_run(client, run.id, "pipeline")
         if not run.state.is_completed():
             raise RuntimeError(f"pipeline run {run.id} ended {run.state.name}; see {stack.logs}")
         info["pipeline_run"] = str(run.id)
 
         # Traffic
-        say(f"3/5 sending {args.nfl_tweets} NFL tweets through {stack.api_url}/mlops/predict/sentiment/batch "
-            "and labelling them via /mlops/feedback")
+        say(
+            f"3/6 sending {args.nfl_tweets} NFL tweets through {stack.api_url}/mlops/predict/sentiment/batch "
+            "and labelling them via /mlops/feedback"
+        )
         nfl = select(prepare(load_corpus()), topics_include=["nfl"], max_rows=args.nfl_tweets, seed=7)
-        info["n_traffic"] = await asyncio.to_thread(send_traffic, stack.api_url, nfl["text"].tolist(),
-                                                    nfl["label"].tolist())
+        info["n_traffic"] = await asyncio.to_thread(
+            send_traffic, stack.api_url, nfl["text"].tolist(), nfl["label"].tolist()
+        )
 
         # Monitoring
-        say("4/5 monitoring: Evidently drift of the served window vs. v1's reference profile")
+        say("4/6 monitoring: Evidently drift of the served window vs. v1's reference profile")
         retraining = await client.read_deployment_by_name("retraining/retraining")
         since = datetime.now(UTC)
         run = await run_deployment("monitoring/monitoring", timeout=0, parameters={"window_hours": 1})
@@ -248,22 +293,70 @@ async def run_story(stack: Any, args: Any) -> dict[str, Any]:
         info["monitoring_run"] = str(run.id)
         result = latest_monitoring(settings.model_name)
         if not run.state.is_completed() or result is None or not result.drift_detected:
-            raise RuntimeError(f"monitoring ended {run.state.name} and found no drift: {result and result.summary}")
-        info.update(drift_share=result.drift_share, threshold=result.summary["share_threshold"],
-                    drifted_columns=result.summary["drifted_columns"], report=result.report_path)
+            raise RuntimeError(
+                f"monitoring ended {run.state.name} and found no drift: {result and result.summary}"
+            )
+        info.update(
+            drift_share=result.drift_share,
+            threshold=result.summary["share_threshold"],
+            drifted_columns=result.summary["drifted_columns"],
+            report=result.report_path,
+        )
 
         # Retraining, started by the automation
-        say("5/5 drift event emitted; waiting for the automation to start the retraining deployment")
+        say("5/6 drift event emitted; waiting for the automation to start the retraining deployment")
         triggered = await wait_for_triggered_run(client, retraining.id, since)
-        say(f"  automation started retraining run {triggered.name} "
-            f"(reason={triggered.parameters.get('reason')!r}, drift_share={triggered.parameters.get('drift_share')})")
-        nfl_live = select(prepare(load_corpus()), topics_include=["nfl"], max_rows=400, seed=11)["text"].tolist()
+        say(
+            f"  automation started retraining run {triggered.name} "
+            f"(reason={triggered.parameters.get('reason')!r}, drift_share={triggered.parameters.get('drift_share')})"
+        )
+        nfl_live = select(prepare(load_corpus()), topics_include=["nfl"], max_rows=400, seed=11)[
+            "text"
+        ].tolist()
         with CanaryTraffic(stack.api_url, settings.model_name, nfl_live) as live:
             run = await wait_flow_run(client, triggered.id, "retraining")
         info["rollout"] = rollout_line(live.canary, live.sent)
         info["retraining_run"] = str(run.id)
         info["retraining_state"] = run.state.name
+
+        # The new normal: the same traffic, now served by the retrained version, checked again
+        serving = await asyncio.to_thread(serving_version, settings.model_name)
+        if serving is not None and serving > 1:
+            say(
+                f"6/6 the same NFL tweets again, served by v{serving}, and the next monitoring check "
+                "(the accepted new normal must not open a new drift episode)"
+            )
+            await asyncio.to_thread(send_traffic, stack.api_url, nfl["text"].tolist(), nfl["label"].tolist())
+            run = await run_deployment("monitoring/monitoring", timeout=0, parameters={"window_hours": 1})
+            run = await wait_flow_run(client, run.id, "monitoring")
+            info["after_check"] = after_check_line(settings.model_name, serving, run)
     return info
+
+
+def serving_version(model_name: str) -> int | None:
+    from nfl_mlops.rollout.state import active_rollout
+
+    r = active_rollout(model_name)
+    return r.version if r is not None else None
+
+
+def after_check_line(model_name: str, version: int, run: Any) -> str:
+    """What the check after the retraining found for the serving version, and whether an episode is open."""
+    from nfl_mlops.monitoring.episodes import open_episodes
+
+    result = latest_monitoring(model_name)
+    summary = dict(result.summary or {}) if result is not None else {}
+    episodes = [e for e in open_episodes(model_name) if e.model_version == version]
+    drifted = summary.get("drifted_columns") or []
+    found = (
+        f"drift share {result.drift_share:.2f}"
+        if result is not None and result.drift_share is not None
+        else "no verdict"
+    ) + (f", still drifted: {', '.join(drifted)}" if drifted else ", no signal drifted")
+    if summary.get("performance_degraded"):
+        found += ", performance degraded"
+    opened = f"episode {episodes[0].id} OPEN ({episodes[0].reason})" if episodes else "no drift episode open"
+    return f"check of v{version} on the same traffic: {run.state.name}; {found}; {opened}"
 
 
 def main(args: Any) -> int:
@@ -275,13 +368,25 @@ def main(args: Any) -> int:
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
     stack = LocalStack(home=home, prefect_port=args.prefect_port, api_port=args.api_port)
-    say(f"1/5 starting the local stack under {home} (Prefect server, work pool, deployments, worker, API)")
+    say(f"1/6 starting the local stack under {home} (Prefect server, work pool, deployments, worker, API)")
     try:
         stack.start()
-        os.environ.update({k: stack.env[k] for k in ("MLOPS_HOME", "PREFECT_HOME", "PREFECT_API_URL",
-                                                     "PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")})
+        os.environ.update(
+            {
+                k: stack.env[k]
+                for k in (
+                    "MLOPS_HOME",
+                    "PREFECT_HOME",
+                    "PREFECT_API_URL",
+                    "PREFECT_SERVER_ANALYTICS_ENABLED",
+                    "DO_NOT_TRACK",
+                )
+            }
+        )
         get_settings.cache_clear()
-        say(f"  Prefect UI {stack.prefect_api_url.removesuffix('/api')}, API {stack.api_url}/docs, logs {stack.logs}")
+        say(
+            f"  Prefect UI {stack.prefect_api_url.removesuffix('/api')}, API {stack.api_url}/docs, logs {stack.logs}"
+        )
         info = asyncio.run(run_story(stack, args))
         print(summary(info), flush=True)
         return 0 if info["retraining_state"] == "Completed" else 1

@@ -69,21 +69,23 @@ class LocalStack:
         prefect_home = self.home / "prefect"
         prefect_home.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        env.update({
-            "MLOPS_HOME": str(self.home),
-            "NFL_MLOPS_ROOT": str(ROOT),
-            "PREFECT_HOME": str(prefect_home),
-            "PREFECT_API_URL": self.prefect_api_url,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1",
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
-            "PREFECT_UI_API_URL": self.prefect_api_url,
-            "MLOPS_API_URL": self.api_url,
-            "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
-            "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
-        })
+        env.update(
+            {
+                "MLOPS_HOME": str(self.home),
+                "NFL_MLOPS_ROOT": str(ROOT),
+                "PREFECT_HOME": str(prefect_home),
+                "PREFECT_API_URL": self.prefect_api_url,
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "DO_NOT_TRACK": "1",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+                "PREFECT_WORKER_QUERY_SECONDS": "2",
+                "PREFECT_UI_API_URL": self.prefect_api_url,
+                "MLOPS_API_URL": self.api_url,
+                "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
+                "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+            }
+        )
         if "WANDB_API_KEY" not in env:
             env.setdefault("WANDB_MODE", "offline")
         return env
@@ -91,8 +93,9 @@ class LocalStack:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.processes[name] = proc
         return proc
 
@@ -101,7 +104,9 @@ class LocalStack:
         while time.monotonic() < deadline:
             proc = self.processes.get(name)
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.logs / (name + '.log')}")
+                raise RuntimeError(
+                    f"{name} exited with code {proc.returncode}; see {self.logs / (name + '.log')}"
+                )
             try:
                 r = httpx.get(url, timeout=3)
                 if ok(r):
@@ -109,24 +114,33 @@ class LocalStack:
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        raise TimeoutError(f"{name} did not answer {url} within {timeout:.0f}s; see {self.logs / (name + '.log')}")
+        raise TimeoutError(
+            f"{name} did not answer {url} within {timeout:.0f}s; see {self.logs / (name + '.log')}"
+        )
 
     def _run(self, args: list[str], what: str) -> None:
         out = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
-            raise RuntimeError(f"{what} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+            raise RuntimeError(
+                f"{what} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+            )
 
     # The pieces
     def start_server(self) -> None:
         self.prefect_port = free_port(self.prefect_port)
         self.env = self._environment()
-        self._spawn("prefect-server", [_prefect_bin(), "server", "start", "--host", "127.0.0.1",
-                                       "--port", str(self.prefect_port)])
+        self._spawn(
+            "prefect-server",
+            [_prefect_bin(), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)],
+        )
         self._wait("prefect-server", f"{self.prefect_api_url}/health", lambda r: r.status_code == 200, 180)
 
     def deploy(self) -> None:
         prefect = _prefect_bin()
-        self._run([prefect, "work-pool", "create", self.work_pool, "--type", "process", "--overwrite"], "work-pool create")
+        self._run(
+            [prefect, "work-pool", "create", self.work_pool, "--type", "process", "--overwrite"],
+            "work-pool create",
+        )
         self._run([prefect, "--no-prompt", "deploy", "--all"], "prefect deploy --all")
 
     def start_worker(self) -> None:
@@ -136,8 +150,22 @@ class LocalStack:
     def start_api(self) -> None:
         self.api_port = free_port(self.api_port)
         self.env["MLOPS_API_URL"] = self.api_url
-        self._spawn("api", [sys.executable, "-m", "uvicorn", "nfl_mlops.serving.app:create_app", "--factory",
-                            "--host", self.host, "--port", str(self.api_port), "--log-level", "warning"])
+        self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "nfl_mlops.serving.app:create_app",
+                "--factory",
+                "--host",
+                self.host,
+                "--port",
+                str(self.api_port),
+                "--log-level",
+                "warning",
+            ],
+        )
         self._wait("api", f"{self.api_url}/mlops/health", lambda r: r.status_code in (200, 503), 180)
 
     def start(self, api: bool = True) -> LocalStack:

@@ -54,13 +54,23 @@ def hpo_flow(
 
     # Search (Optuna ask-and-tell; each trial is a task and a tracked run)
     study = open_study(study_name, settings.optuna_url, sampler=search.sampler, seed=search.seed)
-    trials = run_search(study, search.space, train, search.n_trials,
-                        lambda number, params: tracked_trial(dataset, params, base_model, study_name, number,
-                                                             search.metric),
-                        timeout_minutes=search.timeout_minutes)
+    trials = run_search(
+        study,
+        search.space,
+        train,
+        search.n_trials,
+        lambda number, params: tracked_trial(dataset, params, base_model, study_name, number, search.metric),
+        timeout_minutes=search.timeout_minutes,
+    )
     number, value, best = best_train_params(study, train)
-    logger.info("best trial %d of %s: val %s %.4f with %s", number, study_name, search.metric, value,
-                best.model_dump(include={"learning_rate", "batch_size", "epochs", "warmup_ratio", "weight_decay"}))
+    logger.info(
+        "best trial %d of %s: val %s %.4f with %s",
+        number,
+        study_name,
+        search.metric,
+        value,
+        best.model_dump(include={"learning_rate", "batch_size", "epochs", "warmup_ratio", "weight_decay"}),
+    )
     out = search_summary(study_name, search.metric, trials, number, value, best)
 
     # Register the best configuration

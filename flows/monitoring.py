@@ -1,4 +1,5 @@
-"""Monitoring flow: prediction-log window vs. the version's reference -> drift + performance -> reports -> event."""
+"""Monitoring flow: per serving version, its predictions since its rollout vs. its reference -> drift +
+performance -> reports -> drift episode (the event only when one opens or its retraining is due)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,33 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed, State
 
+from nfl_mlops.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED
+from nfl_mlops.monitoring.episodes import EpisodeRule
 from nfl_mlops.monitoring.monitor import MonitoringConfig, MonitoringResult
-from nfl_mlops.monitoring.thresholds import EMBEDDING_SAMPLE_SIZE, PERFORMANCE_MAX_DROP
+from nfl_mlops.monitoring.thresholds import (
+    DRIFT_SHARE_THRESHOLD,
+    EMBEDDING_SAMPLE_SIZE,
+    EPISODE_CLEAR_CHECKS,
+    EPISODE_PERSISTENCE,
+    EPISODE_STRONG_SHARE,
+    PERFORMANCE_MAX_DROP,
+)
+from nfl_mlops.monitoring.window import LiveTarget
 from nfl_mlops.settings import get_settings
 from tasks.alerts import emit, publish_markdown
 from tasks.drift import (
     assess_window_performance,
+    close_stale_episodes,
     compute_drift,
     compute_embedding_drift,
+    load_targets,
     load_version_reference,
     load_window,
     publish_to_workspace,
     record_run,
+    update_episode,
 )
 
 
@@ -43,69 +58,196 @@ def monitoring_flow(
     window_hours: float = 24.0,
     end: datetime | None = None,
     min_predictions: int = 50,
-    drift_share_threshold: float | None = None,
+    drift_share_threshold: float = DRIFT_SHARE_THRESHOLD,
     embedding_sample: int = EMBEDDING_SAMPLE_SIZE,
     max_performance_drop: float = PERFORMANCE_MAX_DROP,
-) -> dict[str, Any]:
-    """Check the last `window_hours` of served predictions for drift and performance decay.
+    persistence: int = EPISODE_PERSISTENCE,
+    strong_share: float | None = EPISODE_STRONG_SHARE,
+    clear_checks: int = EPISODE_CLEAR_CHECKS,
+) -> State:
+    """Judge each serving version on the predictions it served in the last `window_hours` since its rollout began.
 
-    Emits `nfl-mlops.drift.detected` when the share of drifted signals reaches the threshold, else
-    `nfl-mlops.performance.degraded` when performance dropped (one event per run; both payloads carry
-    both verdicts). Each run adds snapshots to the Evidently workspace, a markdown summary and a link
-    to the HTML report.
+    Per version: Evidently drift (signal groups vote once), embedding drift, performance; a MonitoringRun
+    row, Evidently snapshots, a markdown summary, a link to the HTML report. An alarming check opens the
+    version's drift episode only by the episode rule, and only then (or when the open episode's retraining
+    is due again after a failure) is `nfl-mlops.drift.detected` / `nfl-mlops.performance.degraded` emitted.
+
+    Ends `Completed` named `Skipped` (nothing judged), `EpisodeOpened`, `Alarm` (an alarm the rule did not
+    yet make an episode, or one inside an open episode) or `Completed` (all clear); the result is the dict
+    of the first judged version with `versions` (every version) and `events` (what was emitted).
 
     Args:
+        min_predictions: a version with fewer predictions in its window is not judged.
+        drift_share_threshold: drift when this share of signal groups drifted.
         embedding_sample: window texts embedded for embedding drift (the sampling error is reported).
         max_performance_drop: absolute drop of accuracy or macro-F1 that counts as degraded.
+        persistence, strong_share, clear_checks: the episode rule (`nfl_mlops.monitoring.episodes`);
+            strong_share None: only `persistence` consecutive alarms open an episode.
     """
     settings = get_settings()
     model_name = model_name or settings.model_name
     config = MonitoringConfig(
-        share_threshold=drift_share_threshold if drift_share_threshold is not None else settings.drift_share_threshold,
-        embedding_sample=embedding_sample, max_drop=max_performance_drop)
+        share_threshold=drift_share_threshold,
+        embedding_sample=embedding_sample,
+        max_drop=max_performance_drop,
+    )
+    rule = EpisodeRule(persistence=persistence, strong_share=strong_share, clear_checks=clear_checks)
     stop = _window_end(end) + timedelta(seconds=1)  # include predictions logged in the scheduled second
     start = stop - timedelta(hours=window_hours)
 
+    # Versions: what serves now, each from its rollout on
+    targets = load_targets(model_name, start, stop)
+    if any(t.since is not None for t, _ in targets):
+        closed = close_stale_episodes(model_name, [t.version for t, _ in targets])
+    else:
+        closed = []
+    outcomes = [
+        check_version(model_name, target, since, stop, config, rule, min_predictions)
+        for target, since in targets
+    ]
+
+    # Result
+    judged = [o for o in outcomes if o["status"] != "skipped"]
+    out = dict(
+        judged[0]
+        if judged
+        else {"status": "skipped", "n_predictions": sum(o["n_predictions"] for o in outcomes)}
+    )
+    out.update(
+        versions=[
+            {
+                k: o.get(k)
+                for k in (
+                    "model_version",
+                    "arm",
+                    "status",
+                    "n_predictions",
+                    "drift_share",
+                    "performance_degraded",
+                    "episode",
+                    "events",
+                    "monitoring_run_id",
+                )
+            }
+            for o in outcomes
+        ],
+        events=[e for o in outcomes for e in o.get("events", [])],
+        closed_episodes=closed,
+    )
+    actions = [(o.get("episode") or {}).get("action") for o in judged]
+    if not judged:
+        why = "; ".join(f"v{o['model_version']}: {o['reason']}" for o in outcomes) or "no version served"
+        return Completed(name="Skipped", message=f"nothing judged ({why})", data=out)
+    summary = "; ".join(
+        f"v{o['model_version']} {o['status']} (episode: {(o.get('episode') or {}).get('action')})"
+        for o in judged
+    )
+    if "opened" in actions:
+        return Completed(name="EpisodeOpened", message=summary, data=out)
+    if any(o["status"] != "ok" for o in judged):
+        return Completed(name="Alarm", message=summary, data=out)
+    return Completed(message=summary, data=out)
+
+
+def check_version(
+    model_name: str,
+    target: LiveTarget,
+    start: datetime,
+    stop: datetime,
+    config: MonitoringConfig,
+    rule: EpisodeRule,
+    min_predictions: int,
+) -> dict[str, Any]:
+    """One version's check: window -> drift + performance -> reports -> episode -> event (a plain function of tasks)."""
+    settings = get_settings()
+    version = target.version
+    base = {
+        "model_name": model_name,
+        "model_version": version,
+        "arm": target.arm,
+        "window_start": start.isoformat(),
+        "window_end": stop.isoformat(),
+        "rollout_started_at": target.since.isoformat() if target.since else None,
+    }
+
     # Window
-    window = load_window(model_name, start, stop)
+    window = load_window(model_name, version, start, stop)
     if len(window) < min_predictions:
-        get_run_logger().info("only %d predictions (< %d): nothing to judge", len(window), min_predictions)
-        record_run(model_name, None, start, stop, len(window), None, {"skipped": "too few predictions"})
-        return {"status": "skipped", "n_predictions": len(window)}
-    version = int(window["model_version"].mode().iloc[0])
-    window = window[window["model_version"] == version].reset_index(drop=True)
+        reason = f"only {len(window)} predictions since {start:%Y-%m-%d %H:%M} (< {min_predictions})"
+        get_run_logger().info("v%d: %s: nothing to judge", version, reason)
+        record_run(model_name, version, start, stop, len(window), None, {"skipped": reason, **base})
+        return {"status": "skipped", "n_predictions": len(window), "reason": reason, **base}
     reference, test_metrics = load_version_reference(model_name, version)
 
     # Drift: descriptors and predictions (Evidently), embeddings (sample)
-    name = f"drift-{model_name}-v{version}-{stop:%Y%m%dT%H%M%S}"
-    meta = {"model_name": model_name, "model_version": str(version), "window_start": start.isoformat(),
-            "window_end": stop.isoformat()}
+    name = f"drift-{model_name}-v{version}-{target.arm}-{stop:%Y%m%dT%H%M%S}"
+    meta = {
+        "model_name": model_name,
+        "model_version": str(version),
+        "arm": target.arm,
+        "window_start": start.isoformat(),
+        "window_end": stop.isoformat(),
+    }
     drift, current = compute_drift(reference, window, config, settings.reports_path, name, stop, meta)
     embedding = compute_embedding_drift(reference, window["text"].tolist(), config)
 
     # Performance
     performance = assess_window_performance(reference, test_metrics, window, config)
     result = MonitoringResult.combine(reference, current, drift, embedding, performance)
-    payload = {**result.payload(), "model_name": model_name, "model_version": version,
-               "window_start": start.isoformat(), "window_end": stop.isoformat()}
+    payload = {**result.payload(), **base, "n_predictions": len(window)}
 
     # Report
     snapshot_ids = publish_to_workspace(model_name, result, name, stop, meta)
-    run_id = record_run(model_name, version, start, stop, len(window), result.drift,
-                        {**payload, "evidently_snapshots": snapshot_ids})
-    publish_markdown("monitoring-report", result.to_markdown(f"{model_name} v{version}: {start:%Y-%m-%d %H:%M} .. "
-                                                             f"{stop:%Y-%m-%d %H:%M} UTC"),
-                     f"{model_name} v{version}, {len(window)} predictions")
+    run_id = record_run(
+        model_name,
+        version,
+        start,
+        stop,
+        len(window),
+        result.drift,
+        {**payload, "evidently_snapshots": snapshot_ids},
+    )
+    title = f"{model_name} v{version} ({target.arm}): {start:%Y-%m-%d %H:%M} .. {stop:%Y-%m-%d %H:%M} UTC"
+    publish_markdown(
+        "monitoring-report", result.to_markdown(title), f"{model_name} v{version}, {len(window)} predictions"
+    )
     if result.drift.html_path is not None:
         from prefect.artifacts import create_link_artifact
 
-        create_link_artifact(key="drift-report-html", link=result.drift.html_path.resolve().as_uri(),
-                             link_text=result.drift.html_path.name, description="Evidently HTML report")
+        create_link_artifact(
+            key="drift-report-html",
+            link=result.drift.html_path.resolve().as_uri(),
+            link_text=result.drift.html_path.name,
+            description="Evidently HTML report",
+        )
 
-    # Alert
-    context = {k: payload[k] for k in ("model_name", "model_version", "window_start", "window_end")}
-    for event in result.events:
-        emit(event, model_name, {**result.event_payload(), **context, "monitoring_run_id": run_id})
+    # Episode -> alert
+    kind = "drift" if result.drift.dataset_drift else "degraded"
+    step = update_episode(model_name, target, result.alarm, kind, payload["reason"], run_id, rule)
+    emitted = []
+    if step.emit and step.episode is not None:
+        event = DRIFT_DETECTED if step.episode.kind == "drift" else PERFORMANCE_DEGRADED
+        context = {
+            k: payload[k] for k in ("model_name", "model_version", "arm", "window_start", "window_end")
+        }
+        emit(
+            event,
+            model_name,
+            {
+                **result.event_payload(),
+                **context,
+                "monitoring_run_id": run_id,
+                "episode_id": step.episode.id,
+                "kind": step.episode.kind,
+            },
+        )
+        emitted.append(event)
     status = "drift" if result.drift.dataset_drift else "degraded" if performance.degraded else "ok"
-    return {"status": status, "monitoring_run_id": run_id, "events": result.events,
-            "evidently_snapshots": snapshot_ids, **payload}
+    return {
+        "status": status,
+        "monitoring_run_id": run_id,
+        "events": emitted,
+        "evidently_snapshots": snapshot_ids,
+        "episode": step.to_payload(),
+        **payload,
+    }

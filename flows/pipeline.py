@@ -19,7 +19,6 @@ def pipeline_flow(
     train: TrainParams = TrainParams(),
     model_name: str | None = None,
     strategy: Strategy = Strategy.BLUE_GREEN,
-    api_url: str | None = None,
 ) -> dict[str, Any]:
     """Train a candidate, gate and register it, and deploy it when it passes."""
     # Train
@@ -27,12 +26,21 @@ def pipeline_flow(
 
     # Gate and register
     registration = registration_flow(candidate)
-    out: dict[str, Any] = {"version": registration.version, "passed": registration.passed,
-                           "metrics": candidate.metrics, "baseline": candidate.baseline_metrics}
+    out: dict[str, Any] = {
+        "version": registration.version,
+        "passed": registration.passed,
+        "metrics": candidate.metrics,
+        "baseline": candidate.baseline_metrics,
+    }
 
     # Deploy
     if registration.passed:
-        rollout = deployment_flow(version=str(registration.version), model_name=candidate.model_name,
-                                  strategy=strategy, api_url=api_url, reason="pipeline")
+        rollout = deployment_flow(
+            version=str(registration.version),
+            model_name=candidate.model_name,
+            strategy=strategy,
+            reason="pipeline",
+        )
         out["deployment_id"] = rollout.id
+        out["deployment_status"] = rollout.status
     return out

@@ -32,19 +32,26 @@ def registration_flow(
 
     # Gate
     decision = independent_gate(evidence.sets, gate, require_recent_improvement, evidence.golden)
-    gate_record = {**decision.as_dict(), "require_recent_improvement": require_recent_improvement,
-                   "golden": {**evidence.golden_info, **decision.sets.get("golden", {})} or None,
-                   "reported_by_candidate": reported_scores(candidate.metrics, gate.metric)}
+    gate_record = {
+        **decision.as_dict(),
+        "require_recent_improvement": require_recent_improvement,
+        "golden": {**evidence.golden_info, **decision.sets.get("golden", {})} or None,
+        "reported_by_candidate": reported_scores(candidate.metrics, gate.metric),
+    }
 
     # Register
     status = "ready" if decision.passed else "rejected"
     measured = {k: v for k, v in evidence.candidate_metrics.items() if k != "golden"}
     info = register_version(
-        candidate, status, None if decision.passed else "; ".join(decision.reasons),
-        {"registration_flow_run_id": current_flow_run_id(),
-         "gate": gate_record,
-         "champion_at_registration": champion.version if champion else None,
-         "champion_metrics_at_registration": evidence.champion_metrics},
+        candidate,
+        status,
+        None if decision.passed else "; ".join(decision.reasons),
+        {
+            "registration_flow_run_id": current_flow_run_id(),
+            "gate": gate_record,
+            "champion_at_registration": champion.version if champion else None,
+            "champion_metrics_at_registration": evidence.champion_metrics,
+        },
         measured,
     )
     if decision.passed:
@@ -57,12 +64,23 @@ def registration_flow(
     if decision.passed:
         mirror_to_hub(info)
     result = RegistrationResult(
-        model_name=info.model_name, version=info.version, status=status, passed=decision.passed,
-        reasons=decision.reasons, champion_version=champion.version if champion else None,
-        comparisons={"candidate": measured, "champion": evidence.champion_metrics,
-                     "reported_by_candidate": dict(candidate.metrics), "gate": gate_record},
+        model_name=info.model_name,
+        version=info.version,
+        status=status,
+        passed=decision.passed,
+        reasons=decision.reasons,
+        champion_version=champion.version if champion else None,
+        comparisons={
+            "candidate": measured,
+            "champion": evidence.champion_metrics,
+            "reported_by_candidate": dict(candidate.metrics),
+            "gate": gate_record,
+        },
     )
-    publish_markdown("registration-report", registration_markdown(result, candidate, evidence.champion_metrics),
-                     f"{info.model_name} v{info.version}")
+    publish_markdown(
+        "registration-report",
+        registration_markdown(result, candidate, evidence.champion_metrics),
+        f"{info.model_name} v{info.version}",
+    )
     get_run_logger().info("%s v%d %s: %s", info.model_name, info.version, status, decision.reasons)
     return result

@@ -1,28 +1,22 @@
-"""Retraining flow: training -> registration -> deployment, started by schedule, automation, API or hand."""
+"""Retraining flow: admission -> training -> registration -> deployment, started by schedule, automation, API or hand."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import Completed, State
 
 from flows.deployment import deployment_flow
 from flows.registration import registration_flow
 from flows.training import training_flow
 from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.params import DataParams, TrainParams
-from nfl_mlops.monitoring.thresholds import RETRAIN_DAILY_BUDGET
-from nfl_mlops.registry.store import Registry
-from nfl_mlops.rollout.strategies import CanaryParams, retraining_canary
+from nfl_mlops.monitoring.thresholds import RETRAIN_COOLDOWN_MINUTES, RETRAIN_DAILY_BUDGET
+from nfl_mlops.retraining import champion_recipe, outcome_status, reason_kind, require_recent_improvement
+from nfl_mlops.rollout.strategies import CanaryParams, Strategy, retraining_canary
 from nfl_mlops.settings import get_settings
 from tasks.jobs import close_job, open_job
-
-
-def champion_recipe(model_name: str) -> tuple[DataParams, TrainParams]:
-    """The data and training parameters of the current champion (defaults when there is none)."""
-    champion = Registry.from_settings().get_alias(model_name, "champion")
-    params = champion.params if champion else {}
-    return DataParams(**params.get("data", {})), TrainParams(**params.get("train", {}))
 
 
 @flow(name="retraining", log_prints=True)
@@ -34,61 +28,122 @@ def retraining_flow(
     data: DataParams | None = None,
     train: TrainParams | None = None,
     include_feedback: bool = True,
-    strategy: str = "blue_green",
+    strategy: Strategy = Strategy.CANARY,
     canary: CanaryParams | None = None,
     api_url: str | None = None,
-    cooldown_minutes: float | None = None,
+    episode_id: str | None = None,
+    cooldown_minutes: float = RETRAIN_COOLDOWN_MINUTES,
     daily_budget: int = RETRAIN_DAILY_BUDGET,
     job_id: str | None = None,
-) -> dict[str, Any]:
+) -> State:
     """Retrain on the champion's recipe plus labelled feedback; deploy only a challenger that passes the gate.
 
+    Ends `Completed` (the result dict: status completed | rejected | rolled_back), `Completed` named
+    `Skipped` when admission refused (another run holds the episode, back-off, budget, no open episode),
+    or `Failed` (the error is recorded on the job, and the episode backs off).
+
     Args:
-        trigger: manual | api | schedule | automation. Automatic triggers respect the cooldown and budget.
+        trigger: manual | api | schedule | automation. An automation run works for a drift episode and
+            runs only when it claims it (one retraining per episode); the schedule respects the cooldown,
+            the failure back-off and the daily budget (failed runs count).
+        episode_id: the drift episode (the event payload's); empty = the model's open episode.
         data, train: override the champion's recipe.
-        strategy, canary: how a challenger that passes goes out (prefect.yaml's deployment uses canary);
+        strategy, canary: how a challenger that passes goes out (default canary, 10 -> 50 -> 100 % under
+            live traffic, the same through every door);
             a canary without `canary` settings uses `retraining_canary()` (no label-shift gate).
     """
     settings = get_settings()
     model_name = model_name or settings.model_name
     logger = get_run_logger()
+    strategy = Strategy(strategy)
     recipe_data, recipe_train = champion_recipe(model_name)
     data = (data or recipe_data).model_copy(update={"include_feedback": include_feedback})
     train = train or recipe_train
-    cooldown = settings.retrain_cooldown_minutes if cooldown_minutes is None else cooldown_minutes
-    params = {"reason": reason, "trigger": trigger, "drift_share": drift_share, "data": data.model_dump(),
-              "train": train.model_dump(), "strategy": strategy}
-    if strategy == "canary":
+    params = {
+        "reason": reason,
+        "trigger": trigger,
+        "drift_share": drift_share,
+        "data": data.model_dump(),
+        "train": train.model_dump(),
+        "strategy": str(strategy),
+        "episode_id": episode_id or None,
+    }
+    if strategy == Strategy.CANARY:
         canary = canary or retraining_canary()
         params["canary"] = canary.model_dump(mode="json")
 
     # Admission
-    job_id, decision = open_job(model_name, reason, trigger, params, current_flow_run_id(), job_id, cooldown,
-                                daily_budget)
-    if not decision.allowed:
-        logger.info("retraining skipped: %s", decision.reason)
-        return {"status": "skipped", "job_id": job_id, "reason": decision.reason}
-    logger.info("retraining %s (%s, trigger %s, drift share %s)", model_name, reason, trigger, drift_share)
+    job_id, admission = open_job(
+        model_name,
+        reason,
+        trigger,
+        params,
+        current_flow_run_id(),
+        job_id,
+        episode_id or None,
+        cooldown_minutes,
+        daily_budget,
+    )
+    if not admission.allowed:
+        logger.info("retraining skipped: %s", admission.reason)
+        return Completed(
+            name="Skipped",
+            message=f"retraining skipped: {admission.reason}",
+            data={
+                "status": "skipped",
+                "job_id": job_id,
+                "reason": admission.reason,
+                "episode_id": admission.episode_id,
+            },
+        )
+    kind = reason_kind(reason, admission.episode_kind)
+    logger.info(
+        "retraining %s (%s: %s, trigger %s, drift share %s, %s)",
+        model_name,
+        kind,
+        reason,
+        trigger,
+        drift_share,
+        admission.reason,
+    )
 
     # Train -> register -> deploy
     try:
         candidate = training_flow(data=data, train=train, model_name=model_name)
-        registration = registration_flow(candidate)
-        result: dict[str, Any] = {"job_id": job_id, "version": registration.version,
-                                  "passed": registration.passed, "reasons": registration.reasons,
-                                  "metrics": candidate.metrics}
+        registration = registration_flow(
+            candidate, require_recent_improvement=require_recent_improvement(kind)
+        )
+        result: dict[str, Any] = {
+            "job_id": job_id,
+            "version": registration.version,
+            "kind": kind,
+            "passed": registration.passed,
+            "reasons": registration.reasons,
+            "metrics": candidate.metrics,
+            "episode_id": admission.episode_id,
+        }
+        rollout = None
         if registration.passed:
-            rollout = deployment_flow(version=str(registration.version), model_name=model_name, strategy=strategy,
-                                      api_url=api_url, reason=f"retraining: {reason}", canary=canary)
-            result.update(deployment_id=rollout.id, strategy=strategy)
-            if rollout.status == "active" and rollout.version == registration.version:
-                result.update(status="completed")
-            else:  # the canary's gates rolled it back: the champion keeps serving
-                result.update(status="rolled_back", rollback_reason=rollout.reason)
-        else:
-            result.update(status="rejected")
+            rollout = deployment_flow(
+                version=str(registration.version),
+                model_name=model_name,
+                strategy=strategy,
+                api_url=api_url,
+                reason=f"retraining: {reason}",
+                canary=canary,
+            )
+            result.update(deployment_id=rollout.id, strategy=str(strategy))
+        status = outcome_status(
+            registration.passed,
+            rollout.status if rollout else None,
+            rollout.version if rollout else None,
+            registration.version,
+        )
+        result["status"] = status
+        if status == "rolled_back":  # the canary's gates rolled it back: the champion keeps serving
+            result["rollback_reason"] = rollout.reason if rollout else None
     except BaseException as exc:
-        close_job(job_id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        close_job(job_id, "failed", {"error": f"{type(exc).__name__}: {exc}"}, admission.episode_id)
         raise
-    close_job(job_id, result["status"], result)
-    return result
+    result["episode"] = close_job(job_id, status, result, admission.episode_id, registration.version)
+    return Completed(message=f"retraining {status}: v{registration.version}", data=result)

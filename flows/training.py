@@ -9,8 +9,14 @@ from prefect import flow
 from nfl_mlops.lineage import current_flow_run_id, git_sha
 from nfl_mlops.modeling.candidate import Candidate
 from nfl_mlops.modeling.params import DataParams, TrainParams
-from nfl_mlops.modeling.report import (artifact_specs, build_candidate, confusion_ids, feature_lineage_of,
-                                   misclassified, tracker_summary)
+from nfl_mlops.modeling.report import (
+    artifact_specs,
+    build_candidate,
+    confusion_ids,
+    feature_lineage_of,
+    misclassified,
+    tracker_summary,
+)
 from nfl_mlops.reports import training_markdown
 from nfl_mlops.settings import get_settings
 from tasks.alerts import publish_markdown
@@ -18,7 +24,7 @@ from tasks.data import build_dataset
 from tasks.drift import save_reference_profile
 from tasks.evaluation import evaluate_model, train_baseline
 from tasks.features import create_training_dataset, write_feature_group
-from tasks.tracking import finish_tracking, start_tracking
+from tasks.tracking import draw_model_plots, finish_tracking, start_tracking
 from tasks.training import fine_tune_model
 
 
@@ -48,39 +54,65 @@ def training_flow(
 
     # Train
     params = {"data": data.model_dump(), "train": {**train.model_dump(), "base_model": base_model}}
-    tracker = start_tracking(run_name, {**params, "dataset_version": dataset.version, "sizes": dataset.sizes,
-                                        **feature_lineage}, ["sentiment", "nfl", "training"])
+    tracker = start_tracking(
+        run_name,
+        {**params, "dataset_version": dataset.version, "sizes": dataset.sizes, **feature_lineage},
+        ["sentiment", "nfl", "training"],
+    )
     result = fine_tune_model(dataset, train, base_model, output_dir, tracker)
 
     # Evaluate
     metrics, probas = evaluate_model(output_dir, eval_sets)
     baseline = train_baseline(dataset.train, eval_sets, seed=data.seed)
-    save_reference_profile(dataset.train["text"].tolist(), dataset.test["text"].tolist(), probas["test"],
-                           dataset.test["label"].tolist(), base_model, output_dir)
+    save_reference_profile(dataset, probas, base_model, output_dir)
+    plots = draw_model_plots(
+        output_dir, dataset.test["label"].tolist(), probas["test"], result.losses, f"{model_name} {run_name}"
+    )
 
     # Track
-    artifacts = artifact_specs(model_name, run_name, dataset.version, dataset_dir, dataset.sizes, output_dir,
-                               base_model, feature_lineage, metrics["test"])
+    artifacts = artifact_specs(
+        model_name,
+        run_name,
+        dataset.version,
+        dataset_dir,
+        dataset.sizes,
+        output_dir,
+        base_model,
+        feature_lineage,
+        metrics["test"],
+    )
     wandb_artifacts = finish_tracking(
-        tracker, tracker_summary(metrics, baseline, train_seconds=result.seconds),
+        tracker,
+        tracker_summary(metrics, baseline, train_seconds=result.seconds),
         misclassified(dataset.test["text"].tolist(), dataset.test["label"].tolist(), probas["test"]),
-        confusion=confusion_ids(dataset.test["label"].tolist(), probas["test"]), artifacts=artifacts)
+        confusion=confusion_ids(dataset.test["label"].tolist(), probas["test"]),
+        artifacts=artifacts,
+        images=plots,
+    )
 
     # Hand over
-    candidate = build_candidate(model_name, output_dir, dataset_dir, metrics, baseline, params, {
-        "dataset_version": dataset.version,
-        "dataset_sizes": dataset.sizes,
-        "data_source": data.source,
-        "split_seed": data.seed,
-        **feature_lineage,
-        "experiment_id": tracker.experiment_id,
-        "tracker_run_id": tracker.tracker_run_id,
-        "wandb_artifacts": wandb_artifacts,
-        "training_flow_run_id": flow_run_id,
-        "git_sha": git_sha(),
-        "base_model": base_model,
-        "train_seconds": round(result.seconds, 1),
-    })
+    candidate = build_candidate(
+        model_name,
+        output_dir,
+        dataset_dir,
+        metrics,
+        baseline,
+        params,
+        {
+            "dataset_version": dataset.version,
+            "dataset_sizes": dataset.sizes,
+            "data_source": data.source,
+            "split_seed": data.seed,
+            **feature_lineage,
+            "experiment_id": tracker.experiment_id,
+            "tracker_run_id": tracker.tracker_run_id,
+            "wandb_artifacts": wandb_artifacts,
+            "training_flow_run_id": flow_run_id,
+            "git_sha": git_sha(),
+            "base_model": base_model,
+            "train_seconds": round(result.seconds, 1),
+        },
+    )
 
     # Report
     publish_markdown("training-report", training_markdown(candidate), f"Training run {run_name}")

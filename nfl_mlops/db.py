@@ -83,8 +83,14 @@ class Rollout(Base):
 
     __tablename__ = "rollouts"
     __table_args__ = (
-        Index("uq_rollouts_one_active", "model_name", "environment", unique=True,
-              sqlite_where=text("status = 'active'"), postgresql_where=text("status = 'active'")),
+        Index(
+            "uq_rollouts_one_active",
+            "model_name",
+            "environment",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -249,6 +255,32 @@ class ABTest(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class ServingReplica(Base):
+    """The heartbeat of one API process: what it has loaded and which rollout (and traffic) it serves.
+
+    Upserted on every rollout poll, marked `stopping` on shutdown (`rollout.replicas`); a rollout step
+    is done when every live replica serves it (`replicas.confirmation`).
+    """
+
+    __tablename__ = "serving_replicas"
+    __table_args__ = (Index("ix_serving_replicas_model_seen", "model_name", "environment", "last_seen"),)
+
+    replica_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(50), default="production")
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    rollout_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the rollout it serves
+    arms: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the traffic it serves
+    target_rollout_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # the newest one it read
+    loaded_versions: Mapped[list[Any]] = mapped_column(default=list)
+    load_errors: Mapped[dict[str, Any]] = mapped_column(default=dict)  # "<version>" -> error, for the target
+    ready: Mapped[bool] = mapped_column(default=False)
+    stopping: Mapped[bool] = mapped_column(default=False)
+
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -320,6 +352,7 @@ __all__ = [
     "Prediction",
     "RetrainingJob",
     "Rollout",
+    "ServingReplica",
     "dispose_engines",
     "get_engine",
     "new_id",

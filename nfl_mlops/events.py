@@ -55,10 +55,14 @@ def emit(event: str, model_name: str, payload: dict[str, Any]) -> str | None:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            sent = emit_event(event=event_name(event),
-                              resource={"prefect.resource.id": resource_id(model_name),
-                                        "prefect.resource.name": model_name},
-                              payload=payload)
+            sent = emit_event(
+                event=event_name(event),
+                resource={
+                    "prefect.resource.id": resource_id(model_name),
+                    "prefect.resource.name": model_name,
+                },
+                payload=payload,
+            )
         return str(sent.id) if sent is not None else None
     except Exception as exc:  # noqa: BLE001 - best effort by contract
         log.warning("could not emit %s: %s", event, exc)

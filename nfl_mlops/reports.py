@@ -9,13 +9,18 @@ from nfl_mlops import LABELS
 
 def _row(name: str, m: dict[str, Any]) -> str:
     f1 = m.get("f1", {})
-    return (f"| {name} | {m.get('n', '')} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
-            + " | ".join(f"{f1.get(x, 0.0):.3f}" for x in LABELS) + f" | {m.get('ece', float('nan')):.3f} |")
+    return (
+        f"| {name} | {m.get('n', '')} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+        + " | ".join(f"{f1.get(x, 0.0):.3f}" for x in LABELS)
+        + f" | {m.get('ece', float('nan')):.3f} |"
+    )
 
 
 def metrics_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    head = ("| model / set | n | accuracy | macro-F1 | " + " | ".join(f"F1 {x}" for x in LABELS) + " | ECE |\n"
-            "|---|---|---|---|" + "---|" * len(LABELS) + "---|")
+    head = (
+        "| model / set | n | accuracy | macro-F1 | " + " | ".join(f"F1 {x}" for x in LABELS) + " | ECE |\n"
+        "|---|---|---|---|" + "---|" * len(LABELS) + "---|"
+    )
     return "\n".join([head, *(_row(n, m) for n, m in rows)])
 
 
@@ -23,16 +28,18 @@ def training_markdown(candidate: Any) -> str:
     rows = [(f"fine-tuned / {k}", v) for k, v in candidate.metrics.items()]
     rows += [(f"TF-IDF baseline / {k}", v) for k, v in candidate.baseline_metrics.items()]
     lin = candidate.lineage
-    return "\n".join([
-        f"# Training run: {candidate.model_name}",
-        "",
-        f"Base model `{lin.get('base_model')}`, dataset `{lin.get('dataset_version')}` "
-        f"(sizes {lin.get('dataset_sizes')}), {lin.get('train_seconds')} s of training.",
-        "",
-        metrics_table(rows),
-        "",
-        f"Tracker run `{lin.get('tracker_run_id')}`; candidate folder `{candidate.model_dir}`.",
-    ])
+    return "\n".join(
+        [
+            f"# Training run: {candidate.model_name}",
+            "",
+            f"Base model `{lin.get('base_model')}`, dataset `{lin.get('dataset_version')}` "
+            f"(sizes {lin.get('dataset_sizes')}), {lin.get('train_seconds')} s of training.",
+            "",
+            metrics_table(rows),
+            "",
+            f"Tracker run `{lin.get('tracker_run_id')}`; candidate folder `{candidate.model_dir}`.",
+        ]
+    )
 
 
 def registration_markdown(result: Any, candidate: Any, champion_metrics: dict[str, Any]) -> str:
@@ -54,28 +61,46 @@ def registration_markdown(result: Any, candidate: Any, champion_metrics: dict[st
     ]
     sets = gate.get("sets") or {}
     if sets:
-        lines += ["", f"Gate on {metric} (margin {params.get('margin')}, class floor {params.get('min_class_f1')}, "
-                  f"{params.get('confidence', 0):.0%} paired bootstrap x{params.get('n_bootstrap')}, "
-                  f"recent improvement required: {gate.get('require_recent_improvement')}):", "",
-                  "| set | rule | n | candidate | champion / floor | difference [interval] | McNemar p | passed |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Gate on {metric} (margin {params.get('margin')}, class floor {params.get('min_class_f1')}, "
+            f"{params.get('confidence', 0):.0%} paired bootstrap x{params.get('n_bootstrap')}, "
+            f"recent improvement required: {gate.get('require_recent_improvement')}):",
+            "",
+            "| set | rule | n | candidate | champion / floor | difference [interval] | McNemar p | passed |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name, e in sets.items():
             iv = e.get("interval") or {}
             diff = f"{iv['diff']:+.4f} [{iv['low']:+.4f}, {iv['high']:+.4f}]" if iv else ""
             other = e.get("champion") if e.get("rule") != "golden_floor" else e.get("floor")
             p = (e.get("mcnemar") or {}).get("p_value", "")
-            lines.append(f"| {name} | {e.get('rule')} | {e.get('n')} | {e.get('candidate', '')} | "
-                         f"{'' if other is None else other} | {diff} | {p} | {e.get('passed')} |")
-        lines += ["", "Per-class F1 of the candidate (floor applies where support is enough):", "",
-                  "| set | " + " | ".join(LABELS) + " |", "|---|" + "---|" * len(LABELS)]
+            lines.append(
+                f"| {name} | {e.get('rule')} | {e.get('n')} | {e.get('candidate', '')} | "
+                f"{'' if other is None else other} | {diff} | {p} | {e.get('passed')} |"
+            )
+        lines += [
+            "",
+            "Per-class F1 of the candidate (floor applies where support is enough):",
+            "",
+            "| set | " + " | ".join(LABELS) + " |",
+            "|---|" + "---|" * len(LABELS),
+        ]
         for name, e in sets.items():
             f1 = e.get("class_f1") or {}
-            cells = [(f"{f1[x]['f1']:.3f} (n={f1[x]['support']})" + (" FAIL" if f1[x]["passed"] is False else ""))
-                     if x in f1 else "" for x in LABELS]
+            cells = [
+                (f"{f1[x]['f1']:.3f} (n={f1[x]['support']})" + (" FAIL" if f1[x]["passed"] is False else ""))
+                if x in f1
+                else ""
+                for x in LABELS
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     reported = gate.get("reported_by_candidate") or {}
     if reported:
-        lines += ["", f"Reported by the candidate itself ({metric}, not used for the decision): "
-                  + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in reported.items())]
+        lines += [
+            "",
+            f"Reported by the candidate itself ({metric}, not used for the decision): "
+            + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in reported.items()),
+        ]
     lines += ["", "Gate:", *(f"- {r}" for r in result.reasons)]
     return "\n".join(lines)

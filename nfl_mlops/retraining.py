@@ -1,43 +1,105 @@
-"""Retraining on request: start the `retraining/retraining` Prefect deployment, list the jobs, and
-explain what would start one now. The API (`/mlops/retraining/*`), the SDK and the CLI call these."""
+"""Retraining: start the `retraining/retraining` Prefect deployment, admit a run (its drift episode, the
+schedule's cooldown and budget), classify its outcome, list the jobs, and explain what would start one
+now. The API (`/mlops/retraining/*`), the SDK, the CLI and the retraining flow call these.
+
+The response models live here (the library does not depend on the serving package; serving imports them).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
-from functools import lru_cache
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from nfl_mlops.db import MonitoringRun, RetrainingJob, session_scope, utcnow
-from nfl_mlops.monitoring.thresholds import RETRAIN_DAILY_BUDGET
+from nfl_mlops.events import prefect_api_url
+from nfl_mlops.monitoring import episodes as ep
+from nfl_mlops.monitoring.thresholds import (
+    RETRAIN_COOLDOWN_MINUTES,
+    RETRAIN_DAILY_BUDGET,
+    RETRAIN_MAX_ATTEMPTS,
+)
 from nfl_mlops.monitoring.triggers import create_job, job_history, retraining_allowed, update_job
-from nfl_mlops.rollout.controller import prefect_api_url
-from nfl_mlops.serving import schemas as sc
 
 log = logging.getLogger(__name__)
 
 RETRAINING_DEPLOYMENT = "retraining/retraining"
 PREFECT_PING_S = 3.0
 PREFECT_SUBMIT_S = 20.0
+PROJECT_ROOT_ENV = "NFL_MLOPS_ROOT"
+"""The project folder holding `prefect.yaml` (what the deployments' pull step uses too)."""
 
 
-def job_out(row: RetrainingJob) -> sc.RetrainingJobOut:
-    return sc.RetrainingJobOut(
-        job_id=row.id, model_name=row.model_name, reason=row.reason, trigger=row.trigger, status=row.status,
-        flow_run_id=row.flow_run_id, params=dict(row.params or {}), result=dict(row.result or {}),
-        created_at=row.created_at, finished_at=row.finished_at)
+class RetrainingJobOut(BaseModel):
+    job_id: str = Field(..., description="Id of the retraining job.")
+    model_name: str = Field(..., description="Model retrained.")
+    reason: str = Field(..., description="Why.")
+    trigger: str = Field(..., description="api, manual, schedule or automation.")
+    status: str = Field(
+        ..., description="scheduled, running, completed, rejected, rolled_back, skipped or failed."
+    )
+    flow_run_id: str | None = Field(None, description="The retraining flow run.")
+    params: dict[str, Any] = Field(..., description="Parameters of the run.")
+    result: dict[str, Any] = Field(..., description="Outcome (version, gate, deployment) or the error.")
+    created_at: datetime = Field(..., description="When it was requested.")
+    finished_at: datetime | None = Field(None, description="When it ended.")
 
 
-def get_job(db_url: str, job_id: str) -> sc.RetrainingJobOut:
+class TriggerCheckOut(BaseModel):
+    model_name: str = Field(..., description="The model.")
+    would_trigger: bool = Field(..., description="An automatic retraining would start now.")
+    reasons: list[str] = Field(..., description="Why it would, or would not.")
+    latest_monitoring: dict[str, Any] | None = Field(None, description="The latest monitoring run's verdict.")
+    automatic: dict[str, Any] = Field(
+        ..., description="Episode rule, cooldown, back-off and daily budget of automatic retraining."
+    )
+    manual: dict[str, Any] = Field(..., description="Manual and API requests (always allowed).")
+    schedules: list[dict[str, Any]] = Field(..., description="Schedules of the retraining deployment.")
+    event_triggers: list[str] = Field(..., description="Events whose automation starts retraining.")
+    recent_jobs: list[RetrainingJobOut] = Field(..., description="The latest retraining jobs.")
+    open_episodes: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Open drift episodes (per serving version): opened when, "
+        "why, its retraining job, failed attempts, back-off.",
+    )
+    recent_episodes: list[dict[str, Any]] = Field(
+        default_factory=list, description="The latest drift episodes, open or closed."
+    )
+    declared_from: str | None = Field(
+        None,
+        description="The prefect.yaml that schedules and event triggers were "
+        "read from; None when unknown (NFL_MLOPS_ROOT not set).",
+    )
+
+
+def job_out(row: RetrainingJob) -> RetrainingJobOut:
+    return RetrainingJobOut(
+        job_id=row.id,
+        model_name=row.model_name,
+        reason=row.reason,
+        trigger=row.trigger,
+        status=row.status,
+        flow_run_id=row.flow_run_id,
+        params=dict(row.params or {}),
+        result=dict(row.result or {}),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+    )
+
+
+def get_job(db_url: str | None, job_id: str) -> RetrainingJobOut:
     with session_scope(db_url) as s:
-        return job_out(s.get(RetrainingJob, job_id))
+        return job_out(cast(RetrainingJob, s.get(RetrainingJob, job_id)))
 
 
-def list_jobs(db_url: str, model_name: str | None, limit: int) -> list[sc.RetrainingJobOut]:
+def list_jobs(db_url: str, model_name: str | None, limit: int) -> list[RetrainingJobOut]:
     with session_scope(db_url) as s:
         q = select(RetrainingJob).order_by(RetrainingJob.created_at.desc()).limit(limit)
         if model_name:
@@ -59,8 +121,10 @@ async def submit(parameters: dict[str, Any]) -> str:
 
     url = prefect_api_url()
     if not url:
-        raise RuntimeError("no Prefect API is configured (PREFECT_API_URL is not set): start the stack with "
-                           "`nfl-mlops up`, or run `prefect deployment run 'retraining/retraining'` by hand")
+        raise RuntimeError(
+            "no Prefect API is configured (PREFECT_API_URL is not set): start the stack with "
+            "`nfl-mlops up`, or run `prefect deployment run 'retraining/retraining'` by hand"
+        )
     try:
         async with httpx.AsyncClient(timeout=PREFECT_PING_S) as client:
             (await client.get(f"{url.rstrip('/')}/health")).raise_for_status()
@@ -68,15 +132,25 @@ async def submit(parameters: dict[str, Any]) -> str:
         raise RuntimeError(f"the Prefect API at {url} is not reachable ({type(exc).__name__})") from exc
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):  # this URL, whatever Prefect read at import
-            run = await asyncio.wait_for(arun_deployment(RETRAINING_DEPLOYMENT, parameters=parameters, timeout=0,
-                                                         tags=["nfl-mlops", "api"]), PREFECT_SUBMIT_S)
+            run = await asyncio.wait_for(
+                arun_deployment(
+                    RETRAINING_DEPLOYMENT, parameters=parameters, timeout=0, tags=["nfl-mlops", "api"]
+                ),
+                PREFECT_SUBMIT_S,
+            )
     except ObjectNotFound as exc:
-        raise RuntimeError(f"the Prefect server at {url} has no deployment {RETRAINING_DEPLOYMENT!r}; "
-                           "run `prefect deploy --all` (or `nfl-mlops up`)") from exc
+        raise RuntimeError(
+            f"the Prefect server at {url} has no deployment {RETRAINING_DEPLOYMENT!r}; "
+            "run `prefect deploy --all` (or `nfl-mlops up`)"
+        ) from exc
     except TimeoutError as exc:
-        raise RuntimeError(f"the Prefect API at {url} did not create the run within {PREFECT_SUBMIT_S:.0f} s") from exc
+        raise RuntimeError(
+            f"the Prefect API at {url} did not create the run within {PREFECT_SUBMIT_S:.0f} s"
+        ) from exc
     except Exception as exc:  # HTTP errors, validation of the parameters by the server
-        raise RuntimeError(f"the Prefect API at {url} refused the run: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        raise RuntimeError(
+            f"the Prefect API at {url} refused the run: {type(exc).__name__}: {str(exc)[:300]}"
+        ) from exc
     return str(run.id)
 
 
@@ -88,9 +162,15 @@ class RetrainingNotStarted(RuntimeError):
         self.job_id = job_id
 
 
-async def request_retraining(registry: Any, model_name: str, reason: str, config: dict[str, Any] | None = None,
-                             strategy: str | None = None, trigger: str = "api",
-                             db_url: str | None = None) -> sc.RetrainingJobOut:
+async def request_retraining(
+    registry: Any,
+    model_name: str,
+    reason: str,
+    config: dict[str, Any] | None = None,
+    strategy: str | None = None,
+    trigger: str = "api",
+    db_url: str | None = None,
+) -> RetrainingJobOut:
     """Record a retraining job and start a run of the retraining deployment for it (not waiting for it).
 
     `config` overrides the champion's training recipe field by field.
@@ -131,68 +211,353 @@ async def request_retraining(registry: Any, model_name: str, reason: str, config
     return await asyncio.to_thread(get_job, db_url, job_id)
 
 
-@lru_cache(maxsize=1)
-def declared_retraining() -> tuple[list[dict[str, Any]], list[str]]:
-    """Schedules and trigger events of the retraining deployment, as `prefect.yaml` declares them."""
+# --------------------------------------------------------------------------------------------
+# The retraining flow's logic (the flow only wires these)
+# --------------------------------------------------------------------------------------------
+
+
+def champion_recipe(model_name: str, registry: Any = None) -> tuple[Any, Any]:
+    """The data and training parameters (`DataParams`, `TrainParams`) of the current champion (defaults
+    when there is none)."""
+    from nfl_mlops.modeling.params import DataParams, TrainParams
+
+    if registry is None:
+        from nfl_mlops.registry.store import Registry
+
+        registry = Registry.from_settings()
+    champion = registry.get_alias(model_name, "champion")
+    params = champion.params if champion else {}
+    return DataParams(**params.get("data", {})), TrainParams(**params.get("train", {}))
+
+
+DRIFT_REASONS = ("drift", "degraded")
+
+
+def reason_kind(reason: str | None, episode_kind: str | None = None) -> str:
+    """drift | degraded | other: what started a retraining (an episode's kind wins over the free-text reason)."""
+    if episode_kind in DRIFT_REASONS:
+        return episode_kind
+    text = (reason or "").lower()
+    if "drift" in text:
+        return "drift"
+    if "degrad" in text or "performance" in text:
+        return "degraded"
+    return "other"
+
+
+def require_recent_improvement(kind: str) -> bool:
+    """A retraining for drift or degradation must beat the champion on the recent window too."""
+    return kind in DRIFT_REASONS
+
+
+def outcome_status(
+    passed: bool,
+    rollout_status: str | None = None,
+    rollout_version: int | None = None,
+    version: int | None = None,
+) -> str:
+    """completed (the new version serves) | rolled_back (the canary's gates sent traffic back) | rejected (gate)."""
+    if not passed:
+        return "rejected"
+    if rollout_status == "active" and rollout_version is not None and rollout_version == version:
+        return "completed"
+    return "rolled_back"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether a retraining run may train, why, and the drift episode it works for (if any)."""
+
+    allowed: bool
+    reason: str
+    episode_id: str | None = None
+    episode_kind: str | None = None
+
+
+def admit(
+    model_name: str,
+    trigger: str,
+    job_id: str,
+    episode_id: str | None = None,
+    now: datetime | None = None,
+    cooldown_minutes: float = RETRAIN_COOLDOWN_MINUTES,
+    daily_budget: int = RETRAIN_DAILY_BUDGET,
+    max_attempts: int = RETRAIN_MAX_ATTEMPTS,
+    db_url: str | None = None,
+) -> Admission:
+    """Admit retraining job `job_id` (already recorded).
+
+    Manual and API requests always run (for the episode, when one is named and free). An automation
+    run works for a drift episode (the one named, else the model's open one) and runs only if it wins
+    the episode's compare-and-set claim: one episode, one retraining, under any number of concurrent
+    events. The schedule respects the cooldown, the failure back-off and the daily budget.
+    """
+    now = now or utcnow()
+    history = job_history(model_name, exclude=job_id, db_url=db_url)
+    if trigger in ("automation",):
+        episode = ep.get_episode(episode_id, db_url) if episode_id else None
+        if episode is None:
+            candidates = ep.open_episodes(model_name, db_url)
+            episode = candidates[-1] if candidates else None
+        if episode is None and not episode_id:
+            # an event from outside monitoring (e.g. the SDK's performance check) is a verdict too: it
+            # opens the serving version's episode, which this run then claims like any other
+            episode = _episode_for_serving(model_name, reason_of(job_id, db_url), db_url)
+        if episode is None or episode.status != ep.OPEN:
+            return Admission(
+                False,
+                "no open drift episode"
+                + (f" ({episode_id} is closed: {episode.close_reason})" if episode else f" for {model_name}"),
+            )
+        budget = retraining_allowed(now, "automation", history, timedelta(0), daily_budget)
+        if not budget.allowed and budget.reason.startswith("daily budget"):
+            return Admission(False, budget.reason, episode.id, episode.kind)
+        if ep.claim(episode.id, job_id, now, max_attempts, db_url):
+            return Admission(
+                True,
+                f"claimed drift episode {episode.id} (v{episode.model_version}, {episode.kind})",
+                episode.id,
+                episode.kind,
+            )
+        current = ep.get_episode(episode.id, db_url) or episode
+        if current.retraining_job_id:
+            why = f"episode {current.id} already has retraining job {current.retraining_job_id}"
+        elif current.attempts >= max_attempts:
+            why = f"episode {current.id} used its {max_attempts} attempts ({current.attempts} failed)"
+        elif current.status != ep.OPEN:
+            why = f"episode {current.id} closed: {current.close_reason}"
+        else:
+            why = (
+                f"episode {current.id} backs off after {current.attempts} failed retraining(s) until "
+                f"{current.next_attempt_at.isoformat() if current.next_attempt_at else '?'}"
+            )
+        return Admission(False, why, current.id, current.kind)
+    decision = retraining_allowed(now, trigger, history, timedelta(minutes=cooldown_minutes), daily_budget)
+    if not decision.allowed:
+        return Admission(False, decision.reason)
+    if episode_id and ep.claim(episode_id, job_id, now, max_attempts, db_url):
+        episode = ep.get_episode(episode_id, db_url)
+        return Admission(
+            True,
+            f"{decision.reason}; for drift episode {episode_id}",
+            episode_id,
+            episode.kind if episode else None,
+        )
+    return Admission(True, decision.reason)
+
+
+def reason_of(job_id: str, db_url: str | None = None) -> str:
+    with session_scope(db_url) as s:
+        row = s.get(RetrainingJob, job_id)
+        return row.reason if row else ""
+
+
+def _episode_for_serving(model_name: str, reason: str, db_url: str | None) -> ep.EpisodeInfo | None:
+    """Open (or find) the episode of the version serving `model_name` now; None when nothing serves."""
+    from nfl_mlops.rollout.state import active_rollout, serving_version
+
+    rollout = active_rollout(model_name, db_url=db_url)
+    if rollout is None:
+        return None
+    version = serving_version(rollout.arms, rollout.version)
+    kind = reason_kind(reason)
+    info, _ = ep.open_episode(
+        model_name,
+        int(cast(int, version)),
+        "stable",
+        kind if kind in DRIFT_REASONS else "drift",
+        f"{reason or 'event'} (an event without an episode)",
+        None,
+        db_url,
+    )
+    return info
+
+
+def finish(
+    job_id: str,
+    status: str,
+    result: dict[str, Any],
+    episode_id: str | None = None,
+    version: int | None = None,
+    db_url: str | None = None,
+) -> dict[str, Any]:
+    """Record the job's outcome and what it means for its episode.
+
+    completed: the retrained version serves, the episode closes. failed: the episode is released with a
+    back-off (it counts as an attempt). rejected / rolled_back: the episode keeps its one retraining.
+    """
+    update_job(job_id, status, result, db_url=db_url)
+    if not episode_id:
+        return {}
+    if status == "completed":
+        ep.close_episode(
+            episode_id,
+            f"retrained version v{version} serves (job {job_id})",
+            db_url,
+            retrained_version=version,
+        )
+    elif status == "failed":
+        ep.release_failed(episode_id, job_id, db_url=db_url)
+    info = ep.get_episode(episode_id, db_url)
+    return info.to_payload() if info else {}
+
+
+# --------------------------------------------------------------------------------------------
+# What would start a retraining now
+# --------------------------------------------------------------------------------------------
+
+
+def prefect_yaml_path() -> Path | None:
+    """`$NFL_MLOPS_ROOT/prefect.yaml`, or None when the project root is unknown (e.g. an installed wheel)."""
+    root = os.environ.get(PROJECT_ROOT_ENV)
+    return Path(root) / "prefect.yaml" if root else None
+
+
+def declared_retraining(path: Path | None = None) -> tuple[list[dict[str, Any]], list[str], str | None]:
+    """Schedules and trigger events of the retraining deployment as `prefect.yaml` declares them, and the
+    file read; ([], [], None) when the project root is unknown or the file cannot be read."""
     import yaml
 
-    path = Path(__file__).resolve().parents[1] / "prefect.yaml"
+    path = path or prefect_yaml_path()
+    if path is None:
+        return [], [], None
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):
-        return [], []
+        return [], [], None
     for d in spec.get("deployments") or []:
         if d.get("name") == "retraining":
             events = [e for t in d.get("triggers") or [] for e in (t.get("expect") or [])]
-            return [dict(s) for s in d.get("schedules") or []], events
-    return [], []
+            return [dict(s) for s in d.get("schedules") or []], events, str(path)
+    return [], [], str(path)
 
 
-def trigger_check(db_url: str, model_name: str, cooldown_minutes: float, known: bool) -> sc.TriggerCheckOut:
+def trigger_check(
+    db_url: str,
+    model_name: str,
+    known: bool = False,
+    *,
+    cooldown_minutes: float = RETRAIN_COOLDOWN_MINUTES,
+    daily_budget: int = RETRAIN_DAILY_BUDGET,
+) -> TriggerCheckOut:
+    """The latest monitoring verdict, the open drift episodes and whether an automatic retraining would start.
+
+    Raises:
+        LookupError: the model is unknown (not `known`, no monitoring run, no job, no episode).
+    """
     now = utcnow()
     with session_scope(db_url) as s:
-        run = s.scalar(select(MonitoringRun).where(MonitoringRun.model_name == model_name)
-                       .order_by(MonitoringRun.created_at.desc()).limit(1))
-        latest = None
+        run = s.scalar(
+            select(MonitoringRun)
+            .where(MonitoringRun.model_name == model_name)
+            .order_by(MonitoringRun.created_at.desc())
+            .limit(1)
+        )
+        latest: dict[str, Any] | None = None
         if run is not None:
             summary = dict(run.summary or {})
-            events = summary.get("events") or []
-            degraded = bool(summary.get("performance_degraded") or summary.get("degraded")
-                            or "performance.degraded" in events)
-            latest = {"monitoring_run_id": run.id, "created_at": run.created_at.isoformat(),
-                      "model_version": run.model_version, "n_predictions": run.n_predictions,
-                      "drift_share": run.drift_share, "drift_detected": bool(run.drift_detected),
-                      "performance_degraded": degraded, "skipped": summary.get("skipped"),
-                      "drifted_columns": summary.get("drifted_columns"), "report_path": run.report_path}
+            degraded = bool(summary.get("performance_degraded"))
+            latest = {
+                "monitoring_run_id": run.id,
+                "created_at": run.created_at.isoformat(),
+                "model_version": run.model_version,
+                "n_predictions": run.n_predictions,
+                "drift_share": run.drift_share,
+                "drift_detected": bool(run.drift_detected),
+                "performance_degraded": degraded,
+                "skipped": summary.get("skipped"),
+                "episode": (summary.get("episode") or {}).get("action"),
+                "drifted_columns": summary.get("drifted_columns"),
+                "report_path": run.report_path,
+            }
     history = job_history(model_name, db_url=db_url)
-    if not (known or latest or history):
+    open_eps = ep.open_episodes(model_name, db_url)
+    recent_eps = ep.list_episodes(model_name, 5, db_url)
+    if not (known or latest or history or recent_eps):
         raise LookupError(f"no model named {model_name!r}")
-    decision = retraining_allowed(now, "automation", history, timedelta(minutes=cooldown_minutes),
-                                  RETRAIN_DAILY_BUDGET)
+    budget = retraining_allowed(now, "automation", history, timedelta(0), daily_budget)
     reasons = []
-    signal = False
     if latest is None:
         reasons.append("no monitoring run yet: nothing to react to")
     else:
-        if latest["drift_detected"]:
-            signal = True
-            reasons.append(f"latest monitoring run ({latest['created_at'][:19]}) found drift "
-                           f"(share {latest['drift_share']:.2f})")
-        if latest["performance_degraded"]:
-            signal = True
-            reasons.append(f"latest monitoring run ({latest['created_at'][:19]}) found performance degraded")
-        if not signal:
-            reasons.append(f"latest monitoring run ({latest['created_at'][:19]}) found neither drift nor a "
-                           "performance drop" + (f" ({latest['skipped']})" if latest.get("skipped") else ""))
-    reasons.append(("automatic retraining allowed: " if decision.allowed else "automatic retraining blocked: ")
-                   + decision.reason)
-    schedules, events = declared_retraining()
+        found = [
+            w
+            for w, on in (
+                ("drift", latest["drift_detected"]),
+                ("performance degraded", latest["performance_degraded"]),
+            )
+            if on
+        ]
+        reasons.append(
+            f"latest monitoring run ({latest['created_at'][:19]}, v{latest['model_version']}) found "
+            + (" and ".join(found) if found else "neither drift nor a performance drop")
+            + (f" ({latest['skipped']})" if latest.get("skipped") else "")
+        )
+    due = [e for e in open_eps if ep.retry_due(e, now)]
+    in_flight = [
+        j for j in history if j.trigger in ("automation", "schedule") and j.status in ("scheduled", "running")
+    ]
+    alarm = bool(latest and (latest["drift_detected"] or latest["performance_degraded"]))
+    for e in open_eps:
+        state = (
+            "its retraining is due"
+            if e in due
+            else f"retraining job {e.retraining_job_id}"
+            if e.retraining_job_id
+            else f"{e.attempts} failed attempts, gave up"
+            if e.attempts >= RETRAIN_MAX_ATTEMPTS
+            else f"backing off until {e.next_attempt_at.isoformat() if e.next_attempt_at else '?'}"
+        )
+        reasons.append(
+            f"drift episode {e.id} of v{e.model_version} open since {e.opened_at.isoformat()[:19]} "
+            f"({e.kind}): {state}"
+        )
+    if not open_eps:
+        reasons.append(
+            "no open drift episode: monitoring opens one by the episode rule "
+            "(nfl_mlops.monitoring.episodes); an alarm event from elsewhere opens one for the serving "
+            "version" + (" (the latest verdict is an alarm)" if alarm else "")
+        )
+    if in_flight:
+        reasons.append(
+            f"automatic retraining blocked: job {in_flight[0].id} ({in_flight[0].status}) is in flight"
+        )
+    if not budget.allowed:
+        reasons.append(f"automatic retraining blocked: {budget.reason}")
+    would = bool(due or (alarm and not open_eps)) and budget.allowed and not in_flight
+    schedules, events, source = declared_retraining()
     with session_scope(db_url) as s:
-        recent = [job_out(r) for r in s.scalars(select(RetrainingJob).where(RetrainingJob.model_name == model_name)
-                                                .order_by(RetrainingJob.created_at.desc()).limit(5))]
-    return sc.TriggerCheckOut(
-        model_name=model_name, would_trigger=signal and decision.allowed, reasons=reasons, latest_monitoring=latest,
-        automatic={"allowed": decision.allowed, "reason": decision.reason, "cooldown_minutes": cooldown_minutes,
-                   "daily_budget": RETRAIN_DAILY_BUDGET},
-        manual={"allowed": True, "reason": "manual and API requests are not limited by cooldown or budget"},
-        schedules=schedules, event_triggers=events, recent_jobs=recent)
+        recent = [
+            job_out(r)
+            for r in s.scalars(
+                select(RetrainingJob)
+                .where(RetrainingJob.model_name == model_name)
+                .order_by(RetrainingJob.created_at.desc())
+                .limit(5)
+            )
+        ]
+    rule = ep.EpisodeRule()
+    return TriggerCheckOut(
+        model_name=model_name,
+        would_trigger=would,
+        reasons=reasons,
+        latest_monitoring=latest,
+        automatic={
+            "allowed": would,
+            "reason": "; ".join(reasons[1:]) or budget.reason,
+            "episode_rule": rule.to_payload(),
+            "cooldown_minutes": cooldown_minutes,
+            "daily_budget": daily_budget,
+            "max_attempts": RETRAIN_MAX_ATTEMPTS,
+        },
+        manual={
+            "allowed": True,
+            "reason": "manual and API requests are not limited by episodes, cooldown or budget",
+        },
+        schedules=schedules,
+        event_triggers=events,
+        recent_jobs=recent,
+        open_episodes=[e.to_payload() for e in open_eps],
+        recent_episodes=[e.to_payload() for e in recent_eps],
+        declared_from=source,
+    )

@@ -81,22 +81,10 @@ def _reference_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
     source: dict[str, Any] = test if isinstance(test, dict) else metrics
     f1 = source.get("macro_f1", source.get("f1_score"))
     acc = source.get("accuracy")
-    return {"accuracy": float(acc) if isinstance(acc, int | float) else None,
-            "f1_score": float(f1) if isinstance(f1, int | float) else None}
-
-
-def judge_performance(reported: ModelPerformanceMetrics, reference: dict[str, float | None], max_drop: float,
-                      max_error_rate: float) -> list[str]:
-    """Why the reported performance counts as degraded (empty: it does not). A pure function."""
-    reasons = []
-    for name in ("accuracy", "f1_score"):
-        now, ref = getattr(reported, name), reference.get(name)
-        if now is not None and ref is not None and ref - now > max_drop:
-            reasons.append(f"{name} {now:.3f} is {ref - now:.3f} below the registered {ref:.3f} "
-                           f"(allowed drop {max_drop:.3f})")
-    if reported.error_rate is not None and reported.error_rate > max_error_rate:
-        reasons.append(f"error rate {reported.error_rate:.3f} is above {max_error_rate:.3f}")
-    return reasons
+    return {
+        "accuracy": float(acc) if isinstance(acc, int | float) else None,
+        "f1_score": float(f1) if isinstance(f1, int | float) else None,
+    }
 
 
 class RetrainingService:
@@ -116,7 +104,7 @@ class RetrainingService:
 
         cfg = self._owner.settings
         known = bool(await asyncio.to_thread(self._owner.registry.list_versions, model_name))
-        out = await asyncio.to_thread(rt.trigger_check, cfg.db_url, model_name, cfg.retrain_cooldown_minutes, known)
+        out = await asyncio.to_thread(rt.trigger_check, cfg.db_url, model_name, known)
         return out.model_dump(mode="json")
 
     async def list_jobs(self, model_name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -185,17 +173,34 @@ class MLOpsService:
         return {
             "initialized": self.initialized,
             "models": models,
-            "deployments": [{"deployment_id": r.id, "model_id": r.model_name, "environment": r.environment,
-                             "strategy": r.strategy, "version": r.version, "arms": r.arms} for r in active],
-            "services": {**cfg.backends(), "hub_pushes_queued": queued_count(cfg.db_url),
-                         "prefect_api": bool(prefect_api_url())},
+            "deployments": [
+                {
+                    "deployment_id": r.id,
+                    "model_id": r.model_name,
+                    "environment": r.environment,
+                    "strategy": r.strategy,
+                    "version": r.version,
+                    "arms": r.arms,
+                }
+                for r in active
+            ],
+            "services": {
+                **cfg.backends(),
+                "hub_pushes_queued": queued_count(cfg.db_url),
+                "prefect_api": bool(prefect_api_url()),
+            },
         }
 
     # Models
-    async def register_model(self, model_name: str, model_path: str | Path,
-                             model_type: ModelType | str = ModelType.SENTIMENT_ANALYSIS,
-                             metrics: dict[str, Any] | None = None, description: str | None = None,
-                             params: dict[str, Any] | None = None) -> ModelMetadata:
+    async def register_model(
+        self,
+        model_name: str,
+        model_path: str | Path,
+        model_type: ModelType | str = ModelType.SENTIMENT_ANALYSIS,
+        metrics: dict[str, Any] | None = None,
+        description: str | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> ModelMetadata:
         """Copy a Hugging Face folder into the registry as the next version of `model_name` (atomic, with
         a model card), and mirror it to the Hub when `HUGGINGFACE_TOKEN` is set (a failed push waits in
         the queue for `nfl-mlops registry sync`).
@@ -210,9 +215,16 @@ class MLOpsService:
         path = Path(model_path)
         check_model_folder(path)
         info = await asyncio.to_thread(
-            self.registry.register, model_name, path, metrics=metrics, params=params,
+            self.registry.register,
+            model_name,
+            path,
+            metrics=metrics,
+            params=params,
             lineage={"source": "sdk.register_model", "source_path": str(path.resolve())},
-            description=description, model_type=str(ModelType(model_type)), write_card=write_model_card)
+            description=description,
+            model_type=str(ModelType(model_type)),
+            write_card=write_model_card,
+        )
         mirror = HubMirror(self.settings)
         if mirror.enabled:
             await asyncio.to_thread(mirror.mirror, info.model_name, info.version, info.path)
@@ -221,10 +233,16 @@ class MLOpsService:
     async def list_models(self, model_name: str | None = None) -> list[ModelMetadata]:
         return await asyncio.to_thread(self.registry.list_versions, model_name)
 
-    async def deploy_model(self, model_id: str, model_version: int | str, environment: str = "production",
-                           strategy: DeploymentStrategy | str = DeploymentStrategy.BLUE_GREEN,
-                           params: dict[str, Any] | None = None, reason: str | None = None,
-                           smoke_test: bool = True) -> dict[str, Any]:
+    async def deploy_model(
+        self,
+        model_id: str,
+        model_version: int | str,
+        environment: str = "production",
+        strategy: DeploymentStrategy | str = DeploymentStrategy.BLUE_GREEN,
+        params: dict[str, Any] | None = None,
+        reason: str | None = None,
+        smoke_test: bool = True,
+    ) -> dict[str, Any]:
         """Roll a registered version out with a strategy; returns the deployment (as `GET /deployments/{id}`).
 
         The version is loaded and smoke-tested here first (unless `smoke_test=False`). blue_green switches
@@ -244,9 +262,18 @@ class MLOpsService:
         strategy = str(DeploymentStrategy(strategy))
         info = await asyncio.to_thread(self._servable, model_id, model_version, smoke_test)
         typed = params_for(strategy, params)
-        r = await asyncio.to_thread(actions.deploy, self.registry, info.model_name, info.version, strategy,
-                                    environment, params=typed, reason=reason or "sdk.deploy_model", driver="api",
-                                    db_url=self.settings.db_url)
+        r = await asyncio.to_thread(
+            actions.deploy,
+            self.registry,
+            info.model_name,
+            info.version,
+            strategy,
+            environment,
+            params=typed,
+            reason=reason or "sdk.deploy_model",
+            driver="api",
+            db_url=self.settings.db_url,
+        )
         r = await asyncio.to_thread(rollouts.get_rollout, r.id, self.settings.db_url)
         return deployment_out(r).model_dump(mode="json")
 
@@ -257,8 +284,9 @@ class MLOpsService:
             return actions.check_servable(self.registry, model_id, version)[0]
         info = self.registry.get(model_id, version)
         if info.status != "ready":
-            raise actions.NotServable(f"{info.model_name} v{info.version} is {info.status}; only a ready version "
-                                      "can be deployed")
+            raise actions.NotServable(
+                f"{info.model_name} v{info.version} is {info.status}; only a ready version can be deployed"
+            )
         return info
 
     async def rollback(self, deployment_id: str, reason: str = "manual rollback") -> dict[str, Any]:
@@ -266,12 +294,15 @@ class MLOpsService:
         from nfl_mlops.rollout import actions
         from nfl_mlops.rollout.records import deployment_out
 
-        r = await asyncio.to_thread(actions.rollback, self.registry, deployment_id, reason, self.settings.db_url)
+        r = await asyncio.to_thread(
+            actions.rollback, self.registry, deployment_id, reason, self.settings.db_url
+        )
         return deployment_out(r).model_dump(mode="json")
 
     # Experiments
-    async def start_experiment(self, experiment_name: str, config: dict[str, Any] | None = None,
-                               tags: list[str] | None = None) -> str:
+    async def start_experiment(
+        self, experiment_name: str, config: dict[str, Any] | None = None, tags: list[str] | None = None
+    ) -> str:
         """Open a tracked run (W&B, offline without `WANDB_API_KEY`, plus a state-DB row the API lists);
         returns the experiment id. A run still open from an earlier call is finished first."""
         from nfl_mlops.tracking.experiments import ExperimentTracker
@@ -288,8 +319,9 @@ class MLOpsService:
         tracker = self._open_tracker()
         await asyncio.to_thread(tracker.log, metrics, step)
 
-    async def finish_experiment(self, final_metrics: dict[str, Any] | None = None,
-                                status: str = "finished") -> str:
+    async def finish_experiment(
+        self, final_metrics: dict[str, Any] | None = None, status: str = "finished"
+    ) -> str:
         """Close the open run with its final metrics; returns its experiment id."""
         tracker = self._open_tracker()
         self._tracker = None
@@ -302,9 +334,18 @@ class MLOpsService:
         return self._tracker
 
     # A/B tests
-    async def create_ab_test(self, test_name: str, model_a_id: str, model_a_version: int | str, model_b_id: str,
-                             model_b_version: int | str, traffic_split: float = 50.0, duration_days: float = 7.0,
-                             environment: str = "production", **params: Any) -> str:
+    async def create_ab_test(
+        self,
+        test_name: str,
+        model_a_id: str,
+        model_a_version: int | str,
+        model_b_id: str,
+        model_b_version: int | str,
+        traffic_split: float = 50.0,
+        duration_days: float = 7.0,
+        environment: str = "production",
+        **params: Any,
+    ) -> str:
         """Split traffic between two versions of one model (percent on B = `traffic_split`), sticky per
         request key; returns the test id (`GET /mlops/ab-tests/{id}` shows statistics and verdict).
 
@@ -317,8 +358,10 @@ class MLOpsService:
         from nfl_mlops.rollout.strategies import ABTestParams
 
         if model_a_id != model_b_id:
-            raise ValueError("model_a_id and model_b_id must name the same registered model: an A/B test "
-                             "compares two versions of one served model")
+            raise ValueError(
+                "model_a_id and model_b_id must name the same registered model: an A/B test "
+                "compares two versions of one served model"
+            )
         a = await asyncio.to_thread(self._servable, model_a_id, model_a_version, False)
         b = await asyncio.to_thread(self._servable, model_b_id, model_b_version, True)
         if a.version == b.version:
@@ -327,9 +370,20 @@ class MLOpsService:
         if await asyncio.to_thread(abtest.running_test_named, test_name, db_url):
             raise RolloutError(f"an A/B test named {test_name!r} is already running")
         typed = ABTestParams(traffic_split=traffic_split, duration_days=duration_days, **params)
-        r = await asyncio.to_thread(actions.deploy, self.registry, b.model_name, b.version, "ab_test", environment,
-                                    params=typed, reason=f"A/B test {test_name}", driver="api",
-                                    test_name=test_name, version_a=a.version, db_url=db_url)
+        r = await asyncio.to_thread(
+            actions.deploy,
+            self.registry,
+            b.model_name,
+            b.version,
+            "ab_test",
+            environment,
+            params=typed,
+            reason=f"A/B test {test_name}",
+            driver="api",
+            test_name=test_name,
+            version_a=a.version,
+            db_url=db_url,
+        )
         test = await asyncio.to_thread(abtest.ab_test_for_rollout, r.id, db_url)
         if test is None:  # start_rollout makes the record with the rollout
             raise RolloutError(f"deployment {r.id} has no A/B test record")
@@ -344,8 +398,9 @@ class MLOpsService:
         return (await asyncio.to_thread(ab_out, test, db_url)).model_dump(mode="json")
 
     # Monitoring
-    async def monitor_model_performance(self, model_id: str, model_version: int | str,
-                                        performance_metrics: ModelPerformanceMetrics) -> PerformanceVerdict:
+    async def monitor_model_performance(
+        self, model_id: str, model_version: int | str, performance_metrics: ModelPerformanceMetrics
+    ) -> PerformanceVerdict:
         """Judge performance measured elsewhere against what the version was registered with.
 
         Degraded = accuracy or macro-F1 more than PERFORMANCE_MAX_DROP below the registered test metrics,
@@ -356,39 +411,67 @@ class MLOpsService:
         """
         return await asyncio.to_thread(self._monitor, model_id, model_version, performance_metrics)
 
-    def _monitor(self, model_id: str, model_version: int | str,
-                 reported: ModelPerformanceMetrics) -> PerformanceVerdict:
-        from nfl_mlops.db import MonitoringRun, session_scope
-        from nfl_mlops.monitoring.thresholds import PERFORMANCE_MAX_DROP
+    def _monitor(
+        self, model_id: str, model_version: int | str, reported: ModelPerformanceMetrics
+    ) -> PerformanceVerdict:
         from nfl_mlops import events
+        from nfl_mlops.db import MonitoringRun, session_scope
+        from nfl_mlops.monitoring.performance import judge_reported
+        from nfl_mlops.monitoring.thresholds import PERFORMANCE_MAX_DROP
         from nfl_mlops.rollout.gates import GateParams
 
         info = self.registry.get(model_id, model_version)
         reference = _reference_metrics(info.metrics)
-        reasons = judge_performance(reported, reference, PERFORMANCE_MAX_DROP, GateParams().max_error_rate)
+        reasons = judge_reported(
+            reported.model_dump(), reference, PERFORMANCE_MAX_DROP, GateParams().max_error_rate
+        )
         degraded = bool(reasons)
         values = reported.model_dump(mode="json")
-        summary = {"source": "sdk.monitor_model_performance", "performance_degraded": degraded,
-                   "reasons": reasons, "reported": values, "reference": reference,
-                   "events": ["performance.degraded"] if degraded else []}
+        summary = {
+            "source": "sdk.monitor_model_performance",
+            "performance_degraded": degraded,
+            "reasons": reasons,
+            "reported": values,
+            "reference": reference,
+            "events": ["performance.degraded"] if degraded else [],
+        }
         with session_scope(self.settings.db_url) as s:
-            run = MonitoringRun(model_name=info.model_name, model_version=info.version,
-                                n_predictions=int(reported.prediction_count or 0), drift_share=0.0,
-                                drift_detected=False, summary=summary)
+            run = MonitoringRun(
+                model_name=info.model_name,
+                model_version=info.version,
+                n_predictions=int(reported.prediction_count or 0),
+                drift_share=0.0,
+                drift_detected=False,
+                summary=summary,
+            )
             s.add(run)
             s.flush()
             run_id = run.id
-        verdict = PerformanceVerdict(info.model_name, info.version, degraded, reasons, reference, values, run_id)
+        verdict = PerformanceVerdict(
+            info.model_name, info.version, degraded, reasons, reference, values, run_id
+        )
         if degraded:
-            payload = {"model_name": info.model_name, "model_version": info.version,
-                       "reason": "performance degraded: " + "; ".join(reasons), "drift_share": 0.0,
-                       "monitoring_run_id": run_id, "source": "sdk"}
-            verdict.event_emitted = events.emit(events.PERFORMANCE_DEGRADED, info.model_name, payload) is not None
+            payload = {
+                "model_name": info.model_name,
+                "model_version": info.version,
+                "reason": "performance degraded: " + "; ".join(reasons),
+                "drift_share": 0.0,
+                "monitoring_run_id": run_id,
+                "source": "sdk",
+            }
+            verdict.event_emitted = (
+                events.emit(events.PERFORMANCE_DEGRADED, info.model_name, payload) is not None
+            )
         return verdict
 
     # Retraining
-    async def trigger_retraining(self, model_name: str, reason: str = "manual", config: dict[str, Any] | None = None,
-                                 strategy: DeploymentStrategy | str | None = None) -> str:
+    async def trigger_retraining(
+        self,
+        model_name: str,
+        reason: str = "manual",
+        config: dict[str, Any] | None = None,
+        strategy: DeploymentStrategy | str | None = None,
+    ) -> str:
         """Start the `retraining/retraining` Prefect deployment (not waiting for it); returns its flow-run id.
 
         `config` overrides the champion's training recipe field by field (e.g. `{"epochs": 5}`).
@@ -399,9 +482,15 @@ class MLOpsService:
         """
         from nfl_mlops import retraining as rt
 
-        job = await rt.request_retraining(self.registry, model_name, reason, config,
-                                          str(DeploymentStrategy(strategy)) if strategy else None, "sdk",
-                                          self.settings.db_url)
+        job = await rt.request_retraining(
+            self.registry,
+            model_name,
+            reason,
+            config,
+            str(DeploymentStrategy(strategy)) if strategy else None,
+            "sdk",
+            self.settings.db_url,
+        )
         if job.flow_run_id is None:  # request_retraining raises when Prefect did not create the run
             raise rt.RetrainingNotStarted(job.job_id, f"retraining job {job.job_id} has no flow run")
         return job.flow_run_id

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from nfl_mlops.monitoring.thresholds import DRIFT_SHARE_THRESHOLD, RETRAIN_COOLDOWN_MINUTES
 
 
 def _env(*names: str) -> AliasChoices:
@@ -25,32 +24,60 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     # Paths and state
-    mlops_home: Path = Field(Path(".mlops"), validation_alias=_env("MLOPS_HOME"),
-                             description="Root of all local state (DB, models, runs, reports).")
-    models_dir: Path | None = Field(None, validation_alias=_env("MODELS_DIR"),
-                                    description="Model versions in Hugging Face layout; default MLOPS_HOME/models.")
-    deployments_dir: Path | None = Field(None, validation_alias=_env("DEPLOYMENTS_DIR"),
-                                         description="Rollout records and reports; default MLOPS_HOME/deployments.")
-    database_url: str | None = Field(None, validation_alias=_env("MLOPS_DATABASE_URL"),
-                                     description="SQLAlchemy URL of the state DB; default a SQLite file under MLOPS_HOME.")
-    redis_url: str | None = Field(None, validation_alias=_env("MLOPS_REDIS_URL"),
-                                  description="Redis for the prediction cache; default an in-process LRU.")
-    api_key: SecretStr | None = Field(None, validation_alias=_env("MLOPS_API_KEY"),
-                                      description="Key required by mutating /mlops endpoints (header X-API-Key).")
+    mlops_home: Path = Field(
+        Path(".mlops"),
+        validation_alias=_env("MLOPS_HOME"),
+        description="Root of all local state (DB, models, runs, reports).",
+    )
+    models_dir: Path | None = Field(
+        None,
+        validation_alias=_env("MODELS_DIR"),
+        description="Model versions in Hugging Face layout; default MLOPS_HOME/models.",
+    )
+    deployments_dir: Path | None = Field(
+        None,
+        validation_alias=_env("DEPLOYMENTS_DIR"),
+        description="Rollout records and reports; default MLOPS_HOME/deployments.",
+    )
+    database_url: str | None = Field(
+        None,
+        validation_alias=_env("MLOPS_DATABASE_URL"),
+        description="SQLAlchemy URL of the state DB; default a SQLite file under MLOPS_HOME.",
+    )
+    redis_url: str | None = Field(
+        None,
+        validation_alias=_env("MLOPS_REDIS_URL"),
+        description="Redis for the prediction cache; default an in-process LRU.",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        validation_alias=_env("MLOPS_API_KEY"),
+        description="Key required by mutating /mlops endpoints (header X-API-Key).",
+    )
 
     # Model
     model_name: str = Field("nfl-sentiment", validation_alias=_env("MLOPS_MODEL_NAME"))
-    base_model: str = Field("sentence-transformers/all-MiniLM-L6-v2", validation_alias=_env("MLOPS_BASE_MODEL"),
-                            description="Hub id; the MiniLM default resolves offline to the packaged copy.")
+    base_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        validation_alias=_env("MLOPS_BASE_MODEL"),
+        description="Hub id; the MiniLM default resolves offline to the packaged copy.",
+    )
 
     # Hugging Face
     huggingface_token: SecretStr | None = Field(None, validation_alias=_env("HUGGINGFACE_TOKEN", "HF_TOKEN"))
-    huggingface_repo: str | None = Field(None, validation_alias=_env("HUGGINGFACE_REPO"),
-                                         description="Hub repo that mirrors the registry (e.g. org/nfl-sentiment).")
-    huggingface_private: bool = Field(True, validation_alias=_env("HUGGINGFACE_PRIVATE"),
-                                      description="Create the mirror repo as private.")
-    huggingface_endpoint: str | None = Field(None, validation_alias=_env("HF_ENDPOINT", "HUGGINGFACE_ENDPOINT"),
-                                             description="Hub URL; default huggingface.co (set for a private Hub).")
+    huggingface_repo: str | None = Field(
+        None,
+        validation_alias=_env("HUGGINGFACE_REPO"),
+        description="Hub repo that mirrors the registry (e.g. org/nfl-sentiment).",
+    )
+    huggingface_private: bool = Field(
+        True, validation_alias=_env("HUGGINGFACE_PRIVATE"), description="Create the mirror repo as private."
+    )
+    huggingface_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("HF_ENDPOINT", "HUGGINGFACE_ENDPOINT"),
+        description="Hub URL; default huggingface.co (set for a private Hub).",
+    )
 
     # Weights & Biases
     wandb_api_key: SecretStr | None = Field(None, validation_alias=_env("WANDB_API_KEY"))
@@ -63,27 +90,73 @@ class Settings(BaseSettings):
     hopsworks_host: str = Field("https://c.app.hopsworks.ai", validation_alias=_env("HOPSWORKS_HOST"))
 
     # Hyperparameter search
-    optuna_storage: str | None = Field(None, validation_alias=_env("MLOPS_OPTUNA_STORAGE"),
-                                       description="Optuna storage URL; default a SQLite file under MLOPS_HOME.")
+    optuna_storage: str | None = Field(
+        None,
+        validation_alias=_env("MLOPS_OPTUNA_STORAGE"),
+        description="Optuna storage URL; default a SQLite file under MLOPS_HOME.",
+    )
 
     # Serving
     max_text_chars: int = Field(2000, validation_alias=_env("MLOPS_MAX_TEXT_CHARS"))
-    max_batch_items: int = Field(256, validation_alias=_env("MLOPS_MAX_BATCH_ITEMS"),
-                                 description="Most texts one /predict/sentiment/batch request may carry.")
-    max_batch_size: int = Field(64, validation_alias=_env("MLOPS_MAX_BATCH_SIZE"),
-                                description="Most texts the dynamic batcher puts into one forward pass.")
-    max_wait_ms: float = Field(5.0, validation_alias=_env("MLOPS_MAX_WAIT_MS"),
-                               description="Longest the batcher holds a batch open for more requests; it waits only "
-                                           "while the batch is smaller than the last one (bench/README.md).")
-    api_url: str | None = Field(None, validation_alias=_env("MLOPS_API_URL"),
-                                description="Base URL of the serving API; the deployment flow waits until it serves a new version.")
-    rollout_poll_seconds: float = Field(1.0, validation_alias=_env("MLOPS_ROLLOUT_POLL_SECONDS"),
-                                        description="How often an API process re-reads the active rollout.")
+    max_batch_items: int = Field(
+        256,
+        validation_alias=_env("MLOPS_MAX_BATCH_ITEMS"),
+        description="Most texts one /predict/sentiment/batch request may carry.",
+    )
+    max_batch_size: int = Field(
+        64,
+        validation_alias=_env("MLOPS_MAX_BATCH_SIZE"),
+        description="Most texts the dynamic batcher puts into one forward pass.",
+    )
+    max_wait_ms: float = Field(
+        5.0,
+        validation_alias=_env("MLOPS_MAX_WAIT_MS"),
+        description="Longest the batcher holds a batch open for more requests; it waits only "
+        "while the batch is smaller than the last one (bench/README.md).",
+    )
+    api_url: str | None = Field(
+        None,
+        validation_alias=_env("MLOPS_API_URL"),
+        description="Base URL of the serving API; the deployment flow waits until it serves a new version.",
+    )
+    api_host: str = Field(
+        "127.0.0.1",
+        validation_alias=_env("MLOPS_API_HOST"),
+        description="Interface `nfl-mlops serve` and the local stack bind the API to.",
+    )
+    api_port: int = Field(
+        8000,
+        ge=1,
+        le=65535,
+        validation_alias=_env("MLOPS_API_PORT"),
+        description="Port of the serving API (`serve`, `up`, `demo`; another free one when taken).",
+    )
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        validation_alias=_env("MLOPS_TORCH_THREADS"),
+        description="Intra-op threads of torch inference and training; 0 = every core.",
+    )
+    rollout_poll_seconds: float = Field(
+        1.0,
+        validation_alias=_env("MLOPS_ROLLOUT_POLL_SECONDS"),
+        description="How often an API process re-reads the active rollout.",
+    )
 
-    # Monitoring
-    drift_share_threshold: float = Field(DRIFT_SHARE_THRESHOLD, validation_alias=_env("MLOPS_DRIFT_SHARE_THRESHOLD"),
-                                         description="Drift is declared when this share of signals drifted.")
-    retrain_cooldown_minutes: float = Field(RETRAIN_COOLDOWN_MINUTES, validation_alias=_env("MLOPS_RETRAIN_COOLDOWN_MINUTES"))
+    # Orchestration (the local stack)
+    prefect_port: int = Field(
+        4200,
+        ge=1,
+        le=65535,
+        validation_alias=_env("MLOPS_PREFECT_PORT"),
+        description="Port of the local Prefect server (`up`, `demo`; another free one when taken).",
+    )
+    work_pool: str = Field(
+        "nfl-mlops-process",
+        validation_alias=_env("MLOPS_WORK_POOL"),
+        description="Prefect process work pool of the local stack; prefect.yaml names the same.",
+    )
 
     def backends(self) -> dict[str, Any]:
         """Which backend each concern uses with these settings (for status answers; no secret in it)."""

@@ -26,9 +26,15 @@ def highest(session: Session, column: Any, *where: Any) -> int:
     return int(session.scalar(select(func.max(column)).where(*where)) or 0)
 
 
-def allocate(db_url: str | None, current: Callable[[Session], int], create: Callable[[Session, int], T],
-             what: str, error: type[Exception] = RuntimeError,
-             on_conflict: Callable[[], T | None] | None = None, attempts: int = ATTEMPTS) -> T:
+def allocate(
+    db_url: str | None,
+    current: Callable[[Session], int],
+    create: Callable[[Session, int], T],
+    what: str,
+    error: type[Exception] = RuntimeError,
+    on_conflict: Callable[[], T | None] | None = None,
+    attempts: int = ATTEMPTS,
+) -> T:
     """Call `create(session, current(session) + 1)` in one transaction and return its result.
 
     When another writer took that number first (the unique constraint fires: IntegrityError), `on_conflict`

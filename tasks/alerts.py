@@ -14,7 +14,9 @@ from nfl_mlops import events
 def emit(event: str, model_name: str, payload: dict[str, Any]) -> str | None:
     """Emit `nfl-mlops.<event>` for the model resource (`nfl_mlops.events.emit`); returns the event id."""
     event_id = events.emit(event, model_name, payload)
-    get_run_logger().info("emitted %s %s" if event_id else "NOT emitted %s %s", events.event_name(event), payload)
+    get_run_logger().info(
+        "emitted %s %s" if event_id else "NOT emitted %s %s", events.event_name(event), payload
+    )
     return event_id
 
 

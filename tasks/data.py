@@ -22,6 +22,11 @@ def build_dataset(params: DataParams, model_name: str) -> tuple[TrainingData, Pa
     feedback = labelled_feedback(model_name, db_url=settings.db_url) if params.include_feedback else None
     data = build_training_data(params, base, feedback)
     folder = data.save(settings.mlops_home / "datasets")
-    logger.info("dataset %s: %s (feedback rows %s) -> %s", data.version, data.sizes,
-                data.description.get("feedback_rows"), folder)
+    logger.info(
+        "dataset %s: %s (feedback rows %s) -> %s",
+        data.version,
+        data.sizes,
+        data.description.get("feedback_rows"),
+        folder,
+    )
     return data, folder

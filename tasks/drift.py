@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from nfl_mlops.db import MonitoringRun, session_scope
 from nfl_mlops.monitoring.drift import DriftResult
 from nfl_mlops.monitoring.embeddings import EmbeddingDrift
-from nfl_mlops.monitoring.feedback import prediction_window
+from nfl_mlops.monitoring.episodes import EpisodeRule, EpisodeStep, advance, close_stale
 from nfl_mlops.monitoring.monitor import (
     MonitoringConfig,
     MonitoringResult,
@@ -30,15 +30,65 @@ from nfl_mlops.monitoring.monitor import (
 )
 from nfl_mlops.monitoring.performance import PerformanceResult
 from nfl_mlops.monitoring.reference import ReferenceProfile, build_reference, load_reference, save_reference
+from nfl_mlops.monitoring.window import LiveTarget, targets_in_window, version_window
 from nfl_mlops.settings import get_settings
 
 
+@task(name="live-versions", cache_policy=NO_CACHE)
+def load_targets(model_name: str, start: datetime, end: datetime) -> list[tuple[LiveTarget, datetime]]:
+    """The versions serving at `end` (per arm) and where each one's window starts (its rollout, at the earliest)."""
+    targets = targets_in_window(model_name, start, end, get_settings().db_url)
+    get_run_logger().info(
+        "judging %s",
+        ", ".join(f"v{t.version} ({t.arm}, since {s.isoformat()})" for t, s in targets)
+        or "nothing: no version served",
+    )
+    return targets
+
+
 @task(name="load-window", cache_policy=NO_CACHE)
-def load_window(model_name: str, start: datetime, end: datetime) -> pd.DataFrame:
-    """The served predictions of `model_name` logged in [start, end)."""
-    frame = prediction_window(model_name, start=start, end=end, db_url=get_settings().db_url)
-    get_run_logger().info("window %s .. %s: %d predictions", start.isoformat(), end.isoformat(), len(frame))
+def load_window(model_name: str, version: int, start: datetime, end: datetime) -> pd.DataFrame:
+    """The predictions `version` served for `model_name` in [start, end)."""
+    frame = version_window(model_name, version, start, end, db_url=get_settings().db_url)
+    get_run_logger().info(
+        "v%d window %s .. %s: %d predictions", version, start.isoformat(), end.isoformat(), len(frame)
+    )
     return frame
+
+
+@task(name="update-episode", cache_policy=NO_CACHE)
+def update_episode(
+    model_name: str,
+    target: LiveTarget,
+    alarm: bool,
+    kind: str,
+    reason: str,
+    run_id: str | None,
+    rule: EpisodeRule,
+) -> EpisodeStep:
+    """Open, continue or close the version's drift episode by the rule (the MonitoringRun rows are its history)."""
+    step = advance(
+        model_name,
+        target.version,
+        target.arm,
+        alarm,
+        kind,
+        reason,
+        run_id,
+        rule,
+        db_url=get_settings().db_url,
+    )
+    get_run_logger().info("episode of v%d: %s (%s)", target.version, step.action, step.reason)
+    return step
+
+
+@task(name="close-stale-episodes", cache_policy=NO_CACHE)
+def close_stale_episodes(model_name: str, serving: list[int]) -> list[dict[str, Any]]:
+    """Close the episodes of versions that no longer serve."""
+    closed = close_stale(model_name, serving, db_url=get_settings().db_url)
+    for e in closed:
+        get_run_logger().info("episode %s of v%d closed: %s", e.id, e.model_version, e.close_reason)
+    return [e.to_payload() for e in closed]
 
 
 @task(name="load-reference", cache_policy=NO_CACHE)
@@ -48,41 +98,71 @@ def load_version_reference(model_name: str, version: int) -> tuple[ReferenceProf
 
     info = Registry.from_settings().get(model_name, version)
     reference = load_reference(Path(info.path))
-    get_run_logger().info("reference of %s v%d: %d test rows, %d descriptor rows, %s embeddings (%s)", model_name,
-                          version, int(reference.frame["predicted_label"].notna().sum()), len(reference.frame),
-                          0 if reference.embeddings is None else len(reference.embeddings), reference.encoder)
-    return reference, info.metrics.get("test")
+    get_run_logger().info(
+        "reference of %s v%d: %d test rows, %d descriptor rows, %s embeddings (%s)",
+        model_name,
+        version,
+        int(reference.frame["predicted_label"].notna().sum()),
+        len(reference.frame),
+        0 if reference.embeddings is None else len(reference.embeddings),
+        reference.encoder,
+    )
+    basis = reference.meta.get("basis", "test")  # a retrained version is judged against its recent window
+    return reference, info.metrics.get(basis) or info.metrics.get("test")
 
 
 @task(name="compute-drift", cache_policy=NO_CACHE)
-def compute_drift(reference: ReferenceProfile, window: pd.DataFrame, config: MonitoringConfig, report_dir: Path,
-                  name: str, timestamp: datetime | None, metadata: dict[str, str]) -> tuple[DriftResult, pd.DataFrame]:
+def compute_drift(
+    reference: ReferenceProfile,
+    window: pd.DataFrame,
+    config: MonitoringConfig,
+    report_dir: Path,
+    name: str,
+    timestamp: datetime | None,
+    metadata: dict[str, str],
+) -> tuple[DriftResult, pd.DataFrame]:
     """Evidently drift of the window's descriptors and predictions vs. the reference (HTML + JSON report)."""
     current = window_descriptors(window, reference)
-    result = descriptor_drift(reference, current, config, report_dir=report_dir, name=name, timestamp=timestamp,
-                              metadata=metadata)
-    get_run_logger().info("descriptor/prediction drift: %d of %d columns drifted (%s)", len(result.drifted_columns),
-                          len(result.columns), list(result.drifted_columns))
+    result = descriptor_drift(
+        reference, current, config, report_dir=report_dir, name=name, timestamp=timestamp, metadata=metadata
+    )
+    get_run_logger().info(
+        "descriptor/prediction drift: %d of %d columns drifted (%s)",
+        len(result.drifted_columns),
+        len(result.columns),
+        list(result.drifted_columns),
+    )
     return result, current
 
 
 @task(name="compute-embedding-drift", cache_policy=NO_CACHE)
-def compute_embedding_drift(reference: ReferenceProfile, texts: Sequence[str],
-                            config: MonitoringConfig) -> EmbeddingDrift | None:
+def compute_embedding_drift(
+    reference: ReferenceProfile, texts: Sequence[str], config: MonitoringConfig
+) -> EmbeddingDrift | None:
     """Base-encoder embeddings of a window sample vs. the reference sample (domain classifier AUC)."""
     result = window_embedding_drift(reference, texts, config)
     logger = get_run_logger()
     if result is None:
         logger.info("embedding drift skipped: the reference has no embeddings")
     else:
-        logger.info("embedding drift: AUC %.3f (threshold %.2f, null SE %.3f) on %d vs %d texts", result.score,
-                    result.threshold, result.null_se, result.n_current, result.n_reference)
+        logger.info(
+            "embedding drift: AUC %.3f (threshold %.2f, null SE %.3f) on %d vs %d texts",
+            result.score,
+            result.threshold,
+            result.null_se,
+            result.n_current,
+            result.n_reference,
+        )
     return result
 
 
 @task(name="assess-performance", cache_policy=NO_CACHE)
-def assess_window_performance(reference: ReferenceProfile, test_metrics: dict[str, Any] | None, window: pd.DataFrame,
-                              config: MonitoringConfig) -> PerformanceResult:
+def assess_window_performance(
+    reference: ReferenceProfile,
+    test_metrics: dict[str, Any] | None,
+    window: pd.DataFrame,
+    config: MonitoringConfig,
+) -> PerformanceResult:
     """Observed metrics from feedback labels, else the label-free estimate; the degradation verdict."""
     result = window_performance(reference, test_metrics, window, config)
     get_run_logger().info("performance (%s): %s", result.source, result.reason)
@@ -90,8 +170,9 @@ def assess_window_performance(reference: ReferenceProfile, test_metrics: dict[st
 
 
 @task(name="publish-evidently-workspace", cache_policy=NO_CACHE)
-def publish_to_workspace(model_name: str, result: MonitoringResult, name: str, timestamp: datetime | None,
-                         metadata: dict[str, str]) -> list[str]:
+def publish_to_workspace(
+    model_name: str, result: MonitoringResult, name: str, timestamp: datetime | None, metadata: dict[str, str]
+) -> list[str]:
     """Add the run's drift snapshot and its summary snapshot to the model's project in the local workspace."""
     from nfl_mlops.monitoring.reference import CATEGORICAL, NUMERICAL
     from nfl_mlops.monitoring.workspace import add_snapshots, summary_snapshot, workspace_path
@@ -100,19 +181,34 @@ def publish_to_workspace(model_name: str, result: MonitoringResult, name: str, t
     snapshots.append(summary_snapshot(result.summary_values(), f"summary-{name}", timestamp, metadata))
     path = workspace_path(get_settings())
     ids = add_snapshots(path, model_name, snapshots, drift_columns=[*NUMERICAL, *CATEGORICAL])
-    get_run_logger().info("Evidently workspace %s: snapshots %s (evidently ui --workspace %s)", path, ids, path)
+    get_run_logger().info(
+        "Evidently workspace %s: snapshots %s (evidently ui --workspace %s)", path, ids, path
+    )
     return ids
 
 
 @task(name="record-monitoring-run", cache_policy=NO_CACHE)
-def record_run(model_name: str, version: int | None, start: datetime, end: datetime, n: int,
-               result: DriftResult | None, summary: dict[str, Any]) -> str:
+def record_run(
+    model_name: str,
+    version: int | None,
+    start: datetime,
+    end: datetime,
+    n: int,
+    result: DriftResult | None,
+    summary: dict[str, Any],
+) -> str:
     """A `MonitoringRun` row: the latest verdict for the API, triggers and the demo."""
     with session_scope(get_settings().db_url) as s:
         row = MonitoringRun(
-            model_name=model_name, model_version=version, window_start=start, window_end=end, n_predictions=n,
-            drift_share=result.drift_share if result else 0.0, drift_detected=bool(result and result.dataset_drift),
-            summary=summary, report_path=str(result.html_path) if result and result.html_path else None,
+            model_name=model_name,
+            model_version=version,
+            window_start=start,
+            window_end=end,
+            n_predictions=n,
+            drift_share=result.drift_share if result else 0.0,
+            drift_detected=bool(result and result.dataset_drift),
+            summary=summary,
+            report_path=str(result.html_path) if result and result.html_path else None,
         )
         s.add(row)
         s.flush()
@@ -120,15 +216,35 @@ def record_run(model_name: str, version: int | None, start: datetime, end: datet
 
 
 @task(name="save-reference-profile", cache_policy=NO_CACHE)
-def save_reference_profile(train_texts: Sequence[str], test_texts: Sequence[str], test_proba: np.ndarray,
-                           test_labels: Sequence[str] | None, encoder: str | None, model_dir: Path) -> Path:
-    """Build the version's reference profile (descriptors, vocabulary, embeddings sample, predictions) and save it."""
+def save_reference_profile(
+    dataset: Any, probas: dict[str, np.ndarray], encoder: str | None, model_dir: Path
+) -> Path:
+    """Build the version's reference profile (descriptors, vocabulary, embeddings sample, predictions) and save it.
+
+    From the traffic it was retrained for when the dataset has a recent feedback window, else from the
+    training rows and the test split (`reference.reference_rows`)."""
+    from nfl_mlops.monitoring.reference import reference_rows
+
+    rows = reference_rows(
+        dataset.train,
+        dataset.test,
+        dataset.recent,
+        probas,
+        int(dataset.description.get("feedback_train_rows", 0) or 0),
+    )
     try:
-        profile = build_reference(train_texts, test_texts, test_proba, test_labels, encoder=encoder)
+        profile = build_reference(rows.descriptor_texts, rows.texts, rows.proba, rows.labels, encoder=encoder)
     except (OSError, RuntimeError, ValueError) as exc:  # an encoder that cannot load offline: no embeddings
         get_run_logger().warning("reference embeddings skipped (encoder %r: %s)", encoder, exc)
-        profile = build_reference(train_texts, test_texts, test_proba, test_labels, encoder=None)
+        profile = build_reference(rows.descriptor_texts, rows.texts, rows.proba, rows.labels, encoder=None)
+    profile.meta["basis"] = rows.basis
     folder = save_reference(profile, model_dir)
-    get_run_logger().info("reference profile: %d test rows, %d embeddings (%s) -> %s", profile.meta["n_test"],
-                          profile.meta["n_embeddings"], profile.meta["encoder"], folder)
+    get_run_logger().info(
+        "reference profile (%s): %d evaluation rows, %d embeddings (%s) -> %s",
+        rows.basis,
+        profile.meta["n_test"],
+        profile.meta["n_embeddings"],
+        profile.meta["encoder"],
+        folder,
+    )
     return folder

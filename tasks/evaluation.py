@@ -24,8 +24,9 @@ def evaluate_model(model_dir: Path | str, eval_sets: dict[str, pd.DataFrame]) ->
             proba = model.predict_proba(frame["text"].tolist())
             metrics[name] = evaluate(frame["label"].tolist(), proba).as_dict()
             probas[name] = proba
-    get_run_logger().info("model %s: %s", Path(model_dir).name,
-                          {k: round(v["macro_f1"], 4) for k, v in metrics.items()})
+    get_run_logger().info(
+        "model %s: %s", Path(model_dir).name, {k: round(v["macro_f1"], 4) for k, v in metrics.items()}
+    )
     return metrics, probas
 
 
@@ -33,7 +34,10 @@ def evaluate_model(model_dir: Path | str, eval_sets: dict[str, pd.DataFrame]) ->
 def train_baseline(train: pd.DataFrame, eval_sets: dict[str, pd.DataFrame], seed: int = 42) -> dict:
     """TF-IDF + logistic regression trained on the same rows, scored on the same sets."""
     model = TfidfBaseline(seed=seed).fit(train["text"], train["label"])
-    out = {name: model.evaluate(f["text"].tolist(), f["label"].tolist()).as_dict()
-           for name, f in eval_sets.items() if len(f)}
+    out = {
+        name: model.evaluate(f["text"].tolist(), f["label"].tolist()).as_dict()
+        for name, f in eval_sets.items()
+        if len(f)
+    }
     get_run_logger().info("baseline: %s", {k: round(v["macro_f1"], 4) for k, v in out.items()})
     return out

@@ -41,13 +41,18 @@ def score_for_gate(candidate: Candidate, metric: Metric) -> tuple[VersionInfo | 
     evidence = gather_evidence(
         SentimentModel.load(candidate.model_dir),
         SentimentModel.load(champion.path) if champion is not None else None,
-        data, golden, metric, load_reference if golden is not None else None,
+        data,
+        golden,
+        metric,
+        load_reference if golden is not None else None,
     )
     get_run_logger().info(
-        "measured %s: candidate %s, champion v%s %s", metric,
+        "measured %s: candidate %s, champion v%s %s",
+        metric,
         {k: round(v[metric], 4) for k, v in evidence.candidate_metrics.items()},
         champion.version if champion else None,
-        {k: round(v[metric], 4) for k, v in evidence.champion_metrics.items()})
+        {k: round(v[metric], 4) for k, v in evidence.champion_metrics.items()},
+    )
     return champion, evidence
 
 
@@ -55,16 +60,34 @@ def score_for_gate(candidate: Candidate, metric: Metric) -> tuple[VersionInfo | 
 def fix_golden_set(candidate: Candidate, version: int, metric: Metric, test_score: float) -> dict[str, Any]:
     """Keep this version's test split as the model's golden set, once (the first version that passes)."""
     data = TrainingData.load(Path(candidate.dataset_dir))
-    golden = save_golden(get_settings().mlops_home, candidate.model_name, data.test, version, metric, test_score,
-                         dataset_version=data.version)
-    get_run_logger().info("golden set of %s: v%d's %d test rows, %s %.4f", candidate.model_name,
-                          golden.reference_version, len(golden.rows), golden.metric, golden.reference_score)
+    golden = save_golden(
+        get_settings().mlops_home,
+        candidate.model_name,
+        data.test,
+        version,
+        metric,
+        test_score,
+        dataset_version=data.version,
+    )
+    get_run_logger().info(
+        "golden set of %s: v%d's %d test rows, %s %.4f",
+        candidate.model_name,
+        golden.reference_version,
+        len(golden.rows),
+        golden.metric,
+        golden.reference_score,
+    )
     return golden.meta
 
 
 @task(name="register-version", cache_policy=NO_CACHE)
-def register_version(candidate: Candidate, status: str, reason: str | None, extra_lineage: dict[str, Any],
-                     measured_metrics: dict[str, Any] | None = None) -> VersionInfo:
+def register_version(
+    candidate: Candidate,
+    status: str,
+    reason: str | None,
+    extra_lineage: dict[str, Any],
+    measured_metrics: dict[str, Any] | None = None,
+) -> VersionInfo:
     """Atomically add the candidate to the registry (with its model card).
 
     `measured_metrics` (what registration measured itself, per set) replace the candidate's own.
@@ -78,7 +101,7 @@ def register_version(candidate: Candidate, status: str, reason: str | None, extr
         status=status,
         reason=reason,
         description="Three-class sentiment of NFL tweets, fine-tuned from "
-                    f"{candidate.lineage.get('base_model', 'a base encoder')}.",
+        f"{candidate.lineage.get('base_model', 'a base encoder')}.",
         write_card=write_model_card,
     )
     get_run_logger().info("registered %s v%d (%s) at %s", info.model_name, info.version, status, info.path)
@@ -110,9 +133,20 @@ def mirror_to_hub(info: VersionInfo) -> dict[str, Any] | None:
     push = mirror.mirror(info.model_name, info.version, info.path)
     logger = get_run_logger()
     if push is not None and push.status == "pushed":
-        logger.info("mirrored %s v%d to %s@%s (%s)", info.model_name, info.version, push.repo_id, push.tag,
-                    push.commit_sha)
+        logger.info(
+            "mirrored %s v%d to %s@%s (%s)",
+            info.model_name,
+            info.version,
+            push.repo_id,
+            push.tag,
+            push.commit_sha,
+        )
     elif push is not None:
-        logger.warning("Hub push of %s v%d is queued (%s): %s; run `nfl-mlops registry sync` later",
-                       info.model_name, info.version, push.status, push.last_error)
+        logger.warning(
+            "Hub push of %s v%d is queued (%s): %s; run `nfl-mlops registry sync` later",
+            info.model_name,
+            info.version,
+            push.status,
+            push.last_error,
+        )
     return push.as_dict() if push is not None else None

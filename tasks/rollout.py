@@ -1,16 +1,15 @@
 """Rollout tasks: warm and smoke-test a version, switch traffic or start a stepped rollout, hold each
-step until its gates decide, confirm the API follows."""
+step until every live API replica serves it and its gates decide."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from nfl_mlops.registry.store import Registry, VersionInfo
-from nfl_mlops.rollout import actions, controller
+from nfl_mlops.rollout import actions, controller, replicas
 from nfl_mlops.rollout import state as rollouts
 from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams, Strategy
 
@@ -24,29 +23,56 @@ def warm_and_smoke_test(model_name: str, version: str | int) -> tuple[VersionInf
 
 
 @task(name="start-rollout", cache_policy=NO_CACHE)
-def start_rollout(info: VersionInfo, strategy: Strategy, environment: str,
-                  params: CanaryParams | ShadowParams | ABTestParams | None, reason: str | None,
-                  flow_run_id: str | None, test_name: str | None = None) -> rollouts.RolloutInfo:
-    """Start the rollout: blue-green switches all traffic at once (and moves `champion`); canary and shadow
-    start at their first step, driven by this flow; an A/B test runs for days, so the serving API's
-    replicas end it when its duration is over."""
+def start_rollout(
+    info: VersionInfo,
+    strategy: Strategy,
+    environment: str,
+    params: CanaryParams | ShadowParams | ABTestParams | None,
+    reason: str | None,
+    flow_run_id: str | None,
+    test_name: str | None = None,
+    confirm_timeout_s: float = replicas.CONFIRM_TIMEOUT_S,
+) -> rollouts.RolloutInfo:
+    """Start the rollout: blue-green switches all traffic at once (`champion` moves once every live API
+    replica serves it); canary and shadow start at their first step, driven by this flow; an A/B test runs
+    for days, so the serving API's replicas drive it and end it when its duration is over."""
     driver = "api" if strategy == Strategy.AB_TEST else "flow"
-    r = actions.deploy(Registry.from_settings(), info.model_name, info.version, strategy, environment,
-                       params=params, reason=reason, driver=driver, flow_run_id=flow_run_id, test_name=test_name)
-    get_run_logger().info("deployment %s (%s of v%d, previous v%s): traffic %s", r.id, strategy, r.version,
-                          r.previous_version, r.arms)
+    r = actions.deploy(
+        Registry.from_settings(),
+        info.model_name,
+        info.version,
+        strategy,
+        environment,
+        params=params,
+        reason=reason,
+        driver=driver,
+        flow_run_id=flow_run_id,
+        test_name=test_name,
+        confirm_timeout_s=confirm_timeout_s,
+    )
+    get_run_logger().info(
+        "deployment %s (%s of v%d, previous v%s): traffic %s",
+        r.id,
+        strategy,
+        r.version,
+        r.previous_version,
+        r.arms,
+    )
     return r
 
 
 @task(name="hold-step", cache_policy=NO_CACHE)
 def hold_step(rollout_id: str, poll_seconds: float | None = None) -> controller.Outcome:
-    """Hold the rollout's current step, evaluating its gates, until it moves (next step, promoted, rolled back)."""
+    """Hold the rollout's current step until it moves: the replicas confirm its traffic (or fail to: rolled
+    back), then its gates decide (next step, promotion, rollback)."""
     logger = get_run_logger()
     seen: dict[str, str] = {}
 
     def report(out: controller.Outcome) -> None:
-        gates = "; ".join(f"{g.name}={'pass' if g.passed else 'FAIL' if g.passed is False else 'wait'}"
-                          for g in out.decision.gates)
+        gates = "; ".join(
+            f"{g.name}={'pass' if g.passed else 'FAIL' if g.passed is False else 'wait'}"
+            for g in out.decision.gates
+        )
         line = f"{out.decision.action}: {out.decision.reason} [{gates}]"
         if seen.get("last") != line:  # log changes, not every poll
             logger.info(line)
@@ -56,21 +82,3 @@ def hold_step(rollout_id: str, poll_seconds: float | None = None) -> controller.
     if out.rollout.status != "active" and out.decision.action == "hold":
         logger.warning("deployment %s ended outside this flow: %s", rollout_id, out.rollout.reason)
     return out
-
-
-@task(name="wait-for-api", cache_policy=NO_CACHE)
-def wait_for_api(api_url: str, version: int, timeout_s: float = 120.0) -> bool:
-    """Poll the API's health until it serves `version` (False when it never does)."""
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            body = httpx.get(f"{api_url.rstrip('/')}/mlops/health", timeout=5).json()
-            if body.get("serving_version") == version and body.get("status") == "healthy":
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(1.0)
-    get_run_logger().warning("API at %s did not report v%d healthy within %.0fs", api_url, version, timeout_s)
-    return False

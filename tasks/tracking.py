@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -13,24 +14,58 @@ from nfl_mlops.tracking.experiments import ExperimentTracker
 
 
 @task(name="start-tracking", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 5])
-def start_tracking(name: str, config: Mapping[str, Any], tags: Sequence[str], job_type: str = "train",
-                   group: str | None = None) -> ExperimentTracker:
+def start_tracking(
+    name: str,
+    config: Mapping[str, Any],
+    tags: Sequence[str],
+    job_type: str = "train",
+    group: str | None = None,
+) -> ExperimentTracker:
     tracker = ExperimentTracker()
     tracker.start(name, config=config, tags=tags, job_type=job_type, group=group)
     return tracker
 
 
+@task(name="draw-model-plots", cache_policy=NO_CACHE)
+def draw_model_plots(
+    model_dir: Path, y_true: Sequence[str], proba: Any, losses: Sequence[tuple[int, float]], title: str
+) -> dict[str, Path]:
+    """Confusion matrix, reliability diagram (test split) and training-loss curve as PNGs in the model
+    folder: registration copies them and the model card links them."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from nfl_mlops.registry.plots import plots_markdown, write_model_plots
+
+    plots = write_model_plots(
+        model_dir, y_true=list(y_true), proba=proba, loss_history=list(losses), title=title
+    )
+    if plots:  # the Prefect UI renders them inline (data URIs): the worker's files are not reachable from it
+        create_markdown_artifact(
+            key="model-plots",
+            markdown=plots_markdown(plots, title),
+            description=f"{title}: confusion matrix, reliability, training loss",
+        )
+    return plots
+
+
 @task(name="finish-tracking", cache_policy=NO_CACHE)
-def finish_tracking(tracker: ExperimentTracker, summary: Mapping[str, Any],
-                    misclassified: Sequence[Sequence[Any]] = (),
-                    confusion: tuple[Sequence[int], Sequence[int]] | None = None,
-                    artifacts: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+def finish_tracking(
+    tracker: ExperimentTracker,
+    summary: Mapping[str, Any],
+    misclassified: Sequence[Sequence[Any]] = (),
+    confusion: tuple[Sequence[int], Sequence[int]] | None = None,
+    artifacts: Sequence[Mapping[str, Any]] = (),
+    images: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Log the evaluation extras and close the run; returns the logged artifact references.
 
     Args:
         confusion: (true class ids, predicted class ids) of the test split, for the W&B chart.
         artifacts: keyword arguments of `ExperimentTracker.log_artifact` (name, type, path, ...).
+        images: {key: PNG path} logged as W&B images (the model card's plots).
     """
+    for key, path in (images or {}).items():
+        tracker.log_image(f"plots/{key}", path)
     if misclassified:
         tracker.log_table("misclassified", ["text", "true", "predicted", "confidence"], misclassified)
     if confusion is not None:

@@ -14,8 +14,9 @@ from nfl_mlops.modeling.train import TrainResult, fine_tune
 
 
 @task(name="fine-tune", cache_policy=NO_CACHE, retries=0)
-def fine_tune_model(data: TrainingData, params: TrainParams, base_model: str, output_dir: Path,
-                    tracker: Any = None) -> TrainResult:
+def fine_tune_model(
+    data: TrainingData, params: TrainParams, base_model: str, output_dir: Path, tracker: Any = None
+) -> TrainResult:
     """Fine-tune the base model on the training split; per-step loss goes to the tracker."""
     logger = get_run_logger()
     logger.info("fine-tuning %s on %d rows for %s epoch(s)", base_model, len(data.train), params.epochs)
@@ -26,8 +27,19 @@ def fine_tune_model(data: TrainingData, params: TrainParams, base_model: str, ou
         if step % (params.log_every * 5) == 0:
             logger.info("step %d: loss %.4f", step, values["train_loss"])
 
-    result = fine_tune(data.train["text"].tolist(), data.train["label"].tolist(), params, output_dir,
-                       base_model=base_model, on_log=on_log)
-    logger.info("trained %d steps in %.0fs (%.1f examples/s), final loss %.4f", result.steps, result.seconds,
-                result.examples_per_second, result.final_loss)
+    result = fine_tune(
+        data.train["text"].tolist(),
+        data.train["label"].tolist(),
+        params,
+        output_dir,
+        base_model=base_model,
+        on_log=on_log,
+    )
+    logger.info(
+        "trained %d steps in %.0fs (%.1f examples/s), final loss %.4f",
+        result.steps,
+        result.seconds,
+        result.examples_per_second,
+        result.final_loss,
+    )
     return result

@@ -74,9 +74,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     rows = select(prepare(load_corpus()), topics_exclude=["nfl"], max_rows=256, seed=1)
     out = tmp_path_factory.mktemp("tiny_model")
-    fine_tune(rows["text"].tolist(), rows["label"].tolist(),
-              TrainParams(epochs=2, batch_size=32, learning_rate=2e-4, max_length=48),
-              out, base_model="sentence-transformers/all-MiniLM-L6-v2")
+    fine_tune(
+        rows["text"].tolist(),
+        rows["label"].tolist(),
+        TrainParams(epochs=2, batch_size=32, learning_rate=2e-4, max_length=48),
+        out,
+        base_model="sentence-transformers/all-MiniLM-L6-v2",
+    )
     return out
 
 

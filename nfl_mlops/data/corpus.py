@@ -199,15 +199,23 @@ def corpus_path() -> Path:
         ) from exc
     path = Path(str(dist.locate_file(CORPUS_FILE)))
     if not path.is_file():
-        raise DataValidationError(f"'{CORPUS_DIST}' is installed but {CORPUS_FILE} is missing (looked at {path})")
+        raise DataValidationError(
+            f"'{CORPUS_DIST}' is installed but {CORPUS_FILE} is missing (looked at {path})"
+        )
     return path
 
 
 # The corpus already uses our label names; the aliases cover variants seen in CrowdFlower exports.
 _SENTIMENT_MAP: dict[str, str] = {
-    "negative": "negative", "neg": "negative", "-1": "negative",
-    "neutral": "neutral", "neu": "neutral", "0": "neutral",
-    "positive": "positive", "pos": "positive", "1": "positive",
+    "negative": "negative",
+    "neg": "negative",
+    "-1": "negative",
+    "neutral": "neutral",
+    "neu": "neutral",
+    "0": "neutral",
+    "positive": "positive",
+    "pos": "positive",
+    "1": "positive",
 }
 
 
@@ -225,13 +233,18 @@ def load_corpus(path: str | Path | None = None) -> pd.DataFrame:
     if unknown.any():
         examples = sorted(raw.loc[unknown, "sentiment"].astype(str).unique())[:5]
         raise DataValidationError(f"Corpus has {int(unknown.sum())} rows with unknown sentiment {examples}")
-    confidence = (pd.to_numeric(raw["confidence"], errors="coerce") if "confidence" in raw.columns
-                  else pd.Series(np.nan, index=raw.index))
-    return pd.DataFrame({
-        "text": raw["text"].fillna("").astype(object),
-        "label": label.astype(object),
-        "confidence": confidence.astype(float),
-    })
+    confidence = (
+        pd.to_numeric(raw["confidence"], errors="coerce")
+        if "confidence" in raw.columns
+        else pd.Series(np.nan, index=raw.index)
+    )
+    return pd.DataFrame(
+        {
+            "text": raw["text"].fillna("").astype(object),
+            "label": label.astype(object),
+            "confidence": confidence.astype(float),
+        }
+    )
 
 
 def deduplicate(df: pd.DataFrame, key: str = "norm") -> pd.DataFrame:
@@ -239,8 +252,9 @@ def deduplicate(df: pd.DataFrame, key: str = "norm") -> pd.DataFrame:
     n_labels = df.groupby(key, sort=False)["label"].transform("nunique")
     consistent = df[n_labels == 1]
     out = consistent[~consistent.duplicated(key, keep="first")]
-    log.debug("deduplicate: %d rows -> %d (%d in conflicting groups)", len(df), len(out),
-              int((n_labels > 1).sum()))
+    log.debug(
+        "deduplicate: %d rows -> %d (%d in conflicting groups)", len(df), len(out), int((n_labels > 1).sum())
+    )
     return out
 
 
@@ -301,7 +315,8 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("text", "label") if c not in df.columns]
     if missing:
         raise DataValidationError(
-            f"Missing required column(s) {missing}; found columns {list(map(str, df.columns))}")
+            f"Missing required column(s) {missing}; found columns {list(map(str, df.columns))}"
+        )
     if len(df) == 0:
         raise DataValidationError("The data has no rows")
     problems: list[str] = []
@@ -310,7 +325,8 @@ def validate_frame(df: pd.DataFrame) -> pd.DataFrame:
     if unknown.any():
         problems.append(
             f"{int(unknown.sum())} row(s) have unknown labels {', '.join(_examples(df.loc[unknown, 'label']))} "
-            f"(allowed: {', '.join(LABELS)} or 0/1/2)")
+            f"(allowed: {', '.join(LABELS)} or 0/1/2)"
+        )
     text = df["text"]
     is_str = text.map(lambda v: isinstance(v, str))
     blank = ~is_str | (text.where(is_str, "").astype(str).str.strip() == "")
@@ -334,7 +350,8 @@ def load_table(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix not in _CSV_SUFFIXES | _PARQUET_SUFFIXES:
         raise DataValidationError(
-            f"Unsupported file type '{suffix or '(none)'}' for {path}; use .csv or .parquet")
+            f"Unsupported file type '{suffix or '(none)'}' for {path}; use .csv or .parquet"
+        )
     if not path.is_file():
         raise DataValidationError(f"File not found: {path}")
     if path.stat().st_size == 0:
@@ -347,7 +364,9 @@ def load_table(path: str | Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError as exc:
         raise DataValidationError(f"File is empty: {path}") from exc
     except UnicodeDecodeError as exc:
-        raise DataValidationError(f"File is not UTF-8 text: {path} ({exc.reason} at byte {exc.start})") from exc
+        raise DataValidationError(
+            f"File is not UTF-8 text: {path} ({exc.reason} at byte {exc.start})"
+        ) from exc
     except Exception as exc:  # parser / Arrow errors vary by engine
         raise DataValidationError(f"Cannot read {path} as {suffix[1:]}: {exc}") from exc
     return validate_frame(df)
@@ -404,7 +423,9 @@ def _strata(df: pd.DataFrame, stratify_by: Sequence[str], n_parts: int) -> pd.Se
     return key
 
 
-def _split_off(df: pd.DataFrame, size: float, seed: int, stratify_by: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _split_off(
+    df: pd.DataFrame, size: float, seed: int, stratify_by: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     if size <= 0 or len(df) < 2:
         return df, df.iloc[0:0]
     strata = _strata(df, stratify_by, n_parts=max(2, int(np.ceil(1 / min(size, 1 - size)))))
@@ -416,8 +437,13 @@ def _split_off(df: pd.DataFrame, size: float, seed: int, stratify_by: Sequence[s
     return a, b
 
 
-def split(df: pd.DataFrame, test_size: float = 0.15, val_size: float = 0.1, seed: int = 42,
-          stratify_by: Sequence[str] = ("label",)) -> Splits:
+def split(
+    df: pd.DataFrame,
+    test_size: float = 0.15,
+    val_size: float = 0.1,
+    seed: int = 42,
+    stratify_by: Sequence[str] = ("label",),
+) -> Splits:
     """Seeded, stratified train/val/test split with no `norm` key in two splits.
 
     Args:
@@ -429,7 +455,9 @@ def split(df: pd.DataFrame, test_size: float = 0.15, val_size: float = 0.1, seed
             back to label-only strata and, failing that, to a random split.
     """
     if not 0 <= test_size < 1 or not 0 <= val_size < 1 or test_size + val_size >= 1:
-        raise ValueError(f"test_size and val_size must be in [0, 1) and sum below 1 (got {test_size}, {val_size})")
+        raise ValueError(
+            f"test_size and val_size must be in [0, 1) and sum below 1 (got {test_size}, {val_size})"
+        )
     data = df.copy()
     if "norm" not in data.columns:
         data["norm"] = normalize_texts(data["text"]).to_numpy()
@@ -448,9 +476,13 @@ def split(df: pd.DataFrame, test_size: float = 0.15, val_size: float = 0.1, seed
     return Splits(train=train, val=val, test=test)
 
 
-def select(df: pd.DataFrame, topics_include: Iterable[str] | None = None,
-           topics_exclude: Iterable[str] | None = None, max_rows: int | None = None,
-           seed: int = 42) -> pd.DataFrame:
+def select(
+    df: pd.DataFrame,
+    topics_include: Iterable[str] | None = None,
+    topics_exclude: Iterable[str] | None = None,
+    max_rows: int | None = None,
+    seed: int = 42,
+) -> pd.DataFrame:
     """Filter rows by topic, then take a label-stratified seeded sample of at most `max_rows` rows."""
     out = df
     if "topic" not in out.columns:

@@ -21,7 +21,7 @@ EVALUATION_SHARE = 0.3
 
 
 def feedback_role(norm: str) -> str:
-    """"evaluation" or "train": a feedback row's role, fixed by its content the moment it arrives.
+    """ "evaluation" or "train": a feedback row's role, fixed by its content the moment it arrives.
 
     A stable hash (sha256, not Python's salted `hash`) of the row's normalised text maps it into
     [0, 1); below EVALUATION_SHARE it is evaluation. It depends on nothing else (not the other rows,
@@ -72,8 +72,11 @@ class TrainingData:
         tmp.mkdir(parents=True, exist_ok=True)
         for name in SPLITS:
             getattr(self, name).to_parquet(tmp / f"{name}.parquet", index=False)
-        (tmp / "manifest.json").write_text(json.dumps(
-            {"version": self.version, "sizes": self.sizes, **self.description}, indent=2, default=str))
+        (tmp / "manifest.json").write_text(
+            json.dumps(
+                {"version": self.version, "sizes": self.sizes, **self.description}, indent=2, default=str
+            )
+        )
         if folder.exists():  # a concurrent writer finished first: same content by construction
             import shutil
 
@@ -117,10 +120,17 @@ def build_training_data(
     """
     chosen = select(base, topics_include=params.topics_include, topics_exclude=params.topics_exclude)
     if chosen.empty:
-        raise ValueError(f"no rows left after topic selection (include={params.topics_include}, "
-                         f"exclude={params.topics_exclude})")
-    splits = split(chosen, test_size=params.test_size, val_size=params.val_size, seed=params.seed,
-                   stratify_by=("label", "topic"))
+        raise ValueError(
+            f"no rows left after topic selection (include={params.topics_include}, "
+            f"exclude={params.topics_exclude})"
+        )
+    splits = split(
+        chosen,
+        test_size=params.test_size,
+        val_size=params.val_size,
+        seed=params.seed,
+        stratify_by=("label", "topic"),
+    )
     train = _cap(splits.train, params.max_train_samples, params.seed)
     val = _cap(splits.val, params.max_eval_samples, params.seed)
     test = _cap(splits.test, params.max_eval_samples, params.seed)

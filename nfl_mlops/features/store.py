@@ -31,8 +31,8 @@ from sqlalchemy import JSON, Integer, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from nfl_mlops.db import Base, get_engine, session_scope, utcnow
-from nfl_mlops.versions import allocate, highest
 from nfl_mlops.features.text import FEATURE_COLUMNS, build_vocabulary, compute_features
+from nfl_mlops.versions import allocate, highest
 
 FEATURE_GROUP = "tweet_features"
 """Name of the feature group the training flow writes."""
@@ -321,6 +321,7 @@ class FeatureStore(ABC):
         existing = self._find_group(name, digest)
         if existing is not None:
             return existing
+
         def create(s: Session, version: int) -> FeatureGroupVersion:
             version = max(version, self._next_remote_version(name) + 1)
             location = self._write_group(name, version, frame, description)
@@ -344,9 +345,15 @@ class FeatureStore(ABC):
 
         return allocate(
             self.db_url,
-            lambda s: highest(s, FeatureGroupRow.version, FeatureGroupRow.backend == self.backend,
-                              FeatureGroupRow.name == name),
-            create, f"feature group {name}", FeatureStoreError,
+            lambda s: highest(
+                s,
+                FeatureGroupRow.version,
+                FeatureGroupRow.backend == self.backend,
+                FeatureGroupRow.name == name,
+            ),
+            create,
+            f"feature group {name}",
+            FeatureStoreError,
             on_conflict=lambda: self._find_group(name, digest),  # a concurrent writer stored the same content
         )
 
@@ -396,6 +403,7 @@ class FeatureStore(ABC):
         existing = self._find_dataset(name, fg)
         if existing is not None:
             return existing
+
         def create(s: Session, next_version: int) -> TrainingDatasetVersion:
             version, location, digest = self._snapshot(name, fg, next_version)
             row = TrainingDatasetRow(
@@ -414,9 +422,15 @@ class FeatureStore(ABC):
 
         return allocate(
             self.db_url,
-            lambda s: highest(s, TrainingDatasetRow.version, TrainingDatasetRow.backend == self.backend,
-                              TrainingDatasetRow.name == name),
-            create, f"training dataset {name}", FeatureStoreError,
+            lambda s: highest(
+                s,
+                TrainingDatasetRow.version,
+                TrainingDatasetRow.backend == self.backend,
+                TrainingDatasetRow.name == name,
+            ),
+            create,
+            f"training dataset {name}",
+            FeatureStoreError,
             on_conflict=lambda: self._find_dataset(name, fg),
         )
 

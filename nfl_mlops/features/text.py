@@ -18,19 +18,82 @@ import pyarrow.compute as pc
 from nfl_mlops.data.corpus import as_text_series, topics_of
 
 _NFL_TEAMS = (
-    "cardinals", "falcons", "ravens", "bills", "panthers", "bears", "bengals", "browns", "cowboys",
-    "broncos", "lions", "packers", "texans", "colts", "jaguars", "jags", "chiefs", "chargers", "rams",
-    "dolphins", "vikings", "patriots", "pats", "saints", "giants", "jets", "raiders", "eagles",
-    "steelers", "49ers", "niners", "seahawks", "buccaneers", "bucs", "titans", "redskins", "commanders",
+    "cardinals",
+    "falcons",
+    "ravens",
+    "bills",
+    "panthers",
+    "bears",
+    "bengals",
+    "browns",
+    "cowboys",
+    "broncos",
+    "lions",
+    "packers",
+    "texans",
+    "colts",
+    "jaguars",
+    "jags",
+    "chiefs",
+    "chargers",
+    "rams",
+    "dolphins",
+    "vikings",
+    "patriots",
+    "pats",
+    "saints",
+    "giants",
+    "jets",
+    "raiders",
+    "eagles",
+    "steelers",
+    "49ers",
+    "niners",
+    "seahawks",
+    "buccaneers",
+    "bucs",
+    "titans",
+    "redskins",
+    "commanders",
 )
 _NFL_PEOPLE = (
-    "brady", "belichick", "manning", "wilson", "lynch", "gronk", "gronkowski", "goodell", "edelman",
-    "revis", "sherman", "carroll", "kraft", "blount", "amendola", "butler", "brees", "rodgers",
-    "andrew luck", "mcnally", "jastremski", "ted wells", "wells report",
+    "brady",
+    "belichick",
+    "manning",
+    "wilson",
+    "lynch",
+    "gronk",
+    "gronkowski",
+    "goodell",
+    "edelman",
+    "revis",
+    "sherman",
+    "carroll",
+    "kraft",
+    "blount",
+    "amendola",
+    "butler",
+    "brees",
+    "rodgers",
+    "andrew luck",
+    "mcnally",
+    "jastremski",
+    "ted wells",
+    "wells report",
 )
 _NFL_TERMS = (
-    "nfl", "super ?bowl", "sb ?49", "sb ?xlix", "deflate ?gate", "deflated", "deflating", "afc", "nfc",
-    "touchdown", "quarterback", "qb",
+    "nfl",
+    "super ?bowl",
+    "sb ?49",
+    "sb ?xlix",
+    "deflate ?gate",
+    "deflated",
+    "deflating",
+    "afc",
+    "nfc",
+    "touchdown",
+    "quarterback",
+    "qb",
 )
 
 NFL_ENTITY_RE: re.Pattern[str] = re.compile(
@@ -39,8 +102,15 @@ NFL_ENTITY_RE: re.Pattern[str] = re.compile(
 """NFL team nicknames, players/coaches/officials of the 2014-15 season, and NFL terms (SB49, DeflateGate)."""
 
 FEATURE_COLUMNS: tuple[str, ...] = (
-    "n_chars", "n_words", "n_hashtags", "n_mentions", "n_urls", "n_nfl_entities", "n_exclaims",
-    "upper_share", "oov_share",
+    "n_chars",
+    "n_words",
+    "n_hashtags",
+    "n_mentions",
+    "n_urls",
+    "n_nfl_entities",
+    "n_exclaims",
+    "upper_share",
+    "oov_share",
 )
 """Numeric feature columns, in output order (`topic` follows them)."""
 
@@ -58,8 +128,11 @@ _ASCII = np.arange(256)
 _IS_LETTER = ((_ASCII >= ord("a")) & (_ASCII <= ord("z"))) | ((_ASCII >= ord("A")) & (_ASCII <= ord("Z")))
 _IS_UPPER = (_ASCII >= ord("A")) & (_ASCII <= ord("Z"))
 _IS_SPACE = np.isin(_ASCII, [ord(c) for c in " \t\n\v\f\r"])
-_IS_TOKEN = (((_ASCII >= ord("a")) & (_ASCII <= ord("z"))) | ((_ASCII >= ord("0")) & (_ASCII <= ord("9")))
-             | (_ASCII == ord("_")))
+_IS_TOKEN = (
+    ((_ASCII >= ord("a")) & (_ASCII <= ord("z")))
+    | ((_ASCII >= ord("0")) & (_ASCII <= ord("9")))
+    | (_ASCII == ord("_"))
+)
 
 
 def tokenize(text: str) -> list[str]:
@@ -78,8 +151,11 @@ def _arrow(texts: Iterable[str] | pd.Series | pa.Array) -> pa.LargeStringArray:
         arr = texts
     else:
         try:
-            arr = pa.array(texts if isinstance(texts, (list, pd.Series)) else list(texts),
-                           type=pa.large_string(), from_pandas=True)
+            arr = pa.array(
+                texts if isinstance(texts, (list, pd.Series)) else list(texts),
+                type=pa.large_string(),
+                from_pandas=True,
+            )
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             arr = pa.array(as_text_series(texts).array)
     if arr.type != pa.large_string():
@@ -91,7 +167,9 @@ def _bytes(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """The UTF-8 data bytes of a (large_)string array and its n+1 row offsets into them."""
     _, offsets_buf, data_buf = arr.buffers()
     off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(offsets_buf, dtype=off_type)[arr.offset: arr.offset + len(arr) + 1].astype(np.int64)
+    offsets = np.frombuffer(offsets_buf, dtype=off_type)[arr.offset : arr.offset + len(arr) + 1].astype(
+        np.int64
+    )
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     return data, offsets
 
@@ -124,7 +202,10 @@ def _flat_tokens(texts: Iterable[str] | pd.Series | pa.Array) -> tuple[pa.Array,
     data, offsets = _bytes(lowered)
     spaced = np.where(_IS_TOKEN[data], data, np.uint8(32)).astype(np.uint8)  # same length: offsets hold
     ascii_arr = pa.LargeStringArray.from_buffers(
-        len(offsets) - 1, pa.py_buffer((offsets - offsets[0]).astype(np.int64)), pa.py_buffer(spaced[offsets[0]:]))
+        len(offsets) - 1,
+        pa.py_buffer((offsets - offsets[0]).astype(np.int64)),
+        pa.py_buffer(spaced[offsets[0] :]),
+    )
     lists = pc.ascii_split_whitespace(ascii_arr)
     flat = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
@@ -138,13 +219,16 @@ def build_vocabulary(texts: Iterable[str], min_count: int = 2, max_size: int = 5
     if len(tokens) == 0:
         return frozenset()
     counts = pc.value_counts(tokens)
-    ranked = sorted(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True),
-                    key=lambda vc: (-vc[1], vc[0]))  # ties broken alphabetically: deterministic
+    ranked = sorted(
+        zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True),
+        key=lambda vc: (-vc[1], vc[0]),
+    )  # ties broken alphabetically: deterministic
     return frozenset(tok for tok, n in ranked[:max_size] if n >= min_count)
 
 
-def compute_features(texts: Sequence[str] | pd.Series,
-                     vocabulary: set[str] | frozenset[str] | None = None) -> pd.DataFrame:
+def compute_features(
+    texts: Sequence[str] | pd.Series, vocabulary: set[str] | frozenset[str] | None = None
+) -> pd.DataFrame:
     """Per-text features (FEATURE_COLUMNS, then `topic`), one row per text in input order (index 0..n-1).
 
     `upper_share` is the share of uppercase among ASCII letters (0.0 without letters). `oov_share`
@@ -161,16 +245,18 @@ def compute_features(texts: Sequence[str] | pd.Series,
     def count(a: pa.Array, pattern: str) -> np.ndarray:
         return pc.count_substring_regex(a, pattern).to_numpy(zero_copy_only=False).astype(np.int64)
 
-    out = pd.DataFrame({
-        "n_chars": pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.int64),
-        "n_words": _word_counts(data, offsets),
-        "n_hashtags": count(arr, _HASHTAG),
-        "n_mentions": count(arr, _MENTION),
-        "n_urls": count(arr, _URL),
-        "n_nfl_entities": count(lowered, NFL_ENTITY_RE.pattern),
-        "n_exclaims": _count_per_row(data == ord("!"), offsets),
-        "upper_share": np.divide(upper, letters, out=np.zeros(n), where=letters > 0),
-    })
+    out = pd.DataFrame(
+        {
+            "n_chars": pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.int64),
+            "n_words": _word_counts(data, offsets),
+            "n_hashtags": count(arr, _HASHTAG),
+            "n_mentions": count(arr, _MENTION),
+            "n_urls": count(arr, _URL),
+            "n_nfl_entities": count(lowered, NFL_ENTITY_RE.pattern),
+            "n_exclaims": _count_per_row(data == ord("!"), offsets),
+            "upper_share": np.divide(upper, letters, out=np.zeros(n), where=letters > 0),
+        }
+    )
     if vocabulary is None:
         out["oov_share"] = np.nan
     else:
@@ -180,5 +266,7 @@ def compute_features(texts: Sequence[str] | pd.Series,
         total = np.bincount(parents, minlength=n).astype(float)
         missing = np.bincount(parents, weights=(~known).astype(float), minlength=n)
         out["oov_share"] = np.divide(missing, total, out=np.zeros(n), where=total > 0)
-    out["topic"] = topics_of(pd.Series(arr, dtype="string[pyarrow]")).to_numpy() if n else np.array([], object)
+    out["topic"] = (
+        topics_of(pd.Series(arr, dtype="string[pyarrow]")).to_numpy() if n else np.array([], object)
+    )
     return out

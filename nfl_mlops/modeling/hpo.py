@@ -131,8 +131,14 @@ TrialRunner = Callable[[int, TrainParams], dict[str, Any]]
 """Runs trial `number` with these parameters; returns at least `value` (None when the trial failed)."""
 
 
-def run_search(study: Any, space: SearchSpace, base: TrainParams, n_trials: int, run: TrialRunner,
-               timeout_minutes: float | None = None) -> list[dict[str, Any]]:
+def run_search(
+    study: Any,
+    space: SearchSpace,
+    base: TrainParams,
+    n_trials: int,
+    run: TrialRunner,
+    timeout_minutes: float | None = None,
+) -> list[dict[str, Any]]:
     """Optuna's ask-and-tell loop: suggest, run (a tracked trial), tell; stops early at `timeout_minutes`.
 
     A trial whose `value` is None is told as FAIL, so the study never picks it.
@@ -158,14 +164,17 @@ def run_search(study: Any, space: SearchSpace, base: TrainParams, n_trials: int,
     return results
 
 
-def search_summary(study_name: str, metric: str, trials: list[dict[str, Any]], number: int, value: float,
-                   best: TrainParams) -> dict[str, Any]:
+def search_summary(
+    study_name: str, metric: str, trials: list[dict[str, Any]], number: int, value: float, best: TrainParams
+) -> dict[str, Any]:
     """What the HPO flow returns: the trials (scores, tracked runs, errors) and the best configuration."""
     return {
         "study": study_name,
         "metric": f"val/{metric}",
-        "trials": [{k: t.get(k) for k in ("number", "value", "params", "experiment_id", "tracker_run_id", "error")}
-                   for t in trials],
+        "trials": [
+            {k: t.get(k) for k in ("number", "value", "params", "experiment_id", "tracker_run_id", "error")}
+            for t in trials
+        ],
         "best": {"number": number, "value": value, "params": best.model_dump()},
     }
 

@@ -26,7 +26,11 @@ class EvalMetrics:
 
     def flat(self, prefix: str = "") -> dict[str, float]:
         """Scalar metrics only, for trackers and gates."""
-        out = {f"{prefix}accuracy": self.accuracy, f"{prefix}macro_f1": self.macro_f1, f"{prefix}ece": self.ece}
+        out = {
+            f"{prefix}accuracy": self.accuracy,
+            f"{prefix}macro_f1": self.macro_f1,
+            f"{prefix}ece": self.ece,
+        }
         out.update({f"{prefix}f1_{k}": v for k, v in self.f1.items()})
         return out
 

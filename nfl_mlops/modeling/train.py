@@ -40,7 +40,7 @@ def _length_bucketed_batches(lengths: Sequence[int], batch_size: int, generator)
 
     perm = torch.randperm(len(lengths), generator=generator)
     chunk = batch_size * 20
-    batches = []
+    batches: list[torch.Tensor] = []
     for c in range(0, len(perm), chunk):
         part = perm[c : c + chunk]
         part = part[torch.argsort(torch.tensor([lengths[i] for i in part.tolist()]), stable=True)]
@@ -72,10 +72,16 @@ def fine_tune(
         on_log: called every `params.log_every` steps with (step, {"train_loss", "learning_rate", "epoch"}).
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        get_linear_schedule_with_warmup,
+    )
 
     if len(texts) != len(labels) or not texts:
-        raise ValueError(f"need equal, non-zero numbers of texts and labels (got {len(texts)}, {len(labels)})")
+        raise ValueError(
+            f"need equal, non-zero numbers of texts and labels (got {len(texts)}, {len(labels)})"
+        )
     configure_torch_threads()
     quiet_transformers()
     torch.manual_seed(params.seed)
@@ -100,13 +106,19 @@ def fine_tune(
     total_steps = max(1, math.ceil(steps_per_epoch * params.epochs))
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     groups = [
-        {"params": [p for k, p in model.named_parameters() if not any(nd in k for nd in no_decay)],
-         "weight_decay": params.weight_decay},
-        {"params": [p for k, p in model.named_parameters() if any(nd in k for nd in no_decay)],
-         "weight_decay": 0.0},
+        {
+            "params": [p for k, p in model.named_parameters() if not any(nd in k for nd in no_decay)],
+            "weight_decay": params.weight_decay,
+        },
+        {
+            "params": [p for k, p in model.named_parameters() if any(nd in k for nd in no_decay)],
+            "weight_decay": 0.0,
+        },
     ]
     optimizer = torch.optim.AdamW(groups, lr=params.learning_rate)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(params.warmup_ratio * total_steps), total_steps)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(params.warmup_ratio * total_steps), total_steps
+    )
     generator = torch.Generator().manual_seed(params.seed)
 
     losses: list[tuple[int, float]] = []
@@ -139,8 +151,14 @@ def fine_tune(
                 loss = running / seen_since_log
                 losses.append((step, loss))
                 if on_log is not None:
-                    on_log(step, {"train_loss": loss, "learning_rate": scheduler.get_last_lr()[0],
-                                  "epoch": step / steps_per_epoch})
+                    on_log(
+                        step,
+                        {
+                            "train_loss": loss,
+                            "learning_rate": scheduler.get_last_lr()[0],
+                            "epoch": step / steps_per_epoch,
+                        },
+                    )
                 running, seen_since_log = 0.0, 0
     seconds = time.perf_counter() - start
 

@@ -7,6 +7,9 @@
 - `monitor`: one check of a window, stage by stage (what the monitoring flow's tasks call);
 - `workspace`: the local Evidently workspace (`evidently ui`), one project per model;
 - `scenarios`: validation windows of real drift from the corpus;
-- `feedback`, `triggers`: prediction-log windows and feedback; retraining cooldown and budget;
+- `window`: what a check judges: per serving version and arm, its predictions since its rollout began;
+- `episodes`: drift episodes (the opening rule, one retraining per episode by compare-and-set, back-off);
+- `simulation`: repeated checks on simulated corpus traffic (false episodes, detection delay; bench);
+- `feedback`, `triggers`: prediction-log windows and feedback; the schedule's cooldown, back-off and budget;
 - `thresholds`: every threshold above, defined once.
 """

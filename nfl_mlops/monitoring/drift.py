@@ -55,6 +55,8 @@ class DriftConfig:
         min_rows: a current window (or a reference) with fewer rows raises ValueError.
         seed: random state of the sampling.
         column_methods: per-column stat test ids that override `num_method` / `cat_method`.
+        groups: signal -> group; a group of correlated signals is one vote in the share (drifted when
+            any of its signals drifted); a signal not listed is its own group. None: every signal votes.
     """
 
     share_threshold: float = DRIFT_SHARE_THRESHOLD
@@ -65,6 +67,7 @@ class DriftConfig:
     min_rows: int = 30
     seed: int = 0
     column_methods: Mapping[str, str] | None = None
+    groups: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.share_threshold <= 1.0:
@@ -96,6 +99,7 @@ class DriftResult:
     `n_reference` / `n_current` are the rows compared (after sampling to `DriftConfig.max_rows`).
     `skipped_columns` holds columns with no value at all on one side (not tested, not counted).
     `snapshot` is the Evidently `Snapshot` (for an Evidently workspace); it is not part of the payload.
+    `drift_share` is over signal groups (`group_drift`: group -> drifted), each group one vote.
     """
 
     columns: tuple[ColumnDrift, ...]
@@ -109,6 +113,8 @@ class DriftResult:
     json_path: Path | None = None
     skipped_columns: tuple[str, ...] = ()
     snapshot: Any = field(default=None, repr=False, compare=False)
+    group_of: tuple[tuple[str, str], ...] = ()  # (signal, group) for signals that share a group
+    group_drift: tuple[tuple[str, bool], ...] = ()
 
     @classmethod
     def from_columns(
@@ -117,12 +123,17 @@ class DriftResult:
         share_threshold: float,
         n_reference: int,
         n_current: int,
+        groups: Mapping[str, str] | None = None,
         **extra: Any,
     ) -> DriftResult:
-        """The dataset verdict: drift when the share of drifted columns reaches `share_threshold`."""
+        """The dataset verdict: drift when the share of drifted signal groups reaches `share_threshold`."""
         cols = tuple(columns)
         drifted = tuple(c.column for c in cols if c.drifted)
-        share = len(drifted) / len(cols) if cols else 0.0
+        group_of = {c.column: (groups or {}).get(c.column, c.column) for c in cols}
+        votes: dict[str, bool] = {}
+        for c in cols:
+            votes[group_of[c.column]] = votes.get(group_of[c.column], False) or c.drifted
+        share = sum(votes.values()) / len(votes) if votes else 0.0
         return cls(
             columns=cols,
             drift_share=share,
@@ -131,17 +142,30 @@ class DriftResult:
             n_reference=n_reference,
             n_current=n_current,
             share_threshold=share_threshold,
+            group_of=tuple((k, v) for k, v in group_of.items() if k != v),
+            group_drift=tuple(votes.items()),
             **extra,
         )
+
+    @property
+    def drifted_groups(self) -> tuple[str, ...]:
+        return tuple(g for g, d in self.group_drift if d)
 
     def with_signal(self, column: ColumnDrift) -> DriftResult:
         """This result with one more signal (e.g. embedding drift) counted in the share and the verdict."""
         if any(c.column == column.column for c in self.columns):
             raise ValueError(f"signal {column.column!r} is already in the result")
         return DriftResult.from_columns(
-            (*self.columns, column), share_threshold=self.share_threshold, n_reference=self.n_reference,
-            n_current=self.n_current, html_path=self.html_path, json_path=self.json_path,
-            skipped_columns=self.skipped_columns, snapshot=self.snapshot)
+            (*self.columns, column),
+            share_threshold=self.share_threshold,
+            n_reference=self.n_reference,
+            n_current=self.n_current,
+            groups=dict(self.group_of),
+            html_path=self.html_path,
+            json_path=self.json_path,
+            skipped_columns=self.skipped_columns,
+            snapshot=self.snapshot,
+        )
 
     def to_payload(self) -> dict:
         """JSON-serialisable summary, small enough for a Prefect event payload."""
@@ -152,6 +176,8 @@ class DriftResult:
             "n_columns": len(self.columns),
             "n_drifted": len(self.drifted_columns),
             "drifted_columns": list(self.drifted_columns),
+            "n_groups": len(self.group_drift),
+            "drifted_groups": list(self.drifted_groups),
             "skipped_columns": list(self.skipped_columns),
             "n_reference": self.n_reference,
             "n_current": self.n_current,
@@ -185,10 +211,16 @@ class DriftResult:
                 f"| {_md(c.column)} | {c.kind} | {_md(c.method)} | {c.score:.4g} | {c.threshold:.4g} "
                 f"| {'**yes**' if c.drifted else 'no'} |"
             )
-        lines += ["", "p-value tests (ks, chisquare, z, ...) drift when score < threshold; "
-                  "distances (wasserstein, jensenshannon, psi, ...) when score >= threshold"
-                  + ("; the embedding domain classifier (ROC AUC) when score > threshold."
-                     if any(c.kind == "emb" for c in self.columns) else ".")]
+        lines += [
+            "",
+            "p-value tests (ks, chisquare, z, ...) drift when score < threshold; "
+            "distances (wasserstein, jensenshannon, psi, ...) when score >= threshold"
+            + (
+                "; the embedding domain classifier (ROC AUC) when score > threshold."
+                if any(c.kind == "emb" for c in self.columns)
+                else "."
+            ),
+        ]
         if self.skipped_columns:
             skipped = ", ".join(_md(c) for c in self.skipped_columns)
             lines += ["", f"Skipped (no values on one side): {skipped}"]
@@ -251,7 +283,8 @@ def detect_drift(
     metrics = {
         c: ValueDrift(
             column=c,
-            method=(config.column_methods or {}).get(c) or (config.num_method if kind == NUM else config.cat_method),
+            method=(config.column_methods or {}).get(c)
+            or (config.num_method if kind == NUM else config.cat_method),
             threshold=config.per_column_threshold,
         )
         for c, kind in kinds.items()
@@ -305,6 +338,7 @@ def detect_drift(
         share_threshold=config.share_threshold,
         n_reference=len(ref),
         n_current=len(cur),
+        groups=config.groups,
         html_path=html_path,
         json_path=json_path,
         skipped_columns=skipped,

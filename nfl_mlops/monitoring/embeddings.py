@@ -70,9 +70,14 @@ class SentenceEncoder:
         order = np.argsort([len(t) for t in texts], kind="stable")
         with self._lock, torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                idx = order[start: start + batch_size]
-                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.model.device)
+                idx = order[start : start + batch_size]
+                enc = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.model.device)
                 hidden = self.model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
@@ -127,23 +132,44 @@ class EmbeddingDrift:
         """This signal as a `ColumnDrift`, so it counts in the drift share like the other signals."""
         from nfl_mlops.monitoring.drift import ColumnDrift
 
-        return ColumnDrift(column=EMBEDDING_COLUMN, kind="emb", method=self.method, score=self.score,
-                           threshold=self.threshold, drifted=self.drifted)
+        return ColumnDrift(
+            column=EMBEDDING_COLUMN,
+            kind="emb",
+            method=self.method,
+            score=self.score,
+            threshold=self.threshold,
+            drifted=self.drifted,
+        )
 
     def to_payload(self) -> dict:
-        return {"score": _finite(self.score), "threshold": self.threshold, "drifted": self.drifted,
-                "method": self.method, "n_reference": self.n_reference, "n_current": self.n_current,
-                "null_se": _finite(self.null_se), "z": _finite(self.z), "encoder": self.encoder}
+        return {
+            "score": _finite(self.score),
+            "threshold": self.threshold,
+            "drifted": self.drifted,
+            "method": self.method,
+            "n_reference": self.n_reference,
+            "n_current": self.n_current,
+            "null_se": _finite(self.null_se),
+            "z": _finite(self.z),
+            "encoder": self.encoder,
+        }
 
 
-def embedding_threshold(n_reference: int, n_current: int, min_auc: float = EMBEDDING_AUC_THRESHOLD,
-                        z: float = EMBEDDING_NULL_Z) -> float:
+def embedding_threshold(
+    n_reference: int, n_current: int, min_auc: float = EMBEDDING_AUC_THRESHOLD, z: float = EMBEDDING_NULL_Z
+) -> float:
     """The AUC above which a run counts as drifted: a minimum effect, and `z` null SEs above chance."""
     return max(min_auc, 0.5 + z * auc_null_se(n_reference, n_current))
 
 
-def embedding_drift(reference: np.ndarray, current: np.ndarray, threshold: float = EMBEDDING_AUC_THRESHOLD,
-                    encoder: str = "", min_rows: int = 30, z: float = EMBEDDING_NULL_Z) -> EmbeddingDrift:
+def embedding_drift(
+    reference: np.ndarray,
+    current: np.ndarray,
+    threshold: float = EMBEDDING_AUC_THRESHOLD,
+    encoder: str = "",
+    min_rows: int = 30,
+    z: float = EMBEDDING_NULL_Z,
+) -> EmbeddingDrift:
     """Domain-classifier embedding drift (Evidently's `ModelDriftMethod`) of `current` vs `reference`.
 
     Args:
@@ -163,11 +189,18 @@ def embedding_drift(reference: np.ndarray, current: np.ndarray, threshold: float
     cols = [f"e{i}" for i in range(reference.shape[1])]
     threshold = embedding_threshold(len(reference), len(current), threshold, z)
     score, drifted, method = ModelDriftMethod(threshold=threshold)(
-        pd.DataFrame(current, columns=cols), pd.DataFrame(reference, columns=cols))
-    return EmbeddingDrift(score=float(score), threshold=float(threshold), drifted=bool(drifted),
-                          method=f"domain_classifier_auc ({method})", n_reference=len(reference),
-                          n_current=len(current), null_se=auc_null_se(len(reference), len(current)),
-                          encoder=encoder)
+        pd.DataFrame(current, columns=cols), pd.DataFrame(reference, columns=cols)
+    )
+    return EmbeddingDrift(
+        score=float(score),
+        threshold=float(threshold),
+        drifted=bool(drifted),
+        method=f"domain_classifier_auc ({method})",
+        n_reference=len(reference),
+        n_current=len(current),
+        null_se=auc_null_se(len(reference), len(current)),
+        encoder=encoder,
+    )
 
 
 def _finite(value: float) -> float | None:

@@ -9,8 +9,18 @@ from sqlalchemy import select
 
 from nfl_mlops.db import Prediction, get_engine, session_scope, utcnow
 
-LOG_COLUMNS = ("id", "created_at", "model_version", "arm", "served", "text", "label", "confidence",
-               "latency_ms", "true_label")
+LOG_COLUMNS = (
+    "id",
+    "created_at",
+    "model_version",
+    "arm",
+    "served",
+    "text",
+    "label",
+    "confidence",
+    "latency_ms",
+    "true_label",
+)
 
 
 def record_feedback(prediction_id: str, label: str, db_url: str | None = None) -> bool:
@@ -49,7 +59,9 @@ def prediction_window(
     return df.iloc[::-1].reset_index(drop=True)
 
 
-def labelled_feedback(model_name: str, since: datetime | None = None, db_url: str | None = None) -> pd.DataFrame:
+def labelled_feedback(
+    model_name: str, since: datetime | None = None, db_url: str | None = None
+) -> pd.DataFrame:
     """Distinct (text, true label) pairs from feedback, for retraining and the recent-window gate.
 
     Each pair's role (train or evaluation) is fixed by its content when it arrives
@@ -57,7 +69,8 @@ def labelled_feedback(model_name: str, since: datetime | None = None, db_url: st
     an earlier version trained on into a later evaluation window.
     """
     q = select(Prediction.text, Prediction.true_label, Prediction.feedback_at).where(
-        Prediction.model_name == model_name, Prediction.true_label.is_not(None))
+        Prediction.model_name == model_name, Prediction.true_label.is_not(None)
+    )
     if since is not None:
         q = q.where(Prediction.feedback_at >= since)
     with get_engine(db_url).connect() as conn:

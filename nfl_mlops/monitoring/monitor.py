@@ -27,7 +27,13 @@ import numpy as np
 import pandas as pd
 
 from nfl_mlops.monitoring.drift import DriftConfig, DriftResult, detect_drift
-from nfl_mlops.monitoring.embeddings import EMBEDDING_COLUMN, EmbeddingDrift, embedding_drift, get_encoder, sample_indices
+from nfl_mlops.monitoring.embeddings import (
+    EMBEDDING_COLUMN,
+    EmbeddingDrift,
+    embedding_drift,
+    get_encoder,
+    sample_indices,
+)
 from nfl_mlops.monitoring.performance import PerformanceResult, assess_performance
 from nfl_mlops.monitoring.reference import (
     CATEGORICAL,
@@ -49,11 +55,16 @@ from nfl_mlops.monitoring.thresholds import (
     MIN_LABELLED,
     PERFORMANCE_MAX_DROP,
     PERFORMANCE_METRICS,
+    SIGNAL_GROUPS,
 )
 
 DRIFT_EVENT = "drift.detected"
 DEGRADED_EVENT = "performance.degraded"
-FAMILIES = {**{c: "text" for c in DESCRIPTORS}, **{c: "prediction" for c in PREDICTIONS}, EMBEDDING_COLUMN: "embedding"}
+FAMILIES = {
+    **{c: "text" for c in DESCRIPTORS},
+    **{c: "prediction" for c in PREDICTIONS},
+    EMBEDDING_COLUMN: "embedding",
+}
 """Which family each signal belongs to (text descriptors, predictions, embeddings)."""
 
 
@@ -72,12 +83,21 @@ class MonitoringConfig:
     max_drop: float = PERFORMANCE_MAX_DROP
     min_labelled: int = MIN_LABELLED
     seed: int = 0
+    groups: Mapping[str, str] = field(default_factory=lambda: dict(SIGNAL_GROUPS), hash=False)
+    exclude: tuple[str, ...] = ()
+    """Signals left out (e.g. the keyword-rule ones, `topic` and `n_nfl_entities`, or `embedding`)."""
 
     @property
     def drift(self) -> DriftConfig:
-        return DriftConfig(share_threshold=self.share_threshold, num_method=self.num_method,
-                           cat_method=self.cat_method, per_column_threshold=self.column_threshold, seed=self.seed,
-                           column_methods=dict(self.column_methods))
+        return DriftConfig(
+            share_threshold=self.share_threshold,
+            num_method=self.num_method,
+            cat_method=self.cat_method,
+            per_column_threshold=self.column_threshold,
+            seed=self.seed,
+            column_methods=dict(self.column_methods),
+            groups=dict(self.groups),
+        )
 
 
 def window_descriptors(window: pd.DataFrame, reference: ReferenceProfile) -> pd.DataFrame:
@@ -85,21 +105,47 @@ def window_descriptors(window: pd.DataFrame, reference: ReferenceProfile) -> pd.
     return monitoring_frame(window["text"], window["label"], window["confidence"], reference.vocabulary)
 
 
-def descriptor_drift(reference: ReferenceProfile, current: pd.DataFrame, config: MonitoringConfig = MonitoringConfig(),
-                     report_dir: Path | None = None, name: str = "drift", timestamp: datetime | None = None,
-                     metadata: Mapping[str, str] | None = None) -> DriftResult:
+def descriptor_drift(
+    reference: ReferenceProfile,
+    current: pd.DataFrame,
+    config: MonitoringConfig = MonitoringConfig(),
+    report_dir: Path | None = None,
+    name: str = "drift",
+    timestamp: datetime | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> DriftResult:
     """Evidently drift of every descriptor and prediction column (HTML + JSON report in `report_dir`)."""
     from nfl_mlops.monitoring.workspace import DRIFT_TAG
 
-    return detect_drift(reference.frame, current, list(NUMERICAL), list(CATEGORICAL), config.drift,
-                        report_dir=report_dir, name=name, timestamp=timestamp, tags=[DRIFT_TAG],
-                        metadata=dict(metadata or {}))
+    numerical = [c for c in NUMERICAL if c not in config.exclude]
+    categorical = [c for c in CATEGORICAL if c not in config.exclude]
+    return detect_drift(
+        reference.frame,
+        current,
+        numerical,
+        categorical,
+        config.drift,
+        report_dir=report_dir,
+        name=name,
+        timestamp=timestamp,
+        tags=[DRIFT_TAG],
+        metadata=dict(metadata or {}),
+    )
 
 
-def window_embedding_drift(reference: ReferenceProfile, texts: Sequence[str], config: MonitoringConfig = MonitoringConfig(),
-                           encoder: Any = None) -> EmbeddingDrift | None:
+def window_embedding_drift(
+    reference: ReferenceProfile,
+    texts: Sequence[str],
+    config: MonitoringConfig = MonitoringConfig(),
+    encoder: Any = None,
+) -> EmbeddingDrift | None:
     """Embedding drift of a seeded sample of the window's texts; None when the reference has no embeddings."""
-    if reference.embeddings is None or len(reference.embeddings) < 30 or len(texts) < 30:
+    if (
+        reference.embeddings is None
+        or len(reference.embeddings) < 30
+        or len(texts) < 30
+        or EMBEDDING_COLUMN in config.exclude
+    ):
         return None
     if encoder is None and not reference.encoder:
         return None  # embeddings of an unknown encoder cannot be compared with anything
@@ -107,17 +153,33 @@ def window_embedding_drift(reference: ReferenceProfile, texts: Sequence[str], co
     texts = list(texts)
     idx = sample_indices(len(texts), config.embedding_sample, config.seed)
     current = enc.encode([texts[i] for i in idx])
-    return embedding_drift(reference.embeddings, current, threshold=config.embedding_threshold,
-                           encoder=reference.encoder or enc.name)
+    return embedding_drift(
+        reference.embeddings,
+        current,
+        threshold=config.embedding_threshold,
+        encoder=reference.encoder or enc.name,
+    )
 
 
-def window_performance(reference: ReferenceProfile, test_metrics: Mapping[str, Any] | None, window: pd.DataFrame,
-                       config: MonitoringConfig = MonitoringConfig()) -> PerformanceResult:
+def window_performance(
+    reference: ReferenceProfile,
+    test_metrics: Mapping[str, Any] | None,
+    window: pd.DataFrame,
+    config: MonitoringConfig = MonitoringConfig(),
+) -> PerformanceResult:
     """Observed (feedback) and estimated (label-free) performance of the window vs. the test metrics."""
     true = window["true_label"].tolist() if "true_label" in window.columns else None
-    return assess_performance(reference.frame, test_metrics, window["label"].tolist(), window["confidence"].tolist(),
-                              true, metrics=config.metrics, max_drop=config.max_drop,
-                              min_labelled=config.min_labelled, seed=config.seed)
+    return assess_performance(
+        reference.frame,
+        test_metrics,
+        window["label"].tolist(),
+        window["confidence"].tolist(),
+        true,
+        metrics=config.metrics,
+        max_drop=config.max_drop,
+        min_labelled=config.min_labelled,
+        seed=config.seed,
+    )
 
 
 def alerts(drift_detected: bool, degraded: bool) -> list[str]:
@@ -146,34 +208,58 @@ class MonitoringResult:
     notes: tuple[str, ...] = field(default=())
 
     @classmethod
-    def combine(cls, reference: ReferenceProfile, current: pd.DataFrame, drift: DriftResult,
-                embedding: EmbeddingDrift | None, performance: PerformanceResult) -> MonitoringResult:
+    def combine(
+        cls,
+        reference: ReferenceProfile,
+        current: pd.DataFrame,
+        drift: DriftResult,
+        embedding: EmbeddingDrift | None,
+        performance: PerformanceResult,
+    ) -> MonitoringResult:
         notes = []
         if embedding is not None:
             drift = drift.with_signal(embedding.as_column())
         else:
-            notes.append("no embedding drift: the reference profile has no embeddings (or the window is too small)")
-        return cls(drift=drift, embedding=embedding, performance=performance,
-                   signals=signal_summaries(reference.frame, current, embedding),
-                   predictions={"reference": prediction_summary(reference.frame["predicted_label"],
-                                                                reference.frame["confidence"]),
-                                "window": prediction_summary(current["predicted_label"], current["confidence"])},
-                   n_window=len(current), notes=tuple(notes))
+            notes.append(
+                "no embedding drift: the reference profile has no embeddings (or the window is too small)"
+            )
+        return cls(
+            drift=drift,
+            embedding=embedding,
+            performance=performance,
+            signals=signal_summaries(reference.frame, current, embedding),
+            predictions={
+                "reference": prediction_summary(
+                    reference.frame["predicted_label"], reference.frame["confidence"]
+                ),
+                "window": prediction_summary(current["predicted_label"], current["confidence"]),
+            },
+            n_window=len(current),
+            notes=tuple(notes),
+        )
 
     @property
     def events(self) -> list[str]:
         return alerts(self.drift.dataset_drift, self.performance.degraded)
 
+    @property
+    def alarm(self) -> bool:
+        """Drift or degradation in this check (an episode opens only when the rule says so)."""
+        return bool(self.drift.dataset_drift or self.performance.degraded)
+
     def payload(self) -> dict[str, Any]:
         """JSON-serialisable: the drift payload (per signal), embedding and performance details."""
         perf = self.performance.to_payload()
-        out = {**self.drift.to_payload(),
-               "embedding": self.embedding.to_payload() if self.embedding else None,
-               "performance": perf,
-               "performance_degraded": self.performance.degraded,
-               "predictions": self.predictions,
-               "signals": self.signals,
-               "reason": reason_for(self.drift, self.performance)}
+        out = {
+            **self.drift.to_payload(),
+            "embedding": self.embedding.to_payload() if self.embedding else None,
+            "performance": perf,
+            "performance_degraded": self.performance.degraded,
+            "alarm": self.alarm,
+            "predictions": self.predictions,
+            "signals": self.signals,
+            "reason": reason_for(self.drift, self.performance),
+        }
         return out
 
     def event_payload(self) -> dict[str, Any]:
@@ -185,8 +271,22 @@ class MonitoringResult:
         """
         full = self.payload()
         perf = full["performance"]
-        keep = ("performance_degraded", "source", "metric", "degraded_metrics", "value", "lower", "upper",
-                "baseline", "reference_value", "drop", "drops", "max_drop", "n_window", "n_labelled")
+        keep = (
+            "performance_degraded",
+            "source",
+            "metric",
+            "degraded_metrics",
+            "value",
+            "lower",
+            "upper",
+            "baseline",
+            "reference_value",
+            "drop",
+            "drops",
+            "max_drop",
+            "n_window",
+            "n_labelled",
+        )
         out = {k: v for k, v in full.items() if k not in ("signals", "predictions", "performance")}
         out["performance"] = {k: perf[k] for k in keep}
         return out
@@ -195,43 +295,68 @@ class MonitoringResult:
         """The headline numbers (the Evidently summary snapshot plots them over time)."""
         p = self.performance
         obs, est = p.observed or {}, p.estimated or {}
-        return {"drift_share": self.drift.drift_share, "n_drifted": float(len(self.drift.drifted_columns)),
-                "embedding_auc": self.embedding.score if self.embedding else None,
-                "observed_accuracy": obs["accuracy"].value if "accuracy" in obs else None,
-                "observed_macro_f1": obs["macro_f1"].value if "macro_f1" in obs else None,
-                "estimated_accuracy": est["accuracy"].value if "accuracy" in est else None,
-                "estimated_macro_f1": est["macro_f1"].value if "macro_f1" in est else None,
-                "test_accuracy": p.reference.get("accuracy"), "test_macro_f1": p.reference.get("macro_f1"),
-                "n_predictions": float(self.n_window), "n_labelled": float(p.n_labelled)}
+        return {
+            "drift_share": self.drift.drift_share,
+            "n_drifted": float(len(self.drift.drifted_columns)),
+            "embedding_auc": self.embedding.score if self.embedding else None,
+            "observed_accuracy": obs["accuracy"].value if "accuracy" in obs else None,
+            "observed_macro_f1": obs["macro_f1"].value if "macro_f1" in obs else None,
+            "estimated_accuracy": est["accuracy"].value if "accuracy" in est else None,
+            "estimated_macro_f1": est["macro_f1"].value if "macro_f1" in est else None,
+            "test_accuracy": p.reference.get("accuracy"),
+            "test_macro_f1": p.reference.get("macro_f1"),
+            "n_predictions": float(self.n_window),
+            "n_labelled": float(p.n_labelled),
+        }
 
     def to_markdown(self, title: str = "") -> str:
         """The run summary: verdicts, the per-signal table with numbers, performance, events."""
         d = self.drift
         verdict = "**Drift detected**" if d.dataset_drift else "No drift"
-        lines = [f"## {title}" if title else "",
-                 f"{verdict}: {len(d.drifted_columns)} of {len(d.columns)} signals drifted (share "
-                 f"{d.drift_share:.2f}, threshold {d.share_threshold:.2f}); window {self.n_window} predictions "
-                 f"(descriptor tests on {d.n_current}), reference {d.n_reference} test rows.", "",
-                 "| family | signal | reference | window | method | score | threshold | drifted |",
-                 "|---|---|---|---|---|---:|---:|---|"]
+        lines = [
+            f"## {title}" if title else "",
+            f"{verdict}: {len(d.drifted_columns)} of {len(d.columns)} signals drifted, "
+            f"{len(d.drifted_groups)} of {len(d.group_drift)} signal groups (share "
+            f"{d.drift_share:.2f}, threshold {d.share_threshold:.2f}); window {self.n_window} predictions "
+            f"(descriptor tests on {d.n_current}), reference {d.n_reference} test rows.",
+            "",
+            "| family | signal | reference | window | method | score | threshold | drifted |",
+            "|---|---|---|---|---|---:|---:|---|",
+        ]
         for c in d.columns:
             s = self.signals.get(c.column, {})
-            lines.append(f"| {FAMILIES.get(c.column, '-')} | {c.column} | {s.get('reference', '-')} | "
-                         f"{s.get('window', '-')} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
-                         f"{'**yes**' if c.drifted else 'no'} |")
-        lines += ["", "p-value tests (ks, chisquare, z) drift when score < threshold; distances (wasserstein, "
-                      "jensenshannon) when score >= threshold; the embedding domain classifier when its ROC AUC "
-                      "> threshold."]
+            lines.append(
+                f"| {FAMILIES.get(c.column, '-')} | {c.column} | {s.get('reference', '-')} | "
+                f"{s.get('window', '-')} | {c.method} | {c.score:.4g} | {c.threshold:.4g} | "
+                f"{'**yes**' if c.drifted else 'no'} |"
+            )
+        lines += [
+            "",
+            "p-value tests (ks, chisquare, z) drift when score < threshold; distances (wasserstein, "
+            "jensenshannon) when score >= threshold; the embedding domain classifier when its ROC AUC "
+            "> threshold.",
+        ]
         if self.embedding:
             e = self.embedding
-            lines.append(f"Embedding drift: AUC {e.score:.3f} on {e.n_current} sampled window texts vs. "
-                         f"{e.n_reference} reference texts ({e.encoder}); sampling error under no drift "
-                         f"+-{e.null_se:.3f} (1 SE), i.e. {e.z:.1f} SE above chance.")
+            lines.append(
+                f"Embedding drift: AUC {e.score:.3f} on {e.n_current} sampled window texts vs. "
+                f"{e.n_reference} reference texts ({e.encoder}); sampling error under no drift "
+                f"+-{e.null_se:.3f} (1 SE), i.e. {e.z:.1f} SE above chance."
+            )
         if d.skipped_columns:
             lines.append(f"Skipped (no values on one side): {', '.join(d.skipped_columns)}")
         lines += ["", "### Performance", "", self.performance.to_markdown()]
         events = self.events
-        lines += ["### Alerts", "", (f"Emitted `nfl-mlops.{events[0]}`." if events else "No event emitted.")]
+        lines += [
+            "### Alerts",
+            "",
+            (
+                f"Alarm `nfl-mlops.{events[0]}` (emitted when it opens a drift episode, "
+                "see the episode section)."
+                if events
+                else "No alarm."
+            ),
+        ]
         lines += [f"- {n}" for n in self.notes]
         if d.html_path:
             lines += ["", f"Evidently report: `{d.html_path}`"]
@@ -242,25 +367,34 @@ def reason_for(drift: DriftResult, performance: PerformanceResult) -> str:
     """One line for the event payload (the retraining flow records it as its reason)."""
     parts = []
     if drift.dataset_drift:
-        parts.append(f"drift: {len(drift.drifted_columns)}/{len(drift.columns)} signals "
-                     f"({', '.join(drift.drifted_columns)})")
+        parts.append(
+            f"drift: {len(drift.drifted_columns)}/{len(drift.columns)} signals "
+            f"({', '.join(drift.drifted_columns)})"
+        )
     if performance.degraded:
         parts.append(f"performance degraded: {performance.reason}")
     return "; ".join(parts) or "no drift"
 
 
-def signal_summaries(reference: pd.DataFrame, current: pd.DataFrame,
-                     embedding: EmbeddingDrift | None = None) -> dict[str, dict[str, Any]]:
+def signal_summaries(
+    reference: pd.DataFrame, current: pd.DataFrame, embedding: EmbeddingDrift | None = None
+) -> dict[str, dict[str, Any]]:
     """Per signal, a short reference vs. window description: means of numeric, top value of categorical."""
     out: dict[str, dict[str, Any]] = {}
     for col in NUMERICAL:
-        out[col] = {"family": FAMILIES[col], "reference": f"mean {_mean(reference[col])}",
-                    "window": f"mean {_mean(current[col])}"}
+        out[col] = {
+            "family": FAMILIES[col],
+            "reference": f"mean {_mean(reference[col])}",
+            "window": f"mean {_mean(current[col])}",
+        }
     for col in CATEGORICAL:
         out[col] = {"family": FAMILIES[col], "reference": _top(reference[col]), "window": _top(current[col])}
     if embedding is not None:
-        out[EMBEDDING_COLUMN] = {"family": "embedding", "reference": f"{embedding.n_reference} texts",
-                                 "window": f"{embedding.n_current} sampled"}
+        out[EMBEDDING_COLUMN] = {
+            "family": "embedding",
+            "reference": f"{embedding.n_reference} texts",
+            "window": f"{embedding.n_current} sampled",
+        }
     return out
 
 
@@ -284,7 +418,9 @@ def monitor_window(
         return out
 
     current = timed("descriptors", window_descriptors, window, reference)
-    drift = timed("evidently_drift", descriptor_drift, reference, current, config, report_dir, name, timestamp)
+    drift = timed(
+        "evidently_drift", descriptor_drift, reference, current, config, report_dir, name, timestamp
+    )
     emb = timed("embeddings", window_embedding_drift, reference, window["text"].tolist(), config, encoder)
     perf = timed("performance", window_performance, reference, test_metrics, window, config)
     result = timed("combine", MonitoringResult.combine, reference, current, drift, emb, perf)

@@ -21,7 +21,9 @@ confidently wrong on new data (topic drift, changed labelling): then the estimat
 observed metrics fall. The scenario table in bench/README.md shows both cases.
 
 Degradation (pure, `judge`): a metric (any of `PERFORMANCE_METRICS`) is more than
-`PERFORMANCE_MAX_DROP` below its baseline and the upper end of its interval is below the baseline. Observed metrics decide when the window has at
+`PERFORMANCE_MAX_DROP` below its baseline and the drop is real: the baseline is itself a metric of a few
+hundred test rows, so its bootstrap noise and the window's are combined into an interval of the
+difference (two independent bootstrap distributions), which must lie wholly above 0. Observed metrics decide when the window has at
 least `MIN_LABELLED` labels, against the version's test metrics (registry `metrics["test"]`). The
 estimate decides otherwise, against the same estimator applied to the test set, so that the
 estimator's own bias (reported as `reference_estimate`) cancels.
@@ -32,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -59,9 +61,15 @@ class MetricValue:
     lower: float
     upper: float
     level: float
+    samples: tuple[float, ...] = field(default=(), repr=False, compare=False)  # the bootstrap distribution
 
     def to_payload(self) -> dict:
-        return {"value": _r(self.value), "lower": _r(self.lower), "upper": _r(self.upper), "level": self.level}
+        return {
+            "value": _r(self.value),
+            "lower": _r(self.lower),
+            "upper": _r(self.upper),
+            "level": self.level,
+        }
 
     def fmt(self) -> str:
         return f"{self.value:.3f} [{self.lower:.3f}, {self.upper:.3f}]"
@@ -89,8 +97,14 @@ class ConfidenceCalibrator:
     biased the macro-F1 estimate by -0.07 on an airline model), else the pooled map.
     """
 
-    def __init__(self, confidence: np.ndarray, predicted: np.ndarray, correct: np.ndarray,
-                 true: np.ndarray, min_class_rows: int = 30) -> None:
+    def __init__(
+        self,
+        confidence: np.ndarray,
+        predicted: np.ndarray,
+        correct: np.ndarray,
+        true: np.ndarray,
+        min_class_rows: int = 30,
+    ) -> None:
         k = len(LABELS)
         self.pooled = _isotonic(confidence, correct)
         self.per_class = []
@@ -107,8 +121,12 @@ class ConfidenceCalibrator:
     @classmethod
     def from_reference(cls, frame: pd.DataFrame) -> ConfidenceCalibrator:
         rows = frame[frame["true_label"].notna()]
-        return cls(rows["confidence"].to_numpy(float), _ids(rows["predicted_label"]),
-                   rows["correct"].to_numpy(float), _ids(rows["true_label"]))
+        return cls(
+            rows["confidence"].to_numpy(float),
+            _ids(rows["predicted_label"]),
+            rows["correct"].to_numpy(float),
+            _ids(rows["true_label"]),
+        )
 
     def p_correct(self, confidence: np.ndarray, predicted: np.ndarray | int | None = None) -> np.ndarray:
         """P(correct) of predictions with these confidences (and predicted classes; None = pooled map)."""
@@ -116,10 +134,10 @@ class ConfidenceCalibrator:
         if predicted is None:
             return self.pooled.predict(conf)
         if np.isscalar(predicted):
-            return self.per_class[int(predicted)].predict(conf)
+            return self.per_class[int(cast(int, predicted))].predict(conf)
         out = np.empty(len(conf))
         for c, iso in enumerate(self.per_class):
-            m = predicted == c
+            m = cast(np.ndarray, predicted == c)
             if m.any():
                 out[m] = iso.predict(conf[m])
         return out
@@ -148,8 +166,13 @@ class _Isotonic:
         xs, inverse, counts = np.unique(np.asarray(x, dtype=float), return_inverse=True, return_counts=True)
         means = np.bincount(inverse, weights=np.asarray(y, dtype=float), minlength=len(xs)) / counts
         self.x = xs
-        self.y = isotonic_regression(means, sample_weight=counts.astype(float), y_min=0.0, y_max=1.0,
-                                     increasing=True) if len(xs) else np.zeros(0)
+        self.y = (
+            isotonic_regression(
+                means, sample_weight=counts.astype(float), y_min=0.0, y_max=1.0, increasing=True
+            )
+            if len(xs)
+            else np.zeros(0)
+        )
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=float)
@@ -190,7 +213,9 @@ class PerformanceResult:
 
     @property
     def decisive(self) -> MetricValue | None:
-        values = self.observed if self.source == OBSERVED else self.estimated if self.source == ESTIMATED else None
+        values = (
+            self.observed if self.source == OBSERVED else self.estimated if self.source == ESTIMATED else None
+        )
         return values.get(self.metric) if values else None
 
     @property
@@ -225,34 +250,49 @@ class PerformanceResult:
 
     def to_markdown(self) -> str:
         verdict = "**Performance degraded**" if self.degraded else "Performance holds"
-        lines = [f"{verdict} ({self.source}): {self.reason}", "",
-                 "| metric | test | observed (feedback) | estimated (label-free) | estimator on test | drop | judged on |",
-                 "|---|---:|---:|---:|---:|---:|---|"]
+        lines = [
+            f"{verdict} ({self.source}): {self.reason}",
+            "",
+            "| metric | test | observed (feedback) | estimated (label-free) | estimator on test | drop | judged on |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
         for name in METRICS:
             ref = self.reference.get(name)
             obs = (self.observed or {}).get(name)
             est = (self.estimated or {}).get(name)
             ref_est = (self.reference_estimate or {}).get(name)
             drop = self.drops.get(name)
-            lines.append(f"| {name} | {_f(ref)} | {obs.fmt() if obs else '-'} | {est.fmt() if est else '-'} "
-                         f"| {_f(ref_est)} | {'-' if drop is None else f'{drop:+.3f}'} "
-                         f"| {'**degraded**' if name in self.degraded_metrics else self.source if drop is not None else '-'} |")
-        lines += ["", f"Window: {self.n_window} predictions, {self.n_labelled} with feedback labels "
-                      f"(observed metrics decide from {MIN_LABELLED}). Intervals: "
-                      f"{int(round(100 * PERFORMANCE_CONFIDENCE))} % bootstrap. Degraded: drop > {self.max_drop:.2f} "
-                      "and the interval wholly below the baseline (the test metric for observed values, the "
-                      "estimator on the test set for estimates)."]
+            lines.append(
+                f"| {name} | {_f(ref)} | {obs.fmt() if obs else '-'} | {est.fmt() if est else '-'} "
+                f"| {_f(ref_est)} | {'-' if drop is None else f'{drop:+.3f}'} "
+                f"| {'**degraded**' if name in self.degraded_metrics else self.source if drop is not None else '-'} |"
+            )
+        lines += [
+            "",
+            f"Window: {self.n_window} predictions, {self.n_labelled} with feedback labels "
+            f"(observed metrics decide from {MIN_LABELLED}). Intervals: "
+            f"{int(round(100 * PERFORMANCE_CONFIDENCE))} % bootstrap. Degraded: drop > {self.max_drop:.2f} "
+            "and the interval of baseline - window (both bootstrapped) wholly above 0 (the test metric for observed values, the "
+            "estimator on the test set for estimates).",
+        ]
         if self.calibration:
             c = self.calibration
-            lines.append(f"Calibration on the test set (n={c.n}): accuracy {c.accuracy:.3f}, mean confidence "
-                         f"{c.mean_confidence:.3f}, ECE {c.ece_raw:.3f} raw -> {c.ece_calibrated:.3f} "
-                         "isotonic (cross-fitted).")
+            lines.append(
+                f"Calibration on the test set (n={c.n}): accuracy {c.accuracy:.3f}, mean confidence "
+                f"{c.mean_confidence:.3f}, ECE {c.ece_raw:.3f} raw -> {c.ece_calibrated:.3f} "
+                "isotonic (cross-fitted)."
+            )
         lines += [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
 
-def observed_metrics(true: Sequence[str], predicted: Sequence[str], level: float = PERFORMANCE_CONFIDENCE,
-                     n_boot: int = 500, seed: int = 0) -> dict[str, MetricValue]:
+def observed_metrics(
+    true: Sequence[str],
+    predicted: Sequence[str],
+    level: float = PERFORMANCE_CONFIDENCE,
+    n_boot: int = 500,
+    seed: int = 0,
+) -> dict[str, MetricValue]:
     """Accuracy and macro-F1 of labelled predictions with bootstrap intervals (rows resampled)."""
     t, p = _ids(true), _ids(predicted)
     if len(t) == 0:
@@ -277,13 +317,25 @@ def calibration_check(frame: pd.DataFrame, folds: int = 5, seed: int = 0) -> Cal
     for part in parts:
         train = np.setdiff1d(order, part)
         calibrated[part] = ConfidenceCalibrator.from_reference(rows.iloc[train]).p_correct(
-            conf[part], _ids(rows["predicted_label"].iloc[part]))
-    return CalibrationCheck(n=len(rows), accuracy=float(correct.mean()), mean_confidence=float(conf.mean()),
-                            ece_raw=_ece(conf, correct), ece_calibrated=_ece(calibrated, correct))
+            conf[part], _ids(rows["predicted_label"].iloc[part])
+        )
+    return CalibrationCheck(
+        n=len(rows),
+        accuracy=float(correct.mean()),
+        mean_confidence=float(conf.mean()),
+        ece_raw=_ece(conf, correct),
+        ece_calibrated=_ece(calibrated, correct),
+    )
 
 
-def estimate_metrics(reference: pd.DataFrame, predicted: Sequence[str], confidence: Sequence[float],
-                     level: float = PERFORMANCE_CONFIDENCE, n_boot: int = 200, seed: int = 0) -> dict[str, MetricValue]:
+def estimate_metrics(
+    reference: pd.DataFrame,
+    predicted: Sequence[str],
+    confidence: Sequence[float],
+    level: float = PERFORMANCE_CONFIDENCE,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict[str, MetricValue]:
     """Label-free accuracy and macro-F1 of a window (CBPE-style), with intervals (see the module docstring)."""
     ref = reference[reference["true_label"].notna()].reset_index(drop=True)
     if len(ref) < 20:
@@ -316,10 +368,69 @@ def estimate_metrics(reference: pd.DataFrame, predicted: Sequence[str], confiden
     return {name: _interval(name, point[name], [d[name] for d in dist], level) for name in METRICS}
 
 
-def judge(value: MetricValue, reference: float, max_drop: float = PERFORMANCE_MAX_DROP) -> tuple[bool, float]:
-    """(degraded, drop): the drop exceeds `max_drop` and the interval lies wholly below the reference."""
+def judge(
+    value: MetricValue,
+    reference: float,
+    max_drop: float = PERFORMANCE_MAX_DROP,
+    reference_noise: Sequence[float] | np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[bool, float]:
+    """(degraded, drop): the drop exceeds `max_drop` and is real.
+
+    Real means, with `reference_noise` (the baseline's own bootstrap deviations, e.g. of the test metric
+    over its few hundred rows) and the window's bootstrap samples: the two-sided interval at the window
+    value's level of the difference baseline - window (two independent bootstrap distributions) lies
+    wholly above 0. Without them: the window's interval lies wholly below the baseline taken as exact.
+    """
     drop = reference - value.value
+    if reference_noise is not None and len(reference_noise) and value.samples:
+        window = np.asarray(value.samples, dtype=float)
+        noise = np.asarray(reference_noise, dtype=float)
+        n = max(len(window), len(noise))
+        rng = np.random.default_rng(seed)
+        diff = (reference + rng.choice(noise, n)) - rng.choice(window, n)
+        lower = float(np.quantile(diff, (1 - value.level) / 2))
+        return bool(drop > max_drop and lower > 0), float(drop)
     return bool(drop > max_drop and value.upper < reference), float(drop)
+
+
+def judge_reported(
+    reported: Mapping[str, Any],
+    reference: Mapping[str, float | None],
+    max_drop: float = PERFORMANCE_MAX_DROP,
+    max_error_rate: float | None = None,
+) -> list[str]:
+    """Why performance measured elsewhere (point values: `accuracy`, `f1_score`, `error_rate`) counts as
+    degraded against the registered `reference`; empty when it does not. The same rule as `judge` for a
+    value without an interval: a drop of more than `max_drop`.
+    """
+    reasons = []
+    for name in ("accuracy", "f1_score"):
+        now, ref = reported.get(name), reference.get(name)
+        if now is not None and ref is not None and ref - now > max_drop:
+            reasons.append(
+                f"{name} {now:.3f} is {ref - now:.3f} below the registered {ref:.3f} "
+                f"(allowed drop {max_drop:.3f})"
+            )
+    error_rate = reported.get("error_rate")
+    if error_rate is not None and max_error_rate is not None and error_rate > max_error_rate:
+        reasons.append(f"error rate {error_rate:.3f} is above {max_error_rate:.3f}")
+    return reasons
+
+
+def baseline_noise(
+    reference: pd.DataFrame, level: float = PERFORMANCE_CONFIDENCE, n_boot: int = 500, seed: int = 0
+) -> dict[str, np.ndarray] | None:
+    """Bootstrap deviations of the test metrics over the reference's labelled test rows (None without them)."""
+    if "true_label" not in reference.columns:
+        return None
+    rows = reference[reference["true_label"].notna()]
+    if len(rows) < 20:
+        return None
+    boot = observed_metrics(
+        rows["true_label"], rows["predicted_label"], level=level, n_boot=n_boot, seed=seed + 1
+    )
+    return {m: np.asarray(v.samples) - v.value for m, v in boot.items()}
 
 
 def assess_performance(
@@ -352,26 +463,38 @@ def assess_performance(
     if len(true) != len(predicted):
         raise ValueError(f"{len(predicted)} predictions but {len(true)} feedback entries")
     notes: list[str] = []
-    ref_rows = reference[reference["true_label"].notna()] if "true_label" in reference.columns else reference.iloc[0:0]
+    ref_rows = (
+        reference[reference["true_label"].notna()]
+        if "true_label" in reference.columns
+        else reference.iloc[0:0]
+    )
     has_ref_labels = len(ref_rows) >= 20
-    ref_values = {name: float(test_metrics[name]) for name in METRICS
-                  if test_metrics and test_metrics.get(name) is not None}
+    ref_values = {
+        name: float(test_metrics[name])
+        for name in METRICS
+        if test_metrics and test_metrics.get(name) is not None
+    }
     if not ref_values and has_ref_labels:
-        ref_values = {k: v.value for k, v in observed_metrics(ref_rows["true_label"], ref_rows["predicted_label"]).items()}
+        ref_values = {
+            k: v.value
+            for k, v in observed_metrics(ref_rows["true_label"], ref_rows["predicted_label"]).items()
+        }
         notes.append("no registry test metrics: the reference rows' own metrics are the baseline")
 
     observed = None
     labelled = [i for i, t in enumerate(true) if isinstance(t, str) and t in LABEL2ID]
     if labelled:
-        observed = observed_metrics([true[i] for i in labelled], [predicted[i] for i in labelled], level=level,
-                                    seed=seed)
+        observed = observed_metrics(
+            [cast(str, true[i]) for i in labelled], [predicted[i] for i in labelled], level=level, seed=seed
+        )
     estimated = calibration = reference_estimate = None
     if has_ref_labels and predicted:
         estimated = estimate_metrics(reference, predicted, confidence, level=level, seed=seed)
         calibration = calibration_check(reference, seed=seed)
         cal = ConfidenceCalibrator.from_reference(ref_rows)
-        reference_estimate = _scores(cal.expected_confusion(_ids(ref_rows["predicted_label"]),
-                                                            ref_rows["confidence"].to_numpy(float)))
+        reference_estimate = _scores(
+            cal.expected_confusion(_ids(ref_rows["predicted_label"]), ref_rows["confidence"].to_numpy(float))
+        )
     elif not has_ref_labels:
         notes.append("the reference profile has no test labels: no label-free estimate")
 
@@ -384,27 +507,54 @@ def assess_performance(
             notes.append(f"only {len(labelled)} feedback labels (< {min_labelled}): the estimate decides")
     else:
         source, values, baselines = UNAVAILABLE, {}, {}
-    judged = [m for m in metrics if m in values and baselines.get(m) is not None and math.isfinite(baselines[m])]
-    common = dict(reference=ref_values, observed=observed, estimated=estimated, n_window=len(predicted),
-                  n_labelled=len(labelled), calibration=calibration, reference_estimate=reference_estimate,
-                  max_drop=max_drop)
+    judged = [
+        m for m in metrics if m in values and baselines.get(m) is not None and math.isfinite(baselines[m])
+    ]
+    common: dict[str, Any] = dict(
+        reference=ref_values,
+        observed=observed,
+        estimated=estimated,
+        n_window=len(predicted),
+        n_labelled=len(labelled),
+        calibration=calibration,
+        reference_estimate=reference_estimate,
+        max_drop=max_drop,
+    )
     if not judged:
-        return PerformanceResult(source=UNAVAILABLE, metric=metrics[0], degraded=False, degraded_metrics=(),
-                                 drops={}, baselines={}, notes=tuple(notes),
-                                 reason="cannot be judged (no feedback labels, no estimate, or no test metrics)",
-                                 **common)
-    verdicts = {m: judge(values[m], baselines[m], max_drop) for m in judged}
+        return PerformanceResult(
+            source=UNAVAILABLE,
+            metric=metrics[0],
+            degraded=False,
+            degraded_metrics=(),
+            drops={},
+            baselines={},
+            notes=tuple(notes),
+            reason="cannot be judged (no feedback labels, no estimate, or no test metrics)",
+            **common,
+        )
+    noise = baseline_noise(reference, level=level, seed=seed) or {}
+    verdicts = {m: judge(values[m], baselines[m], max_drop, noise.get(m), seed=seed) for m in judged}
     drops = {m: v[1] for m, v in verdicts.items()}
     degraded = tuple(m for m in judged if verdicts[m][0])
     headline = max(degraded, key=lambda m: drops[m]) if degraded else judged[-1]
     against = "on the test set" if source == OBSERVED else "estimated the same way on the test set"
-    reason = "; ".join(f"{m} {source} {values[m].fmt()} vs {baselines[m]:.3f} {against} (drop {drops[m]:+.3f})"
-                       for m in (degraded or judged))
+    reason = "; ".join(
+        f"{m} {source} {values[m].fmt()} vs {baselines[m]:.3f} {against} (drop {drops[m]:+.3f})"
+        for m in (degraded or judged)
+    )
     if source == OBSERVED:
         reason += f"; {len(labelled)} labelled predictions"
-    return PerformanceResult(source=source, metric=headline, degraded=bool(degraded), degraded_metrics=degraded,
-                             drops=drops, baselines={m: baselines[m] for m in judged}, reason=reason,
-                             notes=tuple(notes), **common)
+    return PerformanceResult(
+        source=source,
+        metric=headline,
+        degraded=bool(degraded),
+        degraded_metrics=degraded,
+        drops=drops,
+        baselines={m: baselines[m] for m in judged},
+        reason=reason,
+        notes=tuple(notes),
+        **common,
+    )
 
 
 def _ids(labels: Sequence[str] | pd.Series) -> np.ndarray:
@@ -418,15 +568,24 @@ def _scores(cm: np.ndarray) -> dict[str, float]:
     denom = cm.sum(axis=0) + cm.sum(axis=1)  # 2 TP + FP + FN
     present = denom > 1e-12
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp, dtype=float), where=present)
-    return {"accuracy": float(tp.sum() / total) if total else math.nan,
-            "macro_f1": float(f1[present].mean()) if present.any() else math.nan}
+    return {
+        "accuracy": float(tp.sum() / total) if total else math.nan,
+        "macro_f1": float(f1[present].mean()) if present.any() else math.nan,
+    }
 
 
-def _interval(name: str, point: float, values: Sequence[float], level: float) -> MetricValue:
+def _interval(name: str, point: float, values: Sequence[float] | np.ndarray, level: float) -> MetricValue:
     tail = (1 - level) / 2
-    lo, hi = np.quantile(np.asarray(values, dtype=float), [tail, 1 - tail])
-    return MetricValue(name=name, value=float(point), lower=float(min(lo, point)), upper=float(max(hi, point)),
-                       level=level)
+    values = np.asarray(values, dtype=float)
+    lo, hi = np.quantile(values, [tail, 1 - tail])
+    return MetricValue(
+        name=name,
+        value=float(point),
+        lower=float(min(lo, point)),
+        upper=float(max(hi, point)),
+        level=level,
+        samples=tuple(float(v) for v in values),
+    )
 
 
 def _ece(prob: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:

@@ -36,10 +36,27 @@ from nfl_mlops.monitoring.thresholds import EMBEDDING_SAMPLE_SIZE, REFERENCE_MAX
 
 REFERENCE_DIR = "reference"
 FORMAT_VERSION = 2
-NUMERICAL = ("n_chars", "n_words", "n_hashtags", "n_mentions", "n_urls", "n_nfl_entities", "oov_share",
-             "confidence")
+NUMERICAL = (
+    "n_chars",
+    "n_words",
+    "n_hashtags",
+    "n_mentions",
+    "n_urls",
+    "n_nfl_entities",
+    "oov_share",
+    "confidence",
+)
 CATEGORICAL = ("topic", "predicted_label")
-DESCRIPTORS = ("n_chars", "n_words", "n_hashtags", "n_mentions", "n_urls", "n_nfl_entities", "oov_share", "topic")
+DESCRIPTORS = (
+    "n_chars",
+    "n_words",
+    "n_hashtags",
+    "n_mentions",
+    "n_urls",
+    "n_nfl_entities",
+    "oov_share",
+    "topic",
+)
 """The text-descriptor signals; the prediction signals are `PREDICTIONS`."""
 PREDICTIONS = ("predicted_label", "confidence")
 CONFIDENCE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -64,8 +81,12 @@ class ReferenceProfile:
         return self.meta.get("encoder") if self.embeddings is not None else None
 
 
-def monitoring_frame(texts: Sequence[str], labels: Sequence[str], confidences: Sequence[float],
-                     vocabulary: frozenset[str]) -> pd.DataFrame:
+def monitoring_frame(
+    texts: Sequence[str],
+    labels: Sequence[str | None],
+    confidences: Sequence[float],
+    vocabulary: frozenset[str],
+) -> pd.DataFrame:
     """Descriptors + prediction columns of a set of texts, as monitoring compares them."""
     feats = compute_features(texts if isinstance(texts, pd.Series) else list(texts), vocabulary=vocabulary)
     feats["predicted_label"] = np.asarray(labels, dtype=object)
@@ -73,7 +94,9 @@ def monitoring_frame(texts: Sequence[str], labels: Sequence[str], confidences: S
     return feats[list(NUMERICAL) + list(CATEGORICAL)]
 
 
-def prediction_summary(labels: Sequence[str], confidences: Sequence[float]) -> dict[str, Any]:
+def prediction_summary(
+    labels: Sequence[str | None] | pd.Series, confidences: Sequence[float]
+) -> dict[str, Any]:
     """Shares of predicted labels and quantiles of the confidence (the prediction distributions)."""
     labels = pd.Series(list(labels), dtype=object)
     labels = labels[labels.map(lambda v: isinstance(v, str))]
@@ -83,8 +106,9 @@ def prediction_summary(labels: Sequence[str], confidences: Sequence[float]) -> d
     return {
         "label_shares": {name: float((labels == name).sum() / n) for name in LABELS},
         "confidence_mean": float(conf.mean()) if len(conf) else None,
-        "confidence_quantiles": ({str(q): float(np.quantile(conf, q)) for q in CONFIDENCE_QUANTILES}
-                                 if len(conf) else {}),
+        "confidence_quantiles": (
+            {str(q): float(np.quantile(conf, q)) for q in CONFIDENCE_QUANTILES} if len(conf) else {}
+        ),
     }
 
 
@@ -178,5 +202,56 @@ def load_reference(model_dir: Path) -> ReferenceProfile:
     emb_path, meta_path = folder / "embeddings.npy", folder / "meta.json"
     embeddings = np.load(emb_path) if emb_path.exists() else None
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"format_version": 1}
-    return ReferenceProfile(frame=pd.read_parquet(folder / "profile.parquet"), vocabulary=vocab,
-                            embeddings=embeddings, meta=meta)
+    return ReferenceProfile(
+        frame=pd.read_parquet(folder / "profile.parquet"), vocabulary=vocab, embeddings=embeddings, meta=meta
+    )
+
+
+MIN_RECENT_REFERENCE = 50
+"""A dataset's recent (feedback) window of at least this many rows becomes the version's reference."""
+
+
+@dataclass(frozen=True)
+class ReferenceRows:
+    """What a version's reference profile is built from, and which evaluation set that is (`basis`)."""
+
+    basis: str  # "test" (the general held-out split) or "recent" (the traffic it was retrained for)
+    descriptor_texts: list[str]
+    texts: list[str]
+    proba: np.ndarray
+    labels: list[str]
+
+
+def reference_rows(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    recent: pd.DataFrame | None,
+    probas: dict[str, np.ndarray],
+    n_feedback_train: int = 0,
+    min_recent: int = MIN_RECENT_REFERENCE,
+) -> ReferenceRows:
+    """The rows a version is monitored against (pure).
+
+    A version trained with a labelled feedback window (a retraining for a drift episode) is monitored
+    against the traffic it was retrained for: descriptors of its feedback training rows and of the
+    held-out recent window, predictions/calibration/embeddings of the recent window (held out, so its
+    predictions are unbiased). So the accepted new normal does not alarm again. Otherwise: the training
+    rows and the general test split.
+
+    Args:
+        train: the training rows; the last `n_feedback_train` of them came from feedback.
+        probas: class probabilities per evaluation set ("test", and "recent" when it was scored).
+    """
+    if recent is not None and len(recent) >= min_recent and "recent" in probas:
+        fb_train = train.tail(n_feedback_train)["text"].tolist() if n_feedback_train > 0 else []
+        texts = recent["text"].tolist()
+        return ReferenceRows(
+            "recent", fb_train + texts, texts, np.asarray(probas["recent"]), recent["label"].tolist()
+        )
+    return ReferenceRows(
+        "test",
+        train["text"].tolist(),
+        test["text"].tolist(),
+        np.asarray(probas["test"]),
+        test["label"].tolist(),
+    )

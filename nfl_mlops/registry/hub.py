@@ -112,7 +112,9 @@ def classify_error(exc: BaseException) -> str:
     status = getattr(response, "status_code", None)
     if isinstance(status, int):
         return "retry" if status >= 500 or status in (408, 429) else "fail"
-    if isinstance(exc, HubTagCollision | FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
+    if isinstance(
+        exc, HubTagCollision | FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
+    ):
         return "fail"
     network = isinstance(exc, OSError | TimeoutError | ConnectionError) or type(exc).__module__.startswith(
         ("httpx", "httpcore", "requests", "urllib3")
@@ -310,7 +312,8 @@ class HubMirror:
             raise HubTagCollision(
                 f"tag {tag} of {repo} already names other files (commit {existing.target_commit[:12]}); Hub "
                 "versions are immutable, so it is not moved. This registry's numbering collides with an earlier "
-                "one: mirror it to another repo (HUGGINGFACE_REPO), or delete that tag on the Hub deliberately")
+                "one: mirror it to another repo (HUGGINGFACE_REPO), or delete that tag on the Hub deliberately"
+            )
         commit = api.upload_folder(
             repo_id=repo,
             repo_type="model",
@@ -321,16 +324,27 @@ class HubMirror:
             delete_patterns="*",  # the revision holds exactly this version's files
         )
         sha = commit.oid
-        api.create_tag(repo_id=repo, tag=tag, revision=sha, tag_message=f"{model_name} {tag}", repo_type="model",
-                       exist_ok=False)  # another writer tagging it meanwhile is an error, never a move
+        api.create_tag(
+            repo_id=repo,
+            tag=tag,
+            revision=sha,
+            tag_message=f"{model_name} {tag}",
+            repo_type="model",
+            exist_ok=False,
+        )  # another writer tagging it meanwhile is an error, never a move
         return sha
 
     def _same_files(self, repo: str, revision: str, folder: Path) -> bool:
         """Whether `revision` holds exactly the files this push would upload, byte for byte."""
         from huggingface_hub.utils import filter_repo_objects
 
-        remote = {f.path: f for f in self.api.list_repo_tree(repo_id=repo, revision=revision, recursive=True,
-                                                             repo_type="model") if hasattr(f, "blob_id")}
+        remote = {
+            f.path: f
+            for f in self.api.list_repo_tree(
+                repo_id=repo, revision=revision, recursive=True, repo_type="model"
+            )
+            if hasattr(f, "blob_id")
+        }
         local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
         kept = set(filter_repo_objects(list(local), ignore_patterns=list(IGNORE_PATTERNS)))
         if kept != set(remote):

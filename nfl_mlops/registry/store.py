@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nfl_mlops.db import Alias, ModelVersion, session_scope
@@ -67,8 +67,9 @@ def check_model_folder(path: Path) -> None:
     if labels != list(LABELS):
         raise InvalidModelFolder(f"the model's labels are {labels}; expected {list(LABELS)} in that order")
     if not (path / "model.safetensors").is_file():
-        raise InvalidModelFolder(f"model_path {str(path)!r} has no model.safetensors (only safetensors weights "
-                                 "are accepted)")
+        raise InvalidModelFolder(
+            f"model_path {str(path)!r} has no model.safetensors (only safetensors weights are accepted)"
+        )
 
 
 class NotFoundError(RegistryError, LookupError):
@@ -149,7 +150,9 @@ class Registry:
         source = Path(source_dir)
         missing = [f for f in REQUIRED_FILES if not (source / f).exists()]
         if not source.is_dir() or missing:
-            raise RegistryError(f"{source} is not a Hugging Face model folder (missing {missing or 'folder'})")
+            raise RegistryError(
+                f"{source} is not a Hugging Face model folder (missing {missing or 'folder'})"
+            )
         if status not in ("ready", "rejected"):
             raise RegistryError(f"status must be 'ready' or 'rejected', not {status!r}")
         root = self.models_dir / model_name
@@ -157,20 +160,49 @@ class Registry:
         staging = root / f".staging-{uuid.uuid4().hex[:8]}"
         shutil.copytree(source, staging)
         try:
-            def create(s: Session, version: int) -> VersionInfo:
-                return self._commit(s, version, staging, model_name, metrics, params, lineage, description, status,
-                                    reason, model_type, write_card)
 
-            return allocate(self.db_url, lambda s: highest(s, ModelVersion.version, ModelVersion.model_name == model_name),
-                            create, model_name, RegistryError)
+            def create(s: Session, version: int) -> VersionInfo:
+                return self._commit(
+                    s,
+                    version,
+                    staging,
+                    model_name,
+                    metrics,
+                    params,
+                    lineage,
+                    description,
+                    status,
+                    reason,
+                    model_type,
+                    write_card,
+                )
+
+            return allocate(
+                self.db_url,
+                lambda s: highest(s, ModelVersion.version, ModelVersion.model_name == model_name),
+                create,
+                model_name,
+                RegistryError,
+            )
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def _commit(self, s: Session, version: int, staging: Path, model_name: str, metrics: Mapping[str, Any] | None,
-                params: Mapping[str, Any] | None, lineage: Mapping[str, Any] | None, description: str | None,
-                status: str, reason: str | None, model_type: str,
-                write_card: Callable[[Path, VersionInfo], None] | None) -> VersionInfo:
+    def _commit(
+        self,
+        s: Session,
+        version: int,
+        staging: Path,
+        model_name: str,
+        metrics: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None,
+        lineage: Mapping[str, Any] | None,
+        description: str | None,
+        status: str,
+        reason: str | None,
+        model_type: str,
+        write_card: Callable[[Path, VersionInfo], None] | None,
+    ) -> VersionInfo:
         """Add version `version` in session `s` and move the staged folder into place."""
         final = self.models_dir / model_name / f"v{version}"
         if final.exists():
@@ -179,12 +211,23 @@ class Registry:
             # make, so this version goes to a fresh location of its own.
             stale = final
             final = final.with_name(f"v{version}-{uuid.uuid4().hex[:8]}")
-            log.warning("%s exists and is not this registry's v%d; registering it at %s instead", stale,
-                        version, final)
+            log.warning(
+                "%s exists and is not this registry's v%d; registering it at %s instead",
+                stale,
+                version,
+                final,
+            )
         row = ModelVersion(
-            model_name=model_name, version=version, status=status, path=str(final.resolve()),
-            metrics=dict(metrics or {}), params=dict(params or {}), lineage=dict(lineage or {}),
-            description=description, reason=reason, model_type=model_type,
+            model_name=model_name,
+            version=version,
+            status=status,
+            path=str(final.resolve()),
+            metrics=dict(metrics or {}),
+            params=dict(params or {}),
+            lineage=dict(lineage or {}),
+            description=description,
+            reason=reason,
+            model_type=model_type,
         )
         s.add(row)
         s.flush()  # the unique constraint fires here, before any file moves
@@ -202,12 +245,17 @@ class Registry:
     def set_alias(self, model_name: str, alias: str, version: int) -> None:
         """Point `alias` at `version` (which must exist and be servable)."""
         with session_scope(self.db_url) as s:
-            row = s.scalar(select(ModelVersion).where(ModelVersion.model_name == model_name,
-                                                      ModelVersion.version == version))
+            row = s.scalar(
+                select(ModelVersion).where(
+                    ModelVersion.model_name == model_name, ModelVersion.version == version
+                )
+            )
             if row is None:
                 raise NotFoundError(f"{model_name} has no version {version}")
             if row.status != "ready":
-                raise RegistryError(f"{model_name} v{version} is {row.status}; only ready versions take aliases")
+                raise RegistryError(
+                    f"{model_name} v{version} is {row.status}; only ready versions take aliases"
+                )
             existing = s.get(Alias, (model_name, alias))
             if existing is None:
                 s.add(Alias(model_name=model_name, alias=alias, version=version))
@@ -239,8 +287,11 @@ class Registry:
         """A version by number, by `v3`/`3`, or by alias (`champion`)."""
         with session_scope(self.db_url) as s:
             number = self._resolve(s, model_name, version)
-            row = s.scalar(select(ModelVersion).where(ModelVersion.model_name == model_name,
-                                                      ModelVersion.version == number))
+            row = s.scalar(
+                select(ModelVersion).where(
+                    ModelVersion.model_name == model_name, ModelVersion.version == number
+                )
+            )
             if row is None:
                 raise NotFoundError(f"{model_name} has no version {version}")
             return _info(row, self._aliases(s, model_name).get(row.version, []))
@@ -284,4 +335,6 @@ class Registry:
 
     def list_models(self) -> list[str]:
         with session_scope(self.db_url) as s:
-            return list(s.scalars(select(ModelVersion.model_name).distinct().order_by(ModelVersion.model_name)))
+            return list(
+                s.scalars(select(ModelVersion.model_name).distinct().order_by(ModelVersion.model_name))
+            )

@@ -113,7 +113,9 @@ class ABVerdict:
         return d
 
 
-def ab_verdict(a: ArmOutcome, b: ArmOutcome, alpha: float, min_samples: int, final: bool = False) -> ABVerdict:
+def ab_verdict(
+    a: ArmOutcome, b: ArmOutcome, alpha: float, min_samples: int, final: bool = False
+) -> ABVerdict:
     """Declare a winner, or `no_difference_yet` (`no_difference` once the test is over).
 
     Args:
@@ -121,9 +123,20 @@ def ab_verdict(a: ArmOutcome, b: ArmOutcome, alpha: float, min_samples: int, fin
     """
     undecided = "no_difference" if final else "no_difference_yet"
     if a.labelled < min_samples or b.labelled < min_samples:
-        return ABVerdict(undecided, None, False, False, final, None, None, None, None, None,
-                         f"{a.labelled} labelled predictions on A and {b.labelled} on B; "
-                         f"{min_samples} per arm are needed before a winner can be declared")
+        return ABVerdict(
+            undecided,
+            None,
+            False,
+            False,
+            final,
+            None,
+            None,
+            None,
+            None,
+            None,
+            f"{a.labelled} labelled predictions on A and {b.labelled} on B; "
+            f"{min_samples} per arm are needed before a winner can be declared",
+        )
     z, p = two_proportion_ztest(a.correct, a.labelled, b.correct, b.labelled)
     diff = b.correct / b.labelled - a.correct / a.labelled
     ci = diff_interval(a.correct, a.labelled, b.correct, b.labelled, alpha)
@@ -131,13 +144,37 @@ def ab_verdict(a: ArmOutcome, b: ArmOutcome, alpha: float, min_samples: int, fin
     accs = f"accuracy A {a.accuracy:.1%} (n={a.labelled}) vs. B {b.accuracy:.1%} (n={b.labelled})"
     if p < alpha:
         winner = "b" if diff > 0 else "a"
-        return ABVerdict(f"{winner}_better", winner, True, True, final, z, p, diff, ci, pb,
-                         f"{winner.upper()} is better: {accs}, z={z:.2f}, p={p:.3g} < {alpha}")
-    return ABVerdict(undecided, None, False, True, final, z, p, diff, ci, pb,
-                     f"no significant difference: {accs}, z={z:.2f}, p={p:.3g} >= {alpha}")
+        return ABVerdict(
+            f"{winner}_better",
+            winner,
+            True,
+            True,
+            final,
+            z,
+            p,
+            diff,
+            ci,
+            pb,
+            f"{winner.upper()} is better: {accs}, z={z:.2f}, p={p:.3g} < {alpha}",
+        )
+    return ABVerdict(
+        undecided,
+        None,
+        False,
+        True,
+        final,
+        z,
+        p,
+        diff,
+        ci,
+        pb,
+        f"no significant difference: {accs}, z={z:.2f}, p={p:.3g} >= {alpha}",
+    )
 
 
-def ab_decision(params: ABTestParams, ends_at: datetime, now: datetime, outcomes: dict[str, ArmOutcome]) -> Decision:
+def ab_decision(
+    params: ABTestParams, ends_at: datetime, now: datetime, outcomes: dict[str, ArmOutcome]
+) -> Decision:
     """At the end of the test, the winner takes all traffic (B only when significantly better and
     `promote_winner`); before the end, hold."""
     a, b = outcomes["a"], outcomes["b"]
@@ -147,8 +184,12 @@ def ab_decision(params: ABTestParams, ends_at: datetime, now: datetime, outcomes
     verdict = ab_verdict(a, b, params.alpha, params.min_samples, final=True)
     extra = {"winner": verdict.winner, "verdict": verdict.as_dict()}
     if verdict.winner == "b" and params.promote_winner:
-        return Decision("promote", f"A/B test over: {verdict.reason}; promoting v{b.version}",
-                        arms={"stable": {"version": b.version, "weight": 100.0}}, extra=extra)
+        return Decision(
+            "promote",
+            f"A/B test over: {verdict.reason}; promoting v{b.version}",
+            arms={"stable": {"version": b.version, "weight": 100.0}},
+            extra=extra,
+        )
     kept = f"{verdict.reason} (promote_winner is false)" if verdict.winner == "b" else verdict.reason
     return Decision("finish", f"A/B test over: {kept}; v{a.version} (A) keeps serving", extra=extra)
 
@@ -187,23 +228,52 @@ def aware(ts: datetime | None) -> datetime | None:
 
 def _info(row: ABTest) -> ABTestInfo:
     return ABTestInfo(
-        id=row.id, test_name=row.test_name, model_name=row.model_name, environment=row.environment,
-        version_a=row.version_a, version_b=row.version_b, traffic_split=row.traffic_split,
-        duration_days=row.duration_days, params=dict(row.params or {}), rollout_id=row.rollout_id,
-        status=row.status, winner=row.winner, result=dict(row.result or {}), created_at=aware(row.created_at),
-        ends_at=aware(row.ends_at), finished_at=aware(row.finished_at),
+        id=row.id,
+        test_name=row.test_name,
+        model_name=row.model_name,
+        environment=row.environment,
+        version_a=row.version_a,
+        version_b=row.version_b,
+        traffic_split=row.traffic_split,
+        duration_days=row.duration_days,
+        params=dict(row.params or {}),
+        rollout_id=row.rollout_id,
+        status=row.status,
+        winner=row.winner,
+        result=dict(row.result or {}),
+        created_at=aware(row.created_at),
+        ends_at=aware(row.ends_at),
+        finished_at=aware(row.finished_at),
     )
 
 
-def create_record(test_name: str, model_name: str, environment: str, version_a: int, version_b: int,
-                  params: ABTestParams, rollout_id: str | None, db_url: str | None = None,
-                  now: datetime | None = None) -> ABTestInfo:
+def create_record(
+    test_name: str,
+    model_name: str,
+    environment: str,
+    version_a: int,
+    version_b: int,
+    params: ABTestParams,
+    rollout_id: str | None,
+    db_url: str | None = None,
+    now: datetime | None = None,
+) -> ABTestInfo:
     now = now or utcnow()
     with session_scope(db_url) as s:
-        row = ABTest(test_name=test_name, model_name=model_name, environment=environment, version_a=version_a,
-                     version_b=version_b, traffic_split=params.traffic_split, duration_days=params.duration_days,
-                     params=params.model_dump(mode="json"), rollout_id=rollout_id, status="running",
-                     created_at=now, ends_at=now + timedelta(days=params.duration_days))
+        row = ABTest(
+            test_name=test_name,
+            model_name=model_name,
+            environment=environment,
+            version_a=version_a,
+            version_b=version_b,
+            traffic_split=params.traffic_split,
+            duration_days=params.duration_days,
+            params=params.model_dump(mode="json"),
+            rollout_id=rollout_id,
+            status="running",
+            created_at=now,
+            ends_at=now + timedelta(days=params.duration_days),
+        )
         s.add(row)
         s.flush()
         return _info(row)
@@ -211,7 +281,9 @@ def create_record(test_name: str, model_name: str, environment: str, version_a: 
 
 def running_test_named(test_name: str, db_url: str | None = None) -> ABTestInfo | None:
     with session_scope(db_url) as s:
-        row = s.scalar(select(ABTest).where(ABTest.test_name == test_name, ABTest.status == "running").limit(1))
+        row = s.scalar(
+            select(ABTest).where(ABTest.test_name == test_name, ABTest.status == "running").limit(1)
+        )
         return _info(row) if row else None
 
 
@@ -229,7 +301,9 @@ def ab_test_for_rollout(rollout_id: str, db_url: str | None = None) -> ABTestInf
         return _info(row) if row else None
 
 
-def list_ab_tests(model_name: str | None = None, db_url: str | None = None, limit: int = 100) -> list[ABTestInfo]:
+def list_ab_tests(
+    model_name: str | None = None, db_url: str | None = None, limit: int = 100
+) -> list[ABTestInfo]:
     with session_scope(db_url) as s:
         q = select(ABTest).order_by(ABTest.created_at.desc()).limit(limit)
         if model_name:
@@ -237,8 +311,9 @@ def list_ab_tests(model_name: str | None = None, db_url: str | None = None, limi
         return [_info(r) for r in s.scalars(q)]
 
 
-def finish_record(test_id: str, status: str, winner: str | None, result: dict[str, Any],
-                  db_url: str | None = None) -> None:
+def finish_record(
+    test_id: str, status: str, winner: str | None, result: dict[str, Any], db_url: str | None = None
+) -> None:
     with session_scope(db_url) as s:
         row = s.get(ABTest, test_id)
         if row is None or row.status != "running":
@@ -249,9 +324,13 @@ def finish_record(test_id: str, status: str, winner: str | None, result: dict[st
 def outcomes(test: ABTestInfo, db_url: str | None = None) -> dict[str, ArmOutcome]:
     """Served predictions per arm of the test's rollout and the correct share of the labelled ones."""
     correct = func.sum(case((Prediction.label == Prediction.true_label, 1), else_=0))
-    q = (select(Prediction.arm, func.count(), func.count(Prediction.true_label), correct)
-         .where(Prediction.rollout_id == test.rollout_id, Prediction.served.is_(True), Prediction.arm.in_(ARMS))
-         .group_by(Prediction.arm))
+    q = (
+        select(Prediction.arm, func.count(), func.count(Prediction.true_label), correct)
+        .where(
+            Prediction.rollout_id == test.rollout_id, Prediction.served.is_(True), Prediction.arm.in_(ARMS)
+        )
+        .group_by(Prediction.arm)
+    )
     with session_scope(db_url) as s:
         got = {arm: (int(n), int(lab), int(c or 0)) for arm, n, lab, c in s.execute(q)}
     versions = {"a": test.version_a, "b": test.version_b}
@@ -264,6 +343,11 @@ def report(test: ABTestInfo, now: datetime | None = None, db_url: str | None = N
     params = ABTestParams.model_validate(test.params)
     arms = outcomes(test, db_url)
     over = now >= test.ends_at
-    verdict = ab_verdict(arms["a"], arms["b"], params.alpha, params.min_samples, final=over or test.status != "running")
-    return {"arms": {k: v.as_dict() for k, v in arms.items()}, "verdict": verdict.as_dict(),
-            "duration_over": over}
+    verdict = ab_verdict(
+        arms["a"], arms["b"], params.alpha, params.min_samples, final=over or test.status != "running"
+    )
+    return {
+        "arms": {k: v.as_dict() for k, v in arms.items()},
+        "verdict": verdict.as_dict(),
+        "duration_over": over,
+    }

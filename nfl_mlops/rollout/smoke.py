@@ -24,7 +24,9 @@ SMOKE_CASES: dict[str, list[str]] = {
 }
 
 
-def smoke_test(model: Any, cases: dict[str, list[str]] = SMOKE_CASES, max_latency_ms: float = 5000.0) -> dict[str, Any]:
+def smoke_test(
+    model: Any, cases: dict[str, list[str]] = SMOKE_CASES, max_latency_ms: float = 5000.0
+) -> dict[str, Any]:
     """Valid probabilities, sane direction (positive texts score more positive than negative ones), fast enough."""
     started = time.perf_counter()
     pos = model.predict_proba(cases["positive"])

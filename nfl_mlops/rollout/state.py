@@ -65,10 +65,21 @@ class RolloutInfo:
 def _info(r: Rollout) -> RolloutInfo:
     rev = int(r.revision or 0)
     return RolloutInfo(
-        id=r.id, model_name=r.model_name, environment=r.environment, version=r.version,
-        previous_version=r.previous_version, strategy=r.strategy, status=r.status, arms=dict(r.arms or {}),
-        config={**dict(r.config or {}), "revision": rev}, history=list(r.history or []), reason=r.reason,
-        flow_run_id=r.flow_run_id, created_at=r.created_at, updated_at=r.updated_at, revision=rev,
+        id=r.id,
+        model_name=r.model_name,
+        environment=r.environment,
+        version=r.version,
+        previous_version=r.previous_version,
+        strategy=r.strategy,
+        status=r.status,
+        arms=dict(r.arms or {}),
+        config={**dict(r.config or {}), "revision": rev},
+        history=list(r.history or []),
+        reason=r.reason,
+        flow_run_id=r.flow_run_id,
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        revision=rev,
     )
 
 
@@ -79,13 +90,17 @@ def _cas(s: Session, row: Rollout, **values: Any) -> None:
         RolloutConflict: another writer changed or ended the rollout since it was read.
     """
     read = int(row.revision or 0)
-    result = s.execute(update(Rollout)
-                       .where(Rollout.id == row.id, Rollout.revision == read, Rollout.status == "active")
-                       .values(revision=read + 1, updated_at=utcnow(), **values)
-                       .execution_options(synchronize_session=False))
+    result = s.execute(
+        update(Rollout)
+        .where(Rollout.id == row.id, Rollout.revision == read, Rollout.status == "active")
+        .values(revision=read + 1, updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise RolloutConflict(f"deployment {row.id} moved since it was read (revision {read}); "
-                              "another driver or a person changed it first")
+        raise RolloutConflict(
+            f"deployment {row.id} moved since it was read (revision {read}); "
+            "another driver or a person changed it first"
+        )
     s.expire(row)
 
 
@@ -106,12 +121,18 @@ def revision(info: RolloutInfo) -> int:
     return info.revision
 
 
-def active_rollout(model_name: str, environment: str = "production", db_url: str | None = None) -> RolloutInfo | None:
+def active_rollout(
+    model_name: str, environment: str = "production", db_url: str | None = None
+) -> RolloutInfo | None:
     """The rollout serving traffic now, or None."""
     with session_scope(db_url) as s:
         row = s.scalar(
             select(Rollout)
-            .where(Rollout.model_name == model_name, Rollout.environment == environment, Rollout.status == "active")
+            .where(
+                Rollout.model_name == model_name,
+                Rollout.environment == environment,
+                Rollout.status == "active",
+            )
             .order_by(Rollout.created_at.desc())
             .limit(1)
         )
@@ -126,7 +147,9 @@ def get_rollout(rollout_id: str, db_url: str | None = None) -> RolloutInfo:
         return _info(row)
 
 
-def list_rollouts(model_name: str | None = None, db_url: str | None = None, limit: int = 100) -> list[RolloutInfo]:
+def list_rollouts(
+    model_name: str | None = None, db_url: str | None = None, limit: int = 100
+) -> list[RolloutInfo]:
     with session_scope(db_url) as s:
         q = select(Rollout).order_by(Rollout.created_at.desc()).limit(limit)
         if model_name:
@@ -157,34 +180,56 @@ def activate(
         raise RolloutError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     try:
         with session_scope(db_url) as s:
-            current = s.scalar(select(Rollout).where(Rollout.model_name == model_name,
-                                                     Rollout.environment == environment, Rollout.status == "active"))
+            current = s.scalar(
+                select(Rollout).where(
+                    Rollout.model_name == model_name,
+                    Rollout.environment == environment,
+                    Rollout.status == "active",
+                )
+            )
             serving = None
             if current is not None:
                 serving = serving_version(current.arms or {}, current.version)
-                _cas(s, current, status="superseded",
-                     history=[*(current.history or []), _event("superseded", reason=reason)])
+                _cas(
+                    s,
+                    current,
+                    status="superseded",
+                    history=[*(current.history or []), _event("superseded", reason=reason)],
+                )
             if previous_version is _AUTO:
                 previous_version = serving
             row = Rollout(
-                model_name=model_name, environment=environment, version=version, previous_version=previous_version,
-                strategy=strategy, status="active",
+                model_name=model_name,
+                environment=environment,
+                version=version,
+                previous_version=previous_version,
+                strategy=strategy,
+                status="active",
                 arms=dict(arms or {"stable": {"version": version, "weight": 100.0}}),
-                config={k: v for k, v in (config or {}).items() if k != "revision"}, reason=reason,
-                flow_run_id=flow_run_id, revision=0,
+                config={k: v for k, v in (config or {}).items() if k != "revision"},
+                reason=reason,
+                flow_run_id=flow_run_id,
+                revision=0,
                 history=[_event("activated", version=version, strategy=strategy, reason=reason)],
             )
             s.add(row)
             s.flush()  # the partial unique index refuses a second active rollout here
             return _info(row)
     except IntegrityError as exc:
-        raise RolloutConflict(f"another deployment of {model_name} in {environment} was activated at the same "
-                              "time; read the active one and try again") from exc
+        raise RolloutConflict(
+            f"another deployment of {model_name} in {environment} was activated at the same "
+            "time; read the active one and try again"
+        ) from exc
 
 
-def transition(rollout_id: str, expected_revision: int, arms: Mapping[str, Any] | None = None,
-               config: Mapping[str, Any] | None = None, event: Mapping[str, Any] | None = None,
-               db_url: str | None = None) -> RolloutInfo:
+def transition(
+    rollout_id: str,
+    expected_revision: int,
+    arms: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    event: Mapping[str, Any] | None = None,
+    db_url: str | None = None,
+) -> RolloutInfo:
     """Change an active rollout's traffic and/or config, only if nobody changed it since `expected_revision`.
 
     Raises:
@@ -196,10 +241,13 @@ def transition(rollout_id: str, expected_revision: int, arms: Mapping[str, Any] 
             raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
         current = int(row.revision or 0)
         if row.status != "active" or current != expected_revision:
-            raise RolloutConflict(f"deployment {rollout_id} is {row.status} at revision {current}, "
-                                  f"not active at {expected_revision}")
-        values: dict[str, Any] = {"config": {**(row.config or {}), **{k: v for k, v in (config or {}).items()
-                                                                      if k != "revision"}}}
+            raise RolloutConflict(
+                f"deployment {rollout_id} is {row.status} at revision {current}, "
+                f"not active at {expected_revision}"
+            )
+        values: dict[str, Any] = {
+            "config": {**(row.config or {}), **{k: v for k, v in (config or {}).items() if k != "revision"}}
+        }
         if arms is not None:
             values["arms"] = dict(arms)
         if event is not None:
@@ -209,8 +257,9 @@ def transition(rollout_id: str, expected_revision: int, arms: Mapping[str, Any] 
         return _info(row)
 
 
-def record_check(rollout_id: str, check: Mapping[str, Any], db_url: str | None = None,
-                 expected_revision: int | None = None) -> bool:
+def record_check(
+    rollout_id: str, check: Mapping[str, Any], db_url: str | None = None, expected_revision: int | None = None
+) -> bool:
     """Keep the latest gate evaluation of an active rollout (progress shown by the API); no traffic change.
 
     A compare-and-set like every write: with `expected_revision` (the revision the check was computed
@@ -229,9 +278,14 @@ def record_check(rollout_id: str, check: Mapping[str, Any], db_url: str | None =
         return True
 
 
-def return_to_previous(rollout_id: str, reason: str, status: str = "rolled_back",
-                       expected_revision: int | None = None, details: Mapping[str, Any] | None = None,
-                       db_url: str | None = None) -> RolloutInfo:
+def return_to_previous(
+    rollout_id: str,
+    reason: str,
+    status: str = "rolled_back",
+    expected_revision: int | None = None,
+    details: Mapping[str, Any] | None = None,
+    db_url: str | None = None,
+) -> RolloutInfo:
     """End `rollout_id` with `status` and send all traffic back to its previous version.
 
     Only the active rollout can end this way, and only when there was a previous version. Returns
@@ -247,18 +301,31 @@ def return_to_previous(rollout_id: str, reason: str, status: str = "rolled_back"
         if row is None:
             raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
         if row.status != "active":
-            raise RolloutError(f"deployment {rollout_id} is {row.status}; only the active deployment can be rolled back")
+            raise RolloutError(
+                f"deployment {rollout_id} is {row.status}; only the active deployment can be rolled back"
+            )
         if expected_revision is not None and int(row.revision or 0) != expected_revision:
             raise RolloutConflict(f"deployment {rollout_id} moved since it was read")
         if row.previous_version is None:
             raise RolloutError(f"deployment {rollout_id} has no previous version to roll back to")
         model_name, environment, previous = row.model_name, row.environment, row.previous_version
-        _cas(s, row, status=status, reason=reason, config={**(row.config or {}), "phase": status},
-             history=[*(row.history or []), _event(status, reason=reason, **dict(details or {}))])
+        _cas(
+            s,
+            row,
+            status=status,
+            reason=reason,
+            config={**(row.config or {}), "phase": status},
+            history=[*(row.history or []), _event(status, reason=reason, **dict(details or {}))],
+        )
         label = "rollback" if status == "rolled_back" else status
         new = Rollout(
-            model_name=model_name, environment=environment, version=previous,
-            previous_version=None, strategy="rollback", status="active", revision=0,
+            model_name=model_name,
+            environment=environment,
+            version=previous,
+            previous_version=None,
+            strategy="rollback",
+            status="active",
+            revision=0,
             arms={"stable": {"version": previous, "weight": 100.0}},
             reason=f"{label} of {rollout_id}: {reason}",
             history=[_event("activated", version=previous, strategy="rollback", reason=reason)],
@@ -266,6 +333,36 @@ def return_to_previous(rollout_id: str, reason: str, status: str = "rolled_back"
         s.add(new)
         s.flush()
         return _info(new)
+
+
+def abandon(
+    rollout_id: str,
+    reason: str,
+    expected_revision: int | None = None,
+    details: Mapping[str, Any] | None = None,
+    db_url: str | None = None,
+) -> RolloutInfo:
+    """End an active rollout that has no previous version (`rolled_back`, nothing active after it).
+
+    Raises:
+        RolloutConflict: it moved since `expected_revision` or is no longer active.
+    """
+    with session_scope(db_url) as s:
+        row = s.get(Rollout, rollout_id)
+        if row is None:
+            raise RolloutNotFound(f"no deployment with id {rollout_id!r}")
+        if expected_revision is not None and int(row.revision or 0) != expected_revision:
+            raise RolloutConflict(f"deployment {rollout_id} moved since it was read")
+        _cas(
+            s,
+            row,
+            status="rolled_back",
+            reason=reason,
+            config={**(row.config or {}), "phase": "rolled_back"},
+            history=[*(row.history or []), _event("rolled_back", reason=reason, **dict(details or {}))],
+        )
+        s.refresh(row)
+        return _info(row)
 
 
 def rollback(rollout_id: str, reason: str = "manual rollback", db_url: str | None = None) -> RolloutInfo:

@@ -42,7 +42,8 @@ class Strategy(StrEnum):
 DRIVEN = (Strategy.CANARY, Strategy.SHADOW, Strategy.AB_TEST)
 """Strategies whose rollout is advanced step by step after it starts."""
 
-Action = Literal["hold", "advance", "promote", "rollback", "finish"]
+Action = Literal["hold", "confirm", "advance", "promote", "rollback", "finish"]
+"""`confirm`: every live API replica serves the traffic of the current step (see `replicas.confirmation`)."""
 
 
 class CanaryParams(BaseModel):
@@ -51,15 +52,26 @@ class CanaryParams(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: list[float] = Field(
-        default_factory=lambda: [5.0, 25.0, 50.0, 100.0], min_length=2, max_length=20,
-        description="Percent of traffic on the candidate at each step, increasing, ending at 100 (promotion).")
+        default_factory=lambda: [5.0, 25.0, 50.0, 100.0],
+        min_length=2,
+        max_length=20,
+        description="Percent of traffic on the candidate at each step, increasing, ending at 100 (promotion).",
+    )
     min_requests: int = Field(
-        50, ge=1, le=1_000_000,
-        description="Candidate requests (and as many stable ones) a step needs before its gates are judged.")
+        50,
+        ge=1,
+        le=1_000_000,
+        description="Candidate requests (and as many stable ones) a step needs before its gates are judged.",
+    )
     max_wait_s: float = Field(
-        1800.0, gt=0, le=7 * 86400,
-        description="Longest a step is held; a step that saw too little traffic to judge by then is rolled back.")
-    check_seconds: float = Field(DEFAULT_CHECK_SECONDS, gt=0, le=3600, description="How often the gates are evaluated.")
+        1800.0,
+        gt=0,
+        le=7 * 86400,
+        description="Longest a step is held; a step that saw too little traffic to judge by then is rolled back.",
+    )
+    check_seconds: float = Field(
+        DEFAULT_CHECK_SECONDS, gt=0, le=3600, description="How often the gates are evaluated."
+    )
     gates: GateParams = Field(default_factory=GateParams, description="Gate thresholds.")
 
     @field_validator("steps")
@@ -79,13 +91,23 @@ class ShadowParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    min_requests: int = Field(200, ge=1, le=1_000_000,
-                              description="Paired (shadow, stable) predictions needed before the verdict.")
-    max_wait_s: float = Field(3600.0, gt=0, le=7 * 86400,
-                              description="Longest the shadow runs; too little traffic by then rolls it back.")
-    promote_on_pass: bool = Field(True, description="Move all traffic to the candidate when the shadow passes "
-                                                    "(otherwise the shadow just ends with its verdict).")
-    check_seconds: float = Field(DEFAULT_CHECK_SECONDS, gt=0, le=3600, description="How often the gates are evaluated.")
+    min_requests: int = Field(
+        200, ge=1, le=1_000_000, description="Paired (shadow, stable) predictions needed before the verdict."
+    )
+    max_wait_s: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 86400,
+        description="Longest the shadow runs; too little traffic by then rolls it back.",
+    )
+    promote_on_pass: bool = Field(
+        True,
+        description="Move all traffic to the candidate when the shadow passes "
+        "(otherwise the shadow just ends with its verdict).",
+    )
+    check_seconds: float = Field(
+        DEFAULT_CHECK_SECONDS, gt=0, le=3600, description="How often the gates are evaluated."
+    )
     gates: GateParams = Field(default_factory=GateParams, description="Gate thresholds.")
 
 
@@ -95,13 +117,24 @@ class ABTestParams(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     traffic_split: float = Field(50.0, gt=0, lt=100, description="Percent of traffic on B (the rest on A).")
-    duration_days: float = Field(7.0, gt=0, le=365,
-                                 description="How long the test runs; at the end the winner takes all traffic.")
-    min_samples: int = Field(100, ge=1, le=10_000_000,
-                             description="Feedback-labelled predictions each arm needs before a winner is declared.")
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="Significance level of the two-sided two-proportion z-test.")
-    promote_winner: bool = Field(True, description="At the end, move all traffic to B when B won (else A stays).")
-    check_seconds: float = Field(60.0, gt=0, le=86400, description="How often the end of the test is checked.")
+    duration_days: float = Field(
+        7.0, gt=0, le=365, description="How long the test runs; at the end the winner takes all traffic."
+    )
+    min_samples: int = Field(
+        100,
+        ge=1,
+        le=10_000_000,
+        description="Feedback-labelled predictions each arm needs before a winner is declared.",
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=0.5, description="Significance level of the two-sided two-proportion z-test."
+    )
+    promote_winner: bool = Field(
+        True, description="At the end, move all traffic to B when B won (else A stays)."
+    )
+    check_seconds: float = Field(
+        60.0, gt=0, le=86400, description="How often the end of the test is checked."
+    )
 
 
 def retraining_canary() -> CanaryParams:
@@ -113,8 +146,13 @@ def retraining_canary() -> CanaryParams:
     standard test set and the recent labelled window at registration. The canary guards what labelled
     data cannot show: errors, latency, and the loading of the new version in every replica.
     """
-    return CanaryParams(steps=[10.0, 50.0, 100.0], min_requests=30, check_seconds=2.0, max_wait_s=1800.0,
-                        gates=GateParams(max_label_tvd=1.0, latency_slack_ms=100.0))
+    return CanaryParams(
+        steps=[10.0, 50.0, 100.0],
+        min_requests=30,
+        check_seconds=2.0,
+        max_wait_s=1800.0,
+        gates=GateParams(max_label_tvd=1.0, latency_slack_ms=100.0),
+    )
 
 
 def check_interval(strategy: str, raw: dict[str, Any] | None) -> float:
@@ -129,28 +167,40 @@ StrategyParams = CanaryParams | ShadowParams | ABTestParams
 
 def params_for(strategy: str, raw: dict[str, Any] | None) -> StrategyParams | None:
     """The typed settings of a strategy from their JSON form (None for blue-green)."""
-    kinds: dict[str, type[StrategyParams]] = {"canary": CanaryParams, "shadow": ShadowParams,
-                                              "ab_test": ABTestParams}
+    kinds: dict[str, type[StrategyParams]] = {
+        "canary": CanaryParams,
+        "shadow": ShadowParams,
+        "ab_test": ABTestParams,
+    }
     kind = kinds.get(strategy)
     return kind.model_validate(raw or {}) if kind else None
 
 
-def initial_arms(strategy: str, stable_version: int | None, candidate_version: int,
-                 params: StrategyParams | None = None) -> dict[str, Any]:
+def initial_arms(
+    strategy: str, stable_version: int | None, candidate_version: int, params: StrategyParams | None = None
+) -> dict[str, Any]:
     """The traffic a rollout starts with."""
     if strategy in ("blue_green", "rollback") or stable_version is None:
         return {"stable": {"version": candidate_version, "weight": 100.0}}
     if strategy == "canary":
         first = float(params.steps[0]) if isinstance(params, CanaryParams) else CanaryParams().steps[0]
-        return {"stable": {"version": stable_version, "weight": 100.0 - first},
-                "candidate": {"version": candidate_version, "weight": first}}
+        return {
+            "stable": {"version": stable_version, "weight": 100.0 - first},
+            "candidate": {"version": candidate_version, "weight": first},
+        }
     if strategy == "shadow":
-        return {"stable": {"version": stable_version, "weight": 100.0},
-                "shadow": {"version": candidate_version, "weight": 0.0, "shadow": True}}
+        return {
+            "stable": {"version": stable_version, "weight": 100.0},
+            "shadow": {"version": candidate_version, "weight": 0.0, "shadow": True},
+        }
     if strategy == "ab_test":
-        split = float(params.traffic_split) if isinstance(params, ABTestParams) else ABTestParams().traffic_split
-        return {"a": {"version": stable_version, "weight": 100.0 - split},
-                "b": {"version": candidate_version, "weight": split}}
+        split = (
+            float(params.traffic_split) if isinstance(params, ABTestParams) else ABTestParams().traffic_split
+        )
+        return {
+            "a": {"version": stable_version, "weight": 100.0 - split},
+            "b": {"version": candidate_version, "weight": split},
+        }
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
@@ -170,16 +220,29 @@ class Decision:
         return self.action in ("promote", "rollback", "finish")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "reason": self.reason, "arms": self.arms, "step_index": self.step_index,
-                "gates": [g.as_dict() for g in self.gates], **self.extra}
+        return {
+            "action": self.action,
+            "reason": self.reason,
+            "arms": self.arms,
+            "step_index": self.step_index,
+            "gates": [g.as_dict() for g in self.gates],
+            **self.extra,
+        }
 
 
 def _elapsed(now: datetime, since: datetime) -> float:
     return (now - since).total_seconds()
 
 
-def canary_decision(params: CanaryParams, step_index: int, step_started_at: datetime, now: datetime,
-                    rows: pd.DataFrame, stable_version: int, candidate_version: int) -> Decision:
+def canary_decision(
+    params: CanaryParams,
+    step_index: int,
+    step_started_at: datetime,
+    now: datetime,
+    rows: pd.DataFrame,
+    stable_version: int,
+    candidate_version: int,
+) -> Decision:
     """Hold, advance, promote or roll back a canary at step `step_index`, from the rows logged since
     the step started."""
     weight = params.steps[step_index]
@@ -187,29 +250,51 @@ def canary_decision(params: CanaryParams, step_index: int, step_started_at: date
     verdict = overall(gates)
     where = f"step {step_index + 1}/{len(params.steps)} ({weight:g} %)"
     if verdict == "fail":
-        return Decision("rollback", f"canary {where}: gate failed: {failures(gates)}", gates=gates,
-                        step_index=step_index)
+        return Decision(
+            "rollback", f"canary {where}: gate failed: {failures(gates)}", gates=gates, step_index=step_index
+        )
     if verdict == "pass":
         nxt = step_index + 1
         if nxt >= len(params.steps) - 1 or params.steps[nxt] >= 100:
-            return Decision("promote", f"canary {where}: all gates passed; promoting v{candidate_version}",
-                            arms={"stable": {"version": candidate_version, "weight": 100.0}}, gates=gates,
-                            step_index=len(params.steps) - 1)
+            return Decision(
+                "promote",
+                f"canary {where}: all gates passed; promoting v{candidate_version}",
+                arms={"stable": {"version": candidate_version, "weight": 100.0}},
+                gates=gates,
+                step_index=len(params.steps) - 1,
+            )
         w = params.steps[nxt]
-        return Decision("advance", f"canary {where}: all gates passed; moving to {w:g} %",
-                        arms={"stable": {"version": stable_version, "weight": 100.0 - w},
-                              "candidate": {"version": candidate_version, "weight": w}},
-                        gates=gates, step_index=nxt)
+        return Decision(
+            "advance",
+            f"canary {where}: all gates passed; moving to {w:g} %",
+            arms={
+                "stable": {"version": stable_version, "weight": 100.0 - w},
+                "candidate": {"version": candidate_version, "weight": w},
+            },
+            gates=gates,
+            step_index=nxt,
+        )
     waited = _elapsed(now, step_started_at)
     if waited >= params.max_wait_s:
         pending = "; ".join(f"{g.name}: {g.detail}" for g in gates if g.passed is None)
-        return Decision("rollback", f"canary {where}: held {waited:.0f} s (max {params.max_wait_s:g} s) without "
-                                    f"enough traffic to judge: {pending}", gates=gates, step_index=step_index)
+        return Decision(
+            "rollback",
+            f"canary {where}: held {waited:.0f} s (max {params.max_wait_s:g} s) without "
+            f"enough traffic to judge: {pending}",
+            gates=gates,
+            step_index=step_index,
+        )
     return Decision("hold", f"canary {where}: waiting for traffic", gates=gates, step_index=step_index)
 
 
-def shadow_decision(params: ShadowParams, started_at: datetime, now: datetime, rows: pd.DataFrame,
-                    stable_version: int, candidate_version: int) -> Decision:
+def shadow_decision(
+    params: ShadowParams,
+    started_at: datetime,
+    now: datetime,
+    rows: pd.DataFrame,
+    stable_version: int,
+    candidate_version: int,
+) -> Decision:
     """Promote, end or roll back a shadow rollout from the rows logged since it started."""
     gates = shadow_gates(rows, params.gates, params.min_requests)
     verdict = overall(gates)
@@ -217,13 +302,25 @@ def shadow_decision(params: ShadowParams, started_at: datetime, now: datetime, r
         return Decision("rollback", f"shadow: gate failed: {failures(gates)}", gates=gates)
     if verdict == "pass":
         if params.promote_on_pass:
-            return Decision("promote", f"shadow: all gates passed; promoting v{candidate_version}",
-                            arms={"stable": {"version": candidate_version, "weight": 100.0}}, gates=gates)
-        return Decision("finish", f"shadow: all gates passed; v{candidate_version} not promoted "
-                                  f"(promote_on_pass is false), v{stable_version} keeps serving", gates=gates)
+            return Decision(
+                "promote",
+                f"shadow: all gates passed; promoting v{candidate_version}",
+                arms={"stable": {"version": candidate_version, "weight": 100.0}},
+                gates=gates,
+            )
+        return Decision(
+            "finish",
+            f"shadow: all gates passed; v{candidate_version} not promoted "
+            f"(promote_on_pass is false), v{stable_version} keeps serving",
+            gates=gates,
+        )
     waited = _elapsed(now, started_at)
     if waited >= params.max_wait_s:
         pending = "; ".join(f"{g.name}: {g.detail}" for g in gates if g.passed is None)
-        return Decision("rollback", f"shadow: ran {waited:.0f} s (max {params.max_wait_s:g} s) without enough "
-                                    f"traffic to judge: {pending}", gates=gates)
+        return Decision(
+            "rollback",
+            f"shadow: ran {waited:.0f} s (max {params.max_wait_s:g} s) without enough "
+            f"traffic to judge: {pending}",
+            gates=gates,
+        )
     return Decision("hold", "shadow: waiting for traffic", gates=gates)

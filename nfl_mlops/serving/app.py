@@ -4,7 +4,11 @@ Routes are thin: they validate, call the prediction service or the library, and 
 answer. Errors become 4xx with a message; nothing ever returns a stack trace. Besides serving,
 each replica drives the canary, shadow and A/B rollouts started through the API (`_drive_rollouts`):
 every `check_seconds` it evaluates the active rollout's gates and moves its traffic, promotes it or
-rolls it back (compare-and-set in the state DB, so several replicas never double-step).
+rolls it back (compare-and-set in the state DB, so several replicas never double-step). While a traffic
+change of such a rollout awaits the replicas' confirmation (heartbeats, `rollout.replicas`), it checks
+every poll, and rolls the rollout back when a replica cannot load a version or the deadline passes.
+
+Probes: `/mlops/health/live` (liveness) and `/mlops/health/ready` (readiness); see `routes/status.py`.
 """
 
 from __future__ import annotations
@@ -44,22 +48,23 @@ async def _drive_rollouts(app: FastAPI) -> None:
     """Advance the API-driven rollout of the served model (and a flow's rollout whose flow died)."""
     from nfl_mlops.db import utcnow
     from nfl_mlops.rollout import controller
-    from nfl_mlops.rollout.strategies import check_interval
 
     svc: PredictionService = app.state.service
     settings = app.state.settings
     last: dict[str, float] = {}  # rollout id -> when this replica last ticked it
     while True:
         await asyncio.sleep(settings.rollout_poll_seconds)
-        r = svc.rollout
+        r = svc.latest  # the active rollout as read, also when this replica could not load it
         try:
             if not controller.in_progress(r):
                 continue
             if r.config.get("driver", "api") == "api":
-                every = check_interval(r.strategy, r.config.get("params"))
+                every = controller.next_check_s(r)
                 if time.monotonic() - last.get(r.id, -1e18) < every:
                     continue
-            elif not controller.due(r, "api", utcnow()):  # a flow's rollout: only when its flow stopped ticking
+            elif not controller.due(
+                r, "api", utcnow()
+            ):  # a flow's rollout: only when its flow stopped ticking
                 continue
             last[r.id] = time.monotonic()
             out = await asyncio.to_thread(controller.tick, r.id, None, settings.db_url, svc.registry)
@@ -100,8 +105,8 @@ def create_app(settings: Any = None) -> FastAPI:
         title="NFL Sentiment MLOps",
         version="0.1.0",
         description="Predictions, model registry, rollouts (blue-green, canary, shadow, A/B), experiments, "
-                    "retraining and monitoring of the NFL tweet sentiment model. Mutating endpoints need the "
-                    "`X-API-Key` header when MLOPS_API_KEY is set.",
+        "retraining and monitoring of the NFL tweet sentiment model. Mutating endpoints need the "
+        "`X-API-Key` header when MLOPS_API_KEY is set.",
         openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
     )
@@ -111,11 +116,17 @@ def create_app(settings: Any = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
             for e in exc.errors()
         ]
         message = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
-        return JSONResponse(status_code=422, content={"detail": message or "invalid request", "errors": errors})
+        return JSONResponse(
+            status_code=422, content={"detail": message or "invalid request", "errors": errors}
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -130,7 +141,9 @@ def create_app(settings: Any = None) -> FastAPI:
     @app.middleware("http")
     async def _measure(request: Request, call_next):
         if "\x00" in request.url.path or "%00" in request.url.query:
-            return JSONResponse(status_code=422, content={"detail": "NUL characters are not allowed in the URL"})
+            return JSONResponse(
+                status_code=422, content={"detail": "NUL characters are not allowed in the URL"}
+            )
         declared = request.headers.get("content-length")
         if declared is not None:
             try:
@@ -138,8 +151,10 @@ def create_app(settings: Any = None) -> FastAPI:
             except ValueError:
                 return JSONResponse(status_code=400, content={"detail": "invalid Content-Length header"})
             if too_big:
-                return JSONResponse(status_code=413, content={
-                    "detail": f"request body is {declared} bytes; the limit is {limit}"})
+                return JSONResponse(
+                    status_code=413,
+                    content={"detail": f"request body is {declared} bytes; the limit is {limit}"},
+                )
         started = time.perf_counter()
         response = await call_next(request)
         svc = getattr(request.app.state, "service", None)

@@ -16,18 +16,34 @@ class ServingMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.requests = Counter("nfl_mlops_requests_total", "HTTP requests", ["endpoint", "status"], registry=r)
-        self.latency = Histogram("nfl_mlops_request_latency_seconds", "HTTP request latency", ["endpoint"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("nfl_mlops_batch_size", "Texts per model forward pass", buckets=BATCH_BUCKETS,
-                                    registry=r)
-        self.batch_seconds = Histogram("nfl_mlops_batch_seconds", "Model forward time per batch",
-                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.predictions = Counter("nfl_mlops_predictions_total", "Predictions answered",
-                                   ["model_version", "arm", "label"], registry=r)
-        self.shadow_predictions = Counter("nfl_mlops_shadow_predictions_total", "Shadow predictions logged",
-                                          ["model_version"], registry=r)
+        self.requests = Counter(
+            "nfl_mlops_requests_total", "HTTP requests", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "nfl_mlops_request_latency_seconds",
+            "HTTP request latency",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "nfl_mlops_batch_size", "Texts per model forward pass", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "nfl_mlops_batch_seconds", "Model forward time per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.predictions = Counter(
+            "nfl_mlops_predictions_total",
+            "Predictions answered",
+            ["model_version", "arm", "label"],
+            registry=r,
+        )
+        self.shadow_predictions = Counter(
+            "nfl_mlops_shadow_predictions_total", "Shadow predictions logged", ["model_version"], registry=r
+        )
         self.cache_hits = Counter("nfl_mlops_cache_hits_total", "Prediction cache hits", registry=r)
         self.cache_misses = Counter("nfl_mlops_cache_misses_total", "Prediction cache misses", registry=r)
-        self.log_queue = Gauge("nfl_mlops_prediction_log_queued", "Predictions waiting to be written", registry=r)
+        self.log_queue = Gauge(
+            "nfl_mlops_prediction_log_queued", "Predictions waiting to be written", registry=r
+        )
         self.serving_version = Gauge("nfl_mlops_serving_version", "Version of the stable arm", registry=r)

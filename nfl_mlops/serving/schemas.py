@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, field_validator, model_validator
 
+from nfl_mlops.retraining import RetrainingJobOut, TriggerCheckOut  # noqa: F401 (re-exported)
 from nfl_mlops.rollout.records import ABTestOut, ArmStatsOut, DeploymentOut, VerdictOut  # noqa: F401 (re-exported)
 from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams, Strategy
 from nfl_mlops.tracking.records import ExperimentOut, LogMetricsOut  # noqa: F401 (re-exported)
@@ -15,8 +16,10 @@ from nfl_mlops.tracking.records import ExperimentOut, LogMetricsOut  # noqa: F40
 Label = Literal["negative", "neutral", "positive"]
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 """A model or experiment name: letters, digits, `.`, `_`, `-` (it becomes a folder name)."""
-VersionRef = Annotated[StrictInt | Annotated[str, Field(min_length=1, max_length=100)], Field(
-    description="Version number (3 or '3'), 'v3' or an alias such as 'champion' or 'challenger'.")]
+VersionRef = Annotated[
+    StrictInt | Annotated[str, Field(min_length=1, max_length=100)],
+    Field(description="Version number (3 or '3'), 'v3' or an alias such as 'champion' or 'challenger'."),
+]
 MetricName = Annotated[str, Field(min_length=1, max_length=200)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Metrics = Annotated[dict[MetricName, Finite], Field(max_length=500)]
@@ -72,10 +75,15 @@ class _Strict(_Request):
 
 # Predictions
 class PredictRequest(_Request):
-    text: str = Field(..., description="The tweet to score.", examples=["Brady is the GOAT, what a comeback!"])
-    key: str | None = Field(None, max_length=200,
-                            description="Sticky routing key (e.g. a user id): the same key always gets the same "
-                                        "A/B or canary arm.")
+    text: str = Field(
+        ..., description="The tweet to score.", examples=["Brady is the GOAT, what a comeback!"]
+    )
+    key: str | None = Field(
+        None,
+        max_length=200,
+        description="Sticky routing key (e.g. a user id): the same key always gets the same "
+        "A/B or canary arm.",
+    )
 
     @field_validator("text")
     @classmethod
@@ -87,7 +95,9 @@ class PredictRequest(_Request):
 
 class BatchPredictRequest(_Request):
     texts: list[str] = Field(..., min_length=1, description="Tweets to score, in order.")
-    key: str | None = Field(None, max_length=200, description="Sticky routing key for A/B tests and canaries.")
+    key: str | None = Field(
+        None, max_length=200, description="Sticky routing key for A/B tests and canaries."
+    )
 
     @field_validator("texts")
     @classmethod
@@ -128,13 +138,20 @@ class FeedbackOut(BaseModel):
 # Models
 class RegisterModelRequest(_Strict):
     model_name: Name = Field(..., description="Registered model name; a new version is added to it.")
-    model_path: str = Field(..., min_length=1, max_length=4096,
-                            description="Folder on the API host in Hugging Face layout (config.json, "
-                                        "model.safetensors, tokenizer files) with labels negative/neutral/positive.")
+    model_path: str = Field(
+        ...,
+        min_length=1,
+        max_length=4096,
+        description="Folder on the API host in Hugging Face layout (config.json, "
+        "model.safetensors, tokenizer files) with labels negative/neutral/positive.",
+    )
     model_type: Literal["sentiment_analysis"] = Field("sentiment_analysis", description="Kind of model.")
-    metrics: Metrics = Field(default_factory=dict, description="Evaluation metrics, e.g. {\"accuracy\": 0.87}.")
-    params: dict[str, JsonValue] = Field(default_factory=dict, max_length=200,
-                                         description="Hyperparameters or other settings the model was made with.")
+    metrics: Metrics = Field(default_factory=dict, description='Evaluation metrics, e.g. {"accuracy": 0.87}.')
+    params: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        max_length=200,
+        description="Hyperparameters or other settings the model was made with.",
+    )
     description: str | None = Field(None, max_length=5000, description="What this version is.")
 
     @field_validator("params")
@@ -164,20 +181,29 @@ class DeployRequest(_Strict):
     model_version: VersionRef
     environment: str = Field("production", min_length=1, max_length=50, description="Target environment.")
     strategy: Strategy = Field(
-        Strategy.BLUE_GREEN, description="blue_green: all traffic at once. canary: traffic steps held until gates pass. "
-                                  "ab_test: split by percentage, winner by significance test. shadow: a copy of "
-                                  "traffic, answers logged and never returned.")
-    reason: str | None = Field(None, max_length=500, description="Why (recorded in the deployment's history).")
+        Strategy.BLUE_GREEN,
+        description="blue_green: all traffic at once. canary: traffic steps held until gates pass. "
+        "ab_test: split by percentage, winner by significance test. shadow: a copy of "
+        "traffic, answers logged and never returned.",
+    )
+    reason: str | None = Field(
+        None, max_length=500, description="Why (recorded in the deployment's history)."
+    )
     canary: CanaryParams | None = Field(None, description="Canary settings (strategy canary).")
     shadow: ShadowParams | None = Field(None, description="Shadow settings (strategy shadow).")
     ab_test: ABTestParams | None = Field(None, description="A/B settings (strategy ab_test).")
-    traffic_split: float | None = Field(None, gt=0, lt=100,
-                                        description="ab_test: percent of traffic on this version (B); "
-                                                    "shortcut for ab_test.traffic_split.")
-    duration_days: float | None = Field(None, gt=0, le=365,
-                                        description="ab_test: how long the test runs; shortcut for "
-                                                    "ab_test.duration_days.")
-    test_name: str | None = Field(None, min_length=1, max_length=200, description="ab_test: name of the test.")
+    traffic_split: float | None = Field(
+        None,
+        gt=0,
+        lt=100,
+        description="ab_test: percent of traffic on this version (B); shortcut for ab_test.traffic_split.",
+    )
+    duration_days: float | None = Field(
+        None, gt=0, le=365, description="ab_test: how long the test runs; shortcut for ab_test.duration_days."
+    )
+    test_name: str | None = Field(
+        None, min_length=1, max_length=200, description="ab_test: name of the test."
+    )
 
     @model_validator(mode="after")
     def _settings_match_strategy(self) -> DeployRequest:
@@ -196,8 +222,11 @@ class DeployRequest(_Strict):
             return self.shadow or ShadowParams()
         if self.strategy == "ab_test":
             base = self.ab_test or ABTestParams()
-            update = {k: v for k, v in (("traffic_split", self.traffic_split),
-                                        ("duration_days", self.duration_days)) if v is not None}
+            update = {
+                k: v
+                for k, v in (("traffic_split", self.traffic_split), ("duration_days", self.duration_days))
+                if v is not None
+            }
             return base.model_copy(update=update)
         return None
 
@@ -208,35 +237,57 @@ class RollbackRequest(_Strict):
 
 # A/B tests
 class CreateABTestRequest(_Strict):
-    test_name: str = Field(..., min_length=1, max_length=200, description="Name of the test (unique while running).")
+    test_name: str = Field(
+        ..., min_length=1, max_length=200, description="Name of the test (unique while running)."
+    )
     model_a_id: str = Field(..., max_length=200, description="Registered model of arm A (the control).")
     model_a_version: VersionRef
-    model_b_id: str = Field(..., max_length=200, description="Registered model of arm B; the same model as A "
-                                                             "(the API serves versions of one model).")
+    model_b_id: str = Field(
+        ...,
+        max_length=200,
+        description="Registered model of arm B; the same model as A (the API serves versions of one model).",
+    )
     model_b_version: VersionRef
     traffic_split: float = Field(50.0, gt=0, lt=100, description="Percent of traffic on B.")
     duration_days: float = Field(7.0, gt=0, le=365, description="How long the test runs.")
-    min_samples: int = Field(ABTestParams().min_samples, ge=1, le=10_000_000,
-                             description="Feedback-labelled predictions per arm before a winner is declared.")
-    alpha: float = Field(ABTestParams().alpha, gt=0, lt=0.5, description="Significance level (two-sided z-test).")
+    min_samples: int = Field(
+        ABTestParams().min_samples,
+        ge=1,
+        le=10_000_000,
+        description="Feedback-labelled predictions per arm before a winner is declared.",
+    )
+    alpha: float = Field(
+        ABTestParams().alpha, gt=0, lt=0.5, description="Significance level (two-sided z-test)."
+    )
     promote_winner: bool = Field(True, description="When the test ends and B won, move all traffic to B.")
     environment: str = Field("production", min_length=1, max_length=50, description="Environment.")
-    check_seconds: float = Field(ABTestParams().check_seconds, gt=0, le=86400,
-                                 description="How often the API checks whether the test is over.")
+    check_seconds: float = Field(
+        ABTestParams().check_seconds,
+        gt=0,
+        le=86400,
+        description="How often the API checks whether the test is over.",
+    )
 
     def params(self) -> ABTestParams:
-        return ABTestParams(traffic_split=self.traffic_split, duration_days=self.duration_days,
-                            min_samples=self.min_samples, alpha=self.alpha, promote_winner=self.promote_winner,
-                            check_seconds=self.check_seconds)
+        return ABTestParams(
+            traffic_split=self.traffic_split,
+            duration_days=self.duration_days,
+            min_samples=self.min_samples,
+            alpha=self.alpha,
+            promote_winner=self.promote_winner,
+            check_seconds=self.check_seconds,
+        )
 
 
 # Experiments
 class StartExperimentRequest(_Strict):
     experiment_name: str = Field(..., min_length=1, max_length=200, description="Name of the run.")
-    config: dict[str, JsonValue] = Field(default_factory=dict, max_length=500,
-                                         description="Hyperparameters; secret-looking keys are dropped.")
-    tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=50,
-                                                              description="Tags.")
+    config: dict[str, JsonValue] = Field(
+        default_factory=dict, max_length=500, description="Hyperparameters; secret-looking keys are dropped."
+    )
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=50, description="Tags."
+    )
 
     @field_validator("config")
     @classmethod
@@ -246,7 +297,7 @@ class StartExperimentRequest(_Strict):
 
 class LogMetricsRequest(_Strict):
     experiment_id: str = Field(..., max_length=64, description="The id `POST /experiments` returned.")
-    metrics: Metrics = Field(..., min_length=1, description="Scalar metrics, e.g. {\"train_loss\": 0.15}.")
+    metrics: Metrics = Field(..., min_length=1, description='Scalar metrics, e.g. {"train_loss": 0.15}.')
     step: int | None = Field(None, ge=0, le=2**31 - 1, description="Training step or epoch.")
 
 
@@ -257,14 +308,21 @@ class FinishExperimentRequest(_Strict):
 
 # Retraining
 class RetrainRequest(_Strict):
-    model_name: str | None = Field(None, max_length=200, description="Model to retrain; default the served model.")
-    reason: str = Field("manual", min_length=1, max_length=500, description="Why (e.g. performance_degradation).")
+    model_name: str | None = Field(
+        None, max_length=200, description="Model to retrain; default the served model."
+    )
+    reason: str = Field(
+        "manual", min_length=1, max_length=500, description="Why (e.g. performance_degradation)."
+    )
     config: dict[str, JsonValue] = Field(
-        default_factory=dict, max_length=50,
-        description="Training overrides on top of the champion's recipe, e.g. {\"epochs\": 5, "
-                    "\"learning_rate\": 1e-5} (fields of TrainParams).")
+        default_factory=dict,
+        max_length=50,
+        description='Training overrides on top of the champion\'s recipe, e.g. {"epochs": 5, '
+        '"learning_rate": 1e-5} (fields of TrainParams).',
+    )
     strategy: Literal["blue_green", "canary", "shadow"] | None = Field(
-        None, description="Rollout strategy of a challenger that passes (default the retraining flow's).")
+        None, description="Rollout strategy of a challenger that passes (default the retraining flow's)."
+    )
 
     @field_validator("config")
     @classmethod
@@ -273,38 +331,8 @@ class RetrainRequest(_Strict):
 
         unknown = sorted(set(v) - set(TrainParams.model_fields))
         if unknown:
-            raise ValueError(f"unknown training settings {unknown}; known: {sorted(TrainParams.model_fields)}")
+            raise ValueError(
+                f"unknown training settings {unknown}; known: {sorted(TrainParams.model_fields)}"
+            )
         TrainParams.model_validate(v)  # types and ranges
         return _finite_json(v, "config")
-
-
-class RetrainingJobOut(BaseModel):
-    job_id: str = Field(..., description="Id of the retraining job.")
-    model_name: str = Field(..., description="Model retrained.")
-    reason: str = Field(..., description="Why.")
-    trigger: str = Field(..., description="api, manual, schedule or automation.")
-    status: str = Field(..., description="scheduled, running, completed, rejected, skipped or failed.")
-    flow_run_id: str | None = Field(None, description="The retraining flow run.")
-    params: dict[str, Any] = Field(..., description="Parameters of the run.")
-    result: dict[str, Any] = Field(..., description="Outcome (version, gate, deployment) or the error.")
-    created_at: datetime = Field(..., description="When it was requested.")
-    finished_at: datetime | None = Field(None, description="When it ended.")
-
-
-class TriggerCheckOut(BaseModel):
-    model_name: str = Field(..., description="The model.")
-    would_trigger: bool = Field(..., description="An automatic retraining would start now.")
-    reasons: list[str] = Field(..., description="Why it would, or would not.")
-    latest_monitoring: dict[str, Any] | None = Field(None, description="The latest monitoring run's verdict.")
-    automatic: dict[str, Any] = Field(..., description="Cooldown and daily budget of automatic retraining.")
-    manual: dict[str, Any] = Field(..., description="Manual and API requests (always allowed).")
-    schedules: list[dict[str, Any]] = Field(..., description="Schedules of the retraining deployment.")
-    event_triggers: list[str] = Field(..., description="Events whose automation starts retraining.")
-    recent_jobs: list[RetrainingJobOut] = Field(..., description="The latest retraining jobs.")
-    open_episodes: list[dict[str, Any]] = Field(default_factory=list,
-                                                description="Open drift episodes (per serving version): opened when, "
-                                                            "why, its retraining job, failed attempts, back-off.")
-    recent_episodes: list[dict[str, Any]] = Field(default_factory=list,
-                                                  description="The latest drift episodes, open or closed.")
-    declared_from: str | None = Field(None, description="The prefect.yaml that schedules and event triggers were "
-                                                        "read from; None when unknown (NFL_MLOPS_ROOT not set).")

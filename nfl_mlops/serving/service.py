@@ -6,6 +6,12 @@ answer -> prediction-log rows queued (written in batches off the request path). 
 a copy of the texts in the background; their answers are logged with `served=False`, never
 returned. A failing non-stable arm is recorded (rows with `error`) and the request is answered
 by the stable arm, so a broken canary shows up in the gates, not in users' responses.
+
+Following the rollout: every `rollout_poll_seconds` the service re-reads the active rollout, loads and
+warms the versions of its arms and only then switches to it; a version that does not load keeps the
+previous traffic and is reported. Each poll upserts this replica's heartbeat (`rollout.replicas`): what it
+serves, what it has loaded, what it could not load; the rollout's driver counts a step as done only when
+every live replica serves it. Shutdown marks the heartbeat `stopping`.
 """
 
 from __future__ import annotations
@@ -14,16 +20,20 @@ import asyncio
 import functools
 import hashlib
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from nfl_mlops.db import utcnow
 from nfl_mlops.registry.store import Registry
+from nfl_mlops.rollout import replicas
 from nfl_mlops.rollout.state import RolloutInfo, active_rollout, choose_arm
 from nfl_mlops.serving.batcher import DynamicBatcher, prefer_passive_openmp
 from nfl_mlops.serving.cache import make_cache
@@ -31,6 +41,9 @@ from nfl_mlops.serving.metrics import ServingMetrics
 from nfl_mlops.serving.predlog import PredictionLogWriter
 
 log = logging.getLogger(__name__)
+
+LOAD_RETRY_S = 30.0
+"""A version that failed to load is tried again after this long (while its rollout is still active)."""
 
 
 class NoModelDeployed(RuntimeError):
@@ -78,7 +91,14 @@ class PredictionService:
         self.metrics = ServingMetrics()
         # answers are cached per model name: replicas of one model share them, other models never see them
         self.cache = make_cache(settings.redis_url, namespace=self.model_name)
-        self.rollout: RolloutInfo | None = None
+        self.rollout: RolloutInfo | None = None  # the rollout this replica serves
+        self.latest: RolloutInfo | None = None  # the newest active rollout read (it may not serve it yet)
+        self.synced = False  # a refresh has completed (the state DB answered, the versions were tried)
+        self.stopping = False
+        self.replica_id = replicas.new_replica_id()
+        self.load_errors: dict[int, str] = {}  # versions of `latest` that did not load
+        self._failed_at: dict[int, float] = {}
+        self._refresh_lock = asyncio.Lock()
         self._models: dict[int, Any] = {}
         self._batchers: dict[int, DynamicBatcher] = {}
         # one inference thread for all versions: two forwards at once only fight over the cores
@@ -92,21 +112,27 @@ class PredictionService:
 
     # Lifecycle
     async def start(self) -> None:
+        """Start the prediction log and the rollout poll; the first refresh (loading the served versions)
+        runs in the background, so liveness answers at once and readiness once they are loaded."""
         self.logger.start()
         try:
-            await self.refresh()
-        except Exception as exc:  # the API must come up even when the DB has no rollout yet
-            self.last_refresh_error = str(exc)
-            log.warning("initial rollout refresh failed: %s", exc)
+            await asyncio.to_thread(replicas.prune, replicas.PRUNE_AFTER_S, self.settings.db_url)
+        except Exception as exc:  # noqa: BLE001 - housekeeping only
+            log.debug("could not prune old replica heartbeats: %s", exc)
         self._poll_task = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
+        self.stopping = True  # readiness answers 503 from now on
         if self._poll_task is not None:
             self._poll_task.cancel()
             try:
                 await self._poll_task
             except asyncio.CancelledError:
                 pass
+        try:
+            await asyncio.to_thread(replicas.mark_stopping, self.replica_id, self.settings.db_url)
+        except Exception as exc:  # noqa: BLE001 - the row goes stale by itself
+            log.warning("could not mark replica %s stopping: %s", self.replica_id, exc)
         if self._background:  # shadow predictions still running: let them finish and log
             await asyncio.gather(*self._background, return_exceptions=True)
         for batcher in self._batchers.values():
@@ -118,35 +144,145 @@ class PredictionService:
             close_cache()
 
     async def _poll(self) -> None:
+        """Refresh every poll; one heartbeat per poll, also while a long model load is in progress."""
+        every = self.settings.rollout_poll_seconds
+        refreshing: asyncio.Task | None = None
+        first = True
         while True:
-            await asyncio.sleep(self.settings.rollout_poll_seconds)
-            try:
-                await self.refresh()
-                self.last_refresh_error = None
-            except Exception as exc:
-                self.last_refresh_error = str(exc)
-                log.warning("rollout refresh failed: %s", exc)
+            if not first:
+                await asyncio.sleep(every)
+            first = False
+            if refreshing is None or refreshing.done():
+                refreshing = asyncio.create_task(self._refresh_logged())
+            done, _ = await asyncio.wait({refreshing}, timeout=every)
+            if not done:  # still loading: say so, so the rollout's driver keeps waiting for this replica
+                await self.heartbeat()
+
+    async def _refresh_logged(self) -> None:
+        try:
+            await self.refresh()
+            self.last_refresh_error = None if not self.load_errors else self.last_refresh_error
+        except Exception as exc:
+            self.last_refresh_error = str(exc)
+            log.warning("rollout refresh failed: %s", exc)
+
+    @property
+    def following(self) -> bool:
+        """This replica serves the newest active rollout it has read, with its traffic."""
+        if self.latest is None or self.rollout is None:
+            return self.latest is None and self.rollout is None
+        return self.rollout.id == self.latest.id and replicas.traffic(self.rollout.arms) == replicas.traffic(
+            self.latest.arms
+        )
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether this replica should get traffic (Kubernetes readiness), and why not.
+
+        Ready once a refresh has completed and every version of the rollout it serves is loaded; with no
+        active rollout it is ready too (nothing to serve: predictions answer 503 "no model is deployed", and
+        the management API must stay reachable to deploy one). Not ready while stopping. While it loads a
+        new rollout it stays ready on the previous one (else every replica would drop out at each deploy).
+        """
+        if self.stopping:
+            return False, "shutting down"
+        if not self.synced:
+            if self.load_errors:
+                return False, "; ".join(
+                    f"v{v} does not load: {e}" for v, e in sorted(self.load_errors.items())
+                )
+            return False, self.last_refresh_error or "loading the versions of the active rollout"
+        if self.rollout is None:
+            return True, "no model deployed yet"
+        missing = sorted(replicas.arm_versions(self.rollout.arms) - set(self._models))
+        if missing:
+            return False, f"versions {missing} are not loaded"
+        return True, "serving"
+
+    def heartbeat_info(self) -> replicas.ReplicaInfo:
+        r = self.rollout
+        return replicas.ReplicaInfo(
+            replica_id=self.replica_id,
+            model_name=self.model_name,
+            environment=self.environment,
+            host=socket.gethostname()[:255],
+            pid=os.getpid(),
+            started_at=datetime.fromtimestamp(self.started_at, UTC),
+            rollout_id=r.id if r else None,
+            arms=dict(r.arms) if r else {},
+            target_rollout_id=self.latest.id if self.latest else None,
+            loaded_versions=self.loaded_versions,
+            load_errors={str(v): e for v, e in self.load_errors.items()},
+            ready=self.readiness()[0],
+            stopping=self.stopping,
+        )
+
+    async def heartbeat(self) -> None:
+        """Upsert this replica's heartbeat row (never raises: a DB outage shows in readiness instead)."""
+        if self.stopping:
+            return
+        try:
+            await asyncio.to_thread(replicas.write_heartbeat, self.heartbeat_info(), self.settings.db_url)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("heartbeat of replica %s failed: %s", self.replica_id, exc)
 
     async def refresh(self) -> RolloutInfo | None:
-        """Re-read the active rollout; load and warm any new version before switching to it."""
-        rollout = await asyncio.to_thread(active_rollout, self.model_name, self.environment, self.settings.db_url)
-        if rollout is not None:
-            for arm in rollout.arms.values():
-                await asyncio.to_thread(self.ensure_loaded, int(arm["version"]))
-            # keep the versions of the new rollout and the previous stable one warm, drop the rest
-            keep = {int(a["version"]) for a in rollout.arms.values()}
-            if rollout.previous_version is not None:
-                keep.add(rollout.previous_version)
-            for version in list(self._models):
-                if version not in keep:
-                    self._models.pop(version, None)
-                    batcher = self._batchers.pop(version, None)
-                    if batcher is not None:
-                        await batcher.close()
-            stable = rollout.arms.get("stable", {}).get("version", rollout.version)
-            self.metrics.serving_version.set(int(stable))
-        self.rollout = rollout
-        return rollout
+        """Re-read the active rollout; load and warm its versions, switch to it only when all of them load
+        (else keep serving the previous traffic and report the load errors), then heartbeat."""
+        async with self._refresh_lock:
+            rollout = await asyncio.to_thread(
+                active_rollout, self.model_name, self.environment, self.settings.db_url
+            )
+            errors: dict[int, str] = {}
+            if rollout is not None:
+                for version in sorted(replicas.arm_versions(rollout.arms)):
+                    known = self.load_errors.get(version)
+                    if (
+                        known is not None
+                        and self.latest is not None
+                        and self.latest.id == rollout.id
+                        and time.monotonic() - self._failed_at.get(version, 0.0) < LOAD_RETRY_S
+                    ):
+                        errors[version] = known  # failed moments ago for this rollout: not again yet
+                        continue
+                    try:
+                        await asyncio.to_thread(self.ensure_loaded, version)
+                        self._failed_at.pop(version, None)
+                    except Exception as exc:  # noqa: BLE001 - reported in the heartbeat, the driver rolls back
+                        errors[version] = f"{type(exc).__name__}: {exc}"[:500]
+                        self._failed_at[version] = time.monotonic()
+                        log.warning(
+                            "cannot load %s v%s for deployment %s; still serving deployment %s: %s",
+                            self.model_name,
+                            version,
+                            rollout.id,
+                            self.rollout.id if self.rollout else None,
+                            errors[version],
+                        )
+            self.latest = rollout
+            self.load_errors = errors
+            if errors:
+                self.last_refresh_error = "; ".join(
+                    f"v{v} does not load: {e}" for v, e in sorted(errors.items())
+                )
+            elif rollout is not None:
+                # keep the versions of the new rollout and the previous stable one warm, drop the rest
+                keep = replicas.arm_versions(rollout.arms)
+                if rollout.previous_version is not None:
+                    keep.add(rollout.previous_version)
+                for version in list(self._models):
+                    if version not in keep:
+                        self._models.pop(version, None)
+                        batcher = self._batchers.pop(version, None)
+                        if batcher is not None:
+                            await batcher.close()
+                stable = rollout.arms.get("stable", {}).get("version", rollout.version)
+                self.metrics.serving_version.set(int(stable))
+                self.rollout = rollout
+            else:
+                self.rollout = None
+            self.synced = self.synced or not errors or self.rollout is not None
+            await self.heartbeat()
+            return self.rollout
 
     def ensure_loaded(self, version: int) -> Any:
         """The loaded, warmed model of `version` (loaded once)."""
@@ -162,7 +298,12 @@ class PredictionService:
                 started = time.perf_counter()
                 model = SentimentModel.load(info.path, name=f"{self.model_name}-v{version}")
                 model.warmup()
-                log.info("loaded and warmed %s v%s in %.1fs", self.model_name, version, time.perf_counter() - started)
+                log.info(
+                    "loaded and warmed %s v%s in %.1fs",
+                    self.model_name,
+                    version,
+                    time.perf_counter() - started,
+                )
                 self._models[version] = model
         return model
 
@@ -189,7 +330,9 @@ class PredictionService:
         return sorted(self._models)
 
     # Serving
-    async def _predict_version(self, version: int, texts: list[str], hashes: list[str]) -> list[dict[str, Any]]:
+    async def _predict_version(
+        self, version: int, texts: list[str], hashes: list[str]
+    ) -> list[dict[str, Any]]:
         """Answers of one version: cached ones, and the rest through the dynamic batcher."""
         if version not in self._models:
             await asyncio.to_thread(self.ensure_loaded, version)
@@ -205,25 +348,52 @@ class PredictionService:
                 cached[i] = d
         return cached  # type: ignore[return-value]
 
-    def _rows(self, rollout: RolloutInfo, request_id: str, arm: str, version: int, texts: list[str],
-              hashes: list[str], answers: list[dict[str, Any]] | None, latency_ms: float, served: bool,
-              error: str | None = None) -> list[dict[str, Any]]:
+    def _rows(
+        self,
+        rollout: RolloutInfo,
+        request_id: str,
+        arm: str,
+        version: int,
+        texts: list[str],
+        hashes: list[str],
+        answers: list[dict[str, Any]] | None,
+        latency_ms: float,
+        served: bool,
+        error: str | None = None,
+    ) -> list[dict[str, Any]]:
         now = utcnow()
         rows = []
         for i, (text, h) in enumerate(zip(texts, hashes, strict=True)):
             a = answers[i] if answers else {"label": "", "confidence": 0.0}
-            rows.append(dict(
-                id=uuid.uuid4().hex[:16], request_id=request_id, created_at=now, model_name=self.model_name,
-                model_version=version, rollout_id=rollout.id, arm=arm, served=served, text=text, text_hash=h,
-                label=a["label"], confidence=a["confidence"], latency_ms=latency_ms, error=error,
-            ))
+            rows.append(
+                dict(
+                    id=uuid.uuid4().hex[:16],
+                    request_id=request_id,
+                    created_at=now,
+                    model_name=self.model_name,
+                    model_version=version,
+                    rollout_id=rollout.id,
+                    arm=arm,
+                    served=served,
+                    text=text,
+                    text_hash=h,
+                    label=a["label"],
+                    confidence=a["confidence"],
+                    latency_ms=latency_ms,
+                    error=error,
+                )
+            )
         return rows
 
-    async def predict(self, texts: Sequence[str], key: str | None = None, request_id: str | None = None) -> list[Served]:
+    async def predict(
+        self, texts: Sequence[str], key: str | None = None, request_id: str | None = None
+    ) -> list[Served]:
         """Predict `texts` with the arm the rollout assigns to this request, and log each answer."""
         rollout = self.rollout
         if rollout is None:
-            raise NoModelDeployed("no model is deployed yet: run the deployment flow or POST /mlops/deployments")
+            raise NoModelDeployed(
+                "no model is deployed yet: run the deployment flow or POST /mlops/deployments"
+            )
         texts = list(texts)
         request_id = request_id or uuid.uuid4().hex
         hashes = [text_hash(t) for t in texts]
@@ -243,8 +413,20 @@ class PredictionService:
             self.counts["arm_errors"] += 1
             error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning("arm %s (v%s) failed, falling back to %s: %s", arm, version, control, error)
-            self.logger.put_many(self._rows(rollout, request_id, arm, version, texts, hashes, None,
-                                            (time.perf_counter() - started) * 1000.0, served=False, error=error))
+            self.logger.put_many(
+                self._rows(
+                    rollout,
+                    request_id,
+                    arm,
+                    version,
+                    texts,
+                    hashes,
+                    None,
+                    (time.perf_counter() - started) * 1000.0,
+                    served=False,
+                    error=error,
+                )
+            )
             arm, version = control, int(rollout.arms[control]["version"])
             answers = await self._predict_version(version, texts, hashes)
         latency_ms = (time.perf_counter() - started) * 1000.0
@@ -252,7 +434,9 @@ class PredictionService:
         self.logger.put_many(rows)
         for name, spec in rollout.arms.items():
             if spec.get("shadow"):
-                task = asyncio.create_task(self._shadow(rollout, request_id, name, int(spec["version"]), texts, hashes))
+                task = asyncio.create_task(
+                    self._shadow(rollout, request_id, name, int(spec["version"]), texts, hashes)
+                )
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
         self.counts["requests"] += 1
@@ -260,11 +444,20 @@ class PredictionService:
         for a in answers:
             self.metrics.predictions.labels(str(version), arm, a["label"]).inc()
         self.metrics.log_queue.set(self.logger.queued)
-        return [Served(r["id"], request_id, a["label"], a["confidence"], a["scores"], version, arm, latency_ms)
-                for r, a in zip(rows, answers, strict=True)]
+        return [
+            Served(r["id"], request_id, a["label"], a["confidence"], a["scores"], version, arm, latency_ms)
+            for r, a in zip(rows, answers, strict=True)
+        ]
 
-    async def _shadow(self, rollout: RolloutInfo, request_id: str, arm: str, version: int, texts: list[str],
-                      hashes: list[str]) -> None:
+    async def _shadow(
+        self,
+        rollout: RolloutInfo,
+        request_id: str,
+        arm: str,
+        version: int,
+        texts: list[str],
+        hashes: list[str],
+    ) -> None:
         """The shadow version's answers, logged with served=False (errors logged too)."""
         started = time.perf_counter()
         try:
@@ -273,7 +466,19 @@ class PredictionService:
         except Exception as exc:
             answers, error = None, f"{type(exc).__name__}: {exc}"[:500]
         latency_ms = (time.perf_counter() - started) * 1000.0
-        self.logger.put_many(self._rows(rollout, request_id, arm, version, texts, hashes, answers, latency_ms,
-                                        served=False, error=error))
+        self.logger.put_many(
+            self._rows(
+                rollout,
+                request_id,
+                arm,
+                version,
+                texts,
+                hashes,
+                answers,
+                latency_ms,
+                served=False,
+                error=error,
+            )
+        )
         self.counts["shadow"] += len(texts)
         self.metrics.shadow_predictions.labels(str(version)).inc(len(texts))

@@ -18,13 +18,15 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from sqlalchemy import select
 
 from nfl_mlops.db import Experiment, session_scope, utcnow
 
-_SECRET_KEY = re.compile(r"(?:^|[_\-.])(?:token|secret|password|passwd|api[_-]?key|credentials?)(?:$|[_\-.])", re.I)
+_SECRET_KEY = re.compile(
+    r"(?:^|[_\-.])(?:token|secret|password|passwd|api[_-]?key|credentials?)(?:$|[_\-.])", re.I
+)
 
 
 def scrub(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -38,8 +40,11 @@ def scrub(config: Mapping[str, Any]) -> dict[str, Any]:
             return [clean(v) for v in value if not isinstance(v, SecretStr)]
         return value
 
-    return {key: clean(value) for key, value in config.items()
-            if not (_SECRET_KEY.search(str(key)) or isinstance(value, SecretStr))}
+    return {
+        key: clean(value)
+        for key, value in config.items()
+        if not (_SECRET_KEY.search(str(key)) or isinstance(value, SecretStr))
+    }
 
 
 class ExperimentTracker:
@@ -62,8 +67,14 @@ class ExperimentTracker:
             return "disabled"
         return "online" if self.settings.wandb_api_key is not None else "offline"
 
-    def start(self, name: str, config: Mapping[str, Any] | None = None, tags: Sequence[str] = (),
-              job_type: str = "train", group: str | None = None) -> str:
+    def start(
+        self,
+        name: str,
+        config: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        job_type: str = "train",
+        group: str | None = None,
+    ) -> str:
         """Open a run and its DB row; returns the experiment id.
 
         Args:
@@ -80,8 +91,11 @@ class ExperimentTracker:
                 env["WANDB_API_KEY"] = self.settings.wandb_api_key.get_secret_value()
             os.environ.update(env)
             # Artifact staging and cache next to the runs, not in the user's home.
-            for var, sub in (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
-                             ("WANDB_ARTIFACT_DIR", "artifacts")):
+            for var, sub in (
+                ("WANDB_DATA_DIR", "data"),
+                ("WANDB_CACHE_DIR", "cache"),
+                ("WANDB_ARTIFACT_DIR", "artifacts"),
+            ):
                 os.environ.setdefault(var, str(self.settings.wandb_dir / sub))
             self.run = wandb.init(
                 project=self.settings.wandb_project,
@@ -92,15 +106,21 @@ class ExperimentTracker:
                 job_type=job_type,
                 group=group,
                 dir=str(self.settings.wandb_dir),
-                mode=self.mode,
+                mode=cast(Literal["online", "offline", "disabled", "shared"], self.mode),
                 reinit="finish_previous",
                 settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
             )
             run_id, run_dir = self.run.id, self.run.dir
             self.tracker_run_id = run_id
         with session_scope(self.settings.db_url) as s:
-            row = Experiment(name=name, tracker="wandb-" + self.mode, tracker_run_id=run_id, run_dir=run_dir,
-                             config=config, tags=list(tags))
+            row = Experiment(
+                name=name,
+                tracker="wandb-" + self.mode,
+                tracker_run_id=run_id,
+                run_dir=run_dir,
+                config=config,
+                tags=list(tags),
+            )
             s.add(row)
             s.flush()
             self.experiment_id = row.id
@@ -118,8 +138,15 @@ class ExperimentTracker:
 
             self.run.log({key: wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
 
-    def log_artifact(self, name: str, type: str, path: str | Path, metadata: Mapping[str, Any] | None = None,
-                     aliases: Sequence[str] = (), as_input: bool = False) -> str | None:
+    def log_artifact(
+        self,
+        name: str,
+        type: str,
+        path: str | Path,
+        metadata: Mapping[str, Any] | None = None,
+        aliases: Sequence[str] = (),
+        as_input: bool = False,
+    ) -> str | None:
         """Log a file or folder as a W&B artifact of this run; returns `name:alias` (None without W&B).
 
         Args:
@@ -144,15 +171,39 @@ class ExperimentTracker:
         self.artifacts.append(ref)
         return ref
 
-    def log_confusion_matrix(self, key: str, y_true: Sequence[int], y_pred: Sequence[int],
-                             class_names: Sequence[str]) -> None:
+    def log_confusion_matrix(
+        self, key: str, y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]
+    ) -> None:
         """The W&B confusion-matrix chart of predicted vs. true class ids."""
         if self.run is not None:
             import wandb
 
-            self.run.log({key: wandb.plot.confusion_matrix(y_true=[int(v) for v in y_true],
-                                                           preds=[int(v) for v in y_pred],
-                                                           class_names=list(class_names), title=key)})
+            self.run.log(
+                {
+                    key: wandb.plot.confusion_matrix(
+                        y_true=[int(v) for v in y_true],
+                        preds=[int(v) for v in y_pred],
+                        class_names=list(class_names),
+                        title=key,
+                    )
+                }
+            )
+
+    def log_image(
+        self, key: str, path: str | Path, caption: str | None = None, step: int | None = None
+    ) -> None:
+        """Log an image file (e.g. a model-card PNG) to the run as `wandb.Image` under `key`.
+
+        Offline, W&B copies it into the run folder (`files/media/images/`) for `wandb sync`.
+        Without W&B nothing is logged; a missing file raises FileNotFoundError either way.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(path)
+        if self.run is not None:
+            import wandb
+
+            self.run.log({key: wandb.Image(str(path), caption=caption)}, step=step)
 
     def finish(self, summary: Mapping[str, Any] | None = None, status: str = "finished") -> None:
         """Close the run; `summary` becomes its final metrics (in W&B and the DB row)."""

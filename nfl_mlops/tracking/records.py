@@ -34,15 +34,20 @@ class ExperimentOut(BaseModel):
     experiment_id: str = Field(..., description="Id of the experiment.")
     name: str = Field(..., description="Name.")
     status: str = Field(..., description="running, finished or failed.")
-    tracker: str = Field(..., description="Where it is tracked: wandb-offline/online (flows), or api "
-                                          "(state DB only; see the experiments route).")
+    tracker: str = Field(
+        ...,
+        description="Where it is tracked: wandb-offline/online (flows), or api "
+        "(state DB only; see the experiments route).",
+    )
     tracker_run_id: str | None = Field(None, description="W&B run id, when tracked there.")
     config: dict[str, Any] = Field(..., description="Hyperparameters.")
     tags: list[Any] = Field(..., description="Tags.")
     metrics: dict[str, Any] = Field(..., description="Latest value of every logged metric, then the summary.")
     created_at: datetime = Field(..., description="Start.")
     finished_at: datetime | None = Field(None, description="End.")
-    history: list[dict[str, Any]] | None = Field(None, description="Logged metrics, call by call (GET by id).")
+    history: list[dict[str, Any]] | None = Field(
+        None, description="Logged metrics, call by call (GET by id)."
+    )
 
 
 class LogMetricsOut(BaseModel):
@@ -53,9 +58,17 @@ class LogMetricsOut(BaseModel):
 
 def _out(row: Experiment, history: list[dict[str, Any]] | None = None) -> ExperimentOut:
     return ExperimentOut(
-        experiment_id=row.id, name=row.name, status=row.status, tracker=row.tracker,
-        tracker_run_id=row.tracker_run_id, config=dict(row.config or {}), tags=list(row.tags or []),
-        metrics=dict(row.metrics or {}), created_at=row.created_at, finished_at=row.finished_at, history=history,
+        experiment_id=row.id,
+        name=row.name,
+        status=row.status,
+        tracker=row.tracker,
+        tracker_run_id=row.tracker_run_id,
+        config=dict(row.config or {}),
+        tags=list(row.tags or []),
+        metrics=dict(row.metrics or {}),
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        history=history,
     )
 
 
@@ -72,12 +85,15 @@ def _running(s: Any, experiment_id: str) -> Experiment:
     if row is None:
         raise ExperimentNotFound(f"no experiment with id {experiment_id!r}")
     if row.status != "running":
-        raise ExperimentNotRunning(f"experiment {experiment_id} is {row.status}; metrics can only be logged to a "
-                                   "running experiment")
+        raise ExperimentNotRunning(
+            f"experiment {experiment_id} is {row.status}; metrics can only be logged to a running experiment"
+        )
     return row
 
 
-def log_metrics(db_url: str, experiment_id: str, metrics: dict[str, float], step: int | None) -> LogMetricsOut:
+def log_metrics(
+    db_url: str, experiment_id: str, metrics: dict[str, float], step: int | None
+) -> LogMetricsOut:
     with session_scope(db_url) as s:
         row = _running(s, experiment_id)
         row.metrics = {**(row.metrics or {}), **metrics}
@@ -85,7 +101,9 @@ def log_metrics(db_url: str, experiment_id: str, metrics: dict[str, float], step
     return LogMetricsOut(experiment_id=experiment_id, logged=len(metrics), step=step)
 
 
-def finish_experiment(db_url: str, experiment_id: str, metrics: dict[str, float], status: str) -> ExperimentOut:
+def finish_experiment(
+    db_url: str, experiment_id: str, metrics: dict[str, float], status: str
+) -> ExperimentOut:
     with session_scope(db_url) as s:
         row = _running(s, experiment_id)
         row.metrics = {**(row.metrics or {}), **metrics}
@@ -102,8 +120,11 @@ def get_experiment(db_url: str, experiment_id: str) -> ExperimentOut:
         row = s.get(Experiment, experiment_id)
         if row is None:
             raise ExperimentNotFound(f"no experiment with id {experiment_id!r}")
-        logs = s.scalars(select(ExperimentLog).where(ExperimentLog.experiment_id == experiment_id)
-                         .order_by(ExperimentLog.id))
+        logs = s.scalars(
+            select(ExperimentLog)
+            .where(ExperimentLog.experiment_id == experiment_id)
+            .order_by(ExperimentLog.id)
+        )
         history = [{"step": g.step, "metrics": g.metrics, "logged_at": g.logged_at.isoformat()} for g in logs]
         return _out(row, history)
 

@@ -102,6 +102,5 @@ def keyed_settings(settings, tiny_model_dir):
 @pytest.fixture(scope="module")
 def keyed_server(keyed_settings) -> Iterator[tuple[ServerHandle, LogCapture]]:
     """The keyed server, with every log record of the process captured while it runs."""
-    with capture_logs() as logs:
-        with serving(keyed_settings, log_level="debug") as handle:
-            yield handle, logs
+    with capture_logs() as logs, serving(keyed_settings, log_level="debug") as handle:
+        yield handle, logs

@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-MODEL = "api-sentiment"          # served by the main server: v1 and v2
-KEYED_MODEL = "api-keyed"        # served by the server that requires MLOPS_API_KEY
+MODEL = "api-sentiment"  # served by the main server: v1 and v2
+KEYED_MODEL = "api-keyed"  # served by the server that requires MLOPS_API_KEY
 API_KEY = "test-key-0f3a9c1e77d24b6b"
 POLL_SECONDS = 0.2
 MAX_BATCH = 16
@@ -32,13 +32,19 @@ def api_settings(model_name: str, **overrides: Any):
     """Settings for one test server: the session's MLOPS_HOME/DB, a fast rollout poll."""
     from nfl_mlops.settings import Settings
 
-    values: dict[str, Any] = dict(model_name=model_name, rollout_poll_seconds=POLL_SECONDS,
-                                  max_batch_items=MAX_BATCH, max_text_chars=MAX_CHARS)
+    values: dict[str, Any] = dict(
+        model_name=model_name,
+        rollout_poll_seconds=POLL_SECONDS,
+        max_batch_items=MAX_BATCH,
+        max_text_chars=MAX_CHARS,
+    )
     values.update(overrides)
     return Settings(**values)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05, what: str = "") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05, what: str = ""
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -83,10 +89,18 @@ def start_server(settings: Any, timeout: float = 120.0, log_level: str = "info")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, log_level=log_level, lifespan="on", access_log=True,
-                            timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level=log_level,
+        lifespan="on",
+        access_log=True,
+        timeout_graceful_shutdown=30,
+    )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn-{port}", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + timeout
     while not server.started:
@@ -110,9 +124,13 @@ class BodyChecker:
         response.read()
         text = response.text
         headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
-        self.seen.append((f"{response.request.method} {response.request.url.path}", response.status_code, text))
+        self.seen.append(
+            (f"{response.request.method} {response.request.url.path}", response.status_code, text)
+        )
         for s in self.forbidden:
-            assert s not in text, f"{s!r} in the body of {response.request.method} {response.request.url}: {text}"
+            assert s not in text, (
+                f"{s!r} in the body of {response.request.method} {response.request.url}: {text}"
+            )
             assert s not in headers, f"{s!r} in the headers of {response.request.url}"
 
 
@@ -130,10 +148,14 @@ def register_versions(model_name: str, model_dir: Path, n: int, settings: Any) -
     versions = []
     for i in range(n):
         info = registry.register(
-            model_name, model_dir,
+            model_name,
+            model_dir,
             metrics={"accuracy": 0.5 + i / 100, "macro_f1": 0.4 + i / 100},
             params={"epochs": 2, "learning_rate": 2e-4},
-            lineage={"dataset_version": f"api-test-{i}", "base_model": "sentence-transformers/all-MiniLM-L6-v2"},
+            lineage={
+                "dataset_version": f"api-test-{i}",
+                "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+            },
             description=f"api test version {i + 1}",
         )
         versions.append(info.version)
@@ -193,7 +215,9 @@ def capture_logs() -> Iterator[LogCapture]:
     root = logging.getLogger()
     handler = LogCapture()
     old_level = root.level
-    watched = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access", "nfl_mlops", "fastapi")]
+    watched = [
+        logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access", "nfl_mlops", "fastapi")
+    ]
     old = [(lg, lg.level, lg.propagate) for lg in watched]
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)

@@ -95,7 +95,10 @@ class Traffic:
             i = 0
             while not self.stop_event.is_set():
                 try:
-                    r = c.post("/mlops/predict/sentiment", json={"text": self.texts(i), "key": f"user-{i}-{id(self)}"})
+                    r = c.post(
+                        "/mlops/predict/sentiment",
+                        json={"text": self.texts(i), "key": f"user-{i}-{id(self)}"},
+                    )
                     self.statuses.append(r.status_code)
                     if r.status_code == 200:
                         self.responses.append({**r.json(), "received": time.time()})

@@ -79,7 +79,9 @@ def test_health_and_status(client, on_v1):
     s = r.json()
     assert s["model_name"] == MODEL
     assert s["deployment"]["model_id"] == MODEL and s["deployment"]["model_version"] == 1
-    assert s["deployment"]["status"] == "active" and s["deployment"]["deployment_id"] == on_v1["deployment_id"]
+    assert (
+        s["deployment"]["status"] == "active" and s["deployment"]["deployment_id"] == on_v1["deployment_id"]
+    )
     assert 1 in s["loaded_versions"]
     assert set(s["counts"]) >= {"requests", "predictions"}
     assert set(s["prediction_log"]) == {"written", "queued"}
@@ -157,15 +159,36 @@ def test_text_length_limit(client, on_v1):
         ("/predict/sentiment/batch", {"json": {"texts": "hello"}}, ["texts", "list"]),
         ("/predict/sentiment/batch", {"json": {"texts": ["ok", 5]}}, ["texts.1", "string"]),
         ("/predict/sentiment/batch", {"json": {}}, ["texts", "Field required"]),
-        ("/predict/sentiment", {"content": b'{"text": "unterminated',
-                                "headers": {"content-type": "application/json"}}, ["JSON"]),
-        ("/predict/sentiment/batch", {"content": b"not json at all",
-                                      "headers": {"content-type": "application/json"}}, ["JSON"]),
+        (
+            "/predict/sentiment",
+            {"content": b'{"text": "unterminated', "headers": {"content-type": "application/json"}},
+            ["JSON"],
+        ),
+        (
+            "/predict/sentiment/batch",
+            {"content": b"not json at all", "headers": {"content-type": "application/json"}},
+            ["JSON"],
+        ),
         ("/predict/sentiment", {}, ["body", "required"]),
     ],
-    ids=["empty-batch", "empty-text", "blank-text", "blank-batch-item", "missing-body-field", "misspelt-field",
-         "int-text", "null-text", "list-body", "long-key", "texts-not-list", "int-in-batch", "missing-texts",
-         "bad-json", "bad-json-batch", "no-body"],
+    ids=[
+        "empty-batch",
+        "empty-text",
+        "blank-text",
+        "blank-batch-item",
+        "missing-body-field",
+        "misspelt-field",
+        "int-text",
+        "null-text",
+        "list-body",
+        "long-key",
+        "texts-not-list",
+        "int-in-batch",
+        "missing-texts",
+        "bad-json",
+        "bad-json-batch",
+        "no-body",
+    ],
 )
 def test_invalid_requests_are_422_with_a_clear_detail(client, on_v1, path, kwargs, fragments):
     r = client.post(f"/mlops{path}", **kwargs)
@@ -178,17 +201,26 @@ def test_invalid_requests_are_422_with_a_clear_detail(client, on_v1, path, kwarg
 
 def test_no_active_rollout_is_503(empty_server):
     with make_client(empty_server.base_url) as c:
-        for path, body in [("/mlops/predict/sentiment", {"text": "hello"}),
-                           ("/mlops/predict/sentiment/batch", {"texts": ["hello", "there"]})]:
+        for path, body in [
+            ("/mlops/predict/sentiment", {"text": "hello"}),
+            ("/mlops/predict/sentiment/batch", {"texts": ["hello", "there"]}),
+        ]:
             r = c.post(path, json=body)
             assert r.status_code == 503, r.text
             d = detail_of(r)
             assert "no model is deployed" in d and "/mlops/deployments" in d
         h = c.get("/mlops/health")
         assert h.status_code == 200
-        assert h.json() == {"status": "degraded", "database": True, "model_loaded": False, "serving_version": None}
+        assert h.json() == {
+            "status": "degraded",
+            "database": True,
+            "model_loaded": False,
+            "serving_version": None,
+        }
         s = c.get("/mlops/status").json()
-        assert s["model_name"] == "nothing-deployed" and s["deployment"] is None and s["loaded_versions"] == []
+        assert (
+            s["model_name"] == "nothing-deployed" and s["deployment"] is None and s["loaded_versions"] == []
+        )
         # validation still comes first
         assert c.post("/mlops/predict/sentiment", json={"text": " "}).status_code == 422
 
@@ -258,7 +290,9 @@ def test_deploy_then_rollback(client, on_v1):
     assert r.status_code == 404
     assert "does-not-exist" in detail_of(r)
 
-    r = client.post(f"/mlops/deployments/{d2['deployment_id']}/rollback", json={"reason": "api test rollback"})
+    r = client.post(
+        f"/mlops/deployments/{d2['deployment_id']}/rollback", json={"reason": "api test rollback"}
+    )
     assert r.status_code == 200, r.text
     back = r.json()
     assert back["model_version"] == 1 and back["strategy"] == "rollback" and back["status"] == "active"
@@ -316,8 +350,16 @@ def test_deploy_accepts_a_number_or_an_alias(client, on_v1, main_settings):
         ({"model_id": MODEL, "model_version": 1.5}, 422, "model_version"),
         ({"model_id": MODEL, "model_version": True}, 422, "model_version"),
     ],
-    ids=["unknown-version", "unknown-number", "unknown-alias", "unknown-model", "bad-strategy", "no-version",
-         "float-version", "bool-version"],
+    ids=[
+        "unknown-version",
+        "unknown-number",
+        "unknown-alias",
+        "unknown-model",
+        "bad-strategy",
+        "no-version",
+        "float-version",
+        "bool-version",
+    ],
 )
 def test_deploy_errors(client, on_v1, body, status, fragment):
     r = client.post("/mlops/deployments", json=body)
@@ -325,7 +367,11 @@ def test_deploy_errors(client, on_v1, body, status, fragment):
     assert fragment in detail_of(r)
     # nothing changed
     assert client.get("/mlops/health").json()["serving_version"] == 1
-    active = [d for d in client.get("/mlops/deployments").json() if d["model_id"] == MODEL and d["status"] == "active"]
+    active = [
+        d
+        for d in client.get("/mlops/deployments").json()
+        if d["model_id"] == MODEL and d["status"] == "active"
+    ]
     assert [d["deployment_id"] for d in active] == [on_v1["deployment_id"]]
 
 
@@ -334,12 +380,18 @@ def test_service_follows_a_rollout_made_elsewhere(client, on_v1, main_settings):
     from nfl_mlops.rollout import state as rollouts
 
     r = rollouts.activate(MODEL, 2, reason="api tests: out-of-band", db_url=main_settings.db_url)
-    wait_until(lambda: predict(client, "any news on the draft?")["model_version"] == 2, timeout=10,
-               what="the poll to switch to v2")
+    wait_until(
+        lambda: predict(client, "any news on the draft?")["model_version"] == 2,
+        timeout=10,
+        what="the poll to switch to v2",
+    )
     assert client.get("/mlops/health").json()["serving_version"] == 2
     rollouts.rollback(r.id, "api tests: back", db_url=main_settings.db_url)
-    wait_until(lambda: predict(client, "any news on the draft?")["model_version"] == 1, timeout=10,
-               what="the poll to switch back to v1")
+    wait_until(
+        lambda: predict(client, "any news on the draft?")["model_version"] == 1,
+        timeout=10,
+        what="the poll to switch back to v1",
+    )
 
 
 # Feedback
@@ -401,8 +453,13 @@ def test_api_key_guards_mutating_endpoints(keyed_server, keyed_settings):
         p = predict(c, TEXTS[0])
         check_prediction(p, 1)
         assert c.post("/mlops/predict/sentiment/batch", json={"texts": TEXTS[:2]}).status_code == 200
-        for path in ("/mlops/models", f"/mlops/models/{KEYED_MODEL}", "/mlops/deployments", "/mlops/status",
-                     "/mlops/health"):
+        for path in (
+            "/mlops/models",
+            f"/mlops/models/{KEYED_MODEL}",
+            "/mlops/deployments",
+            "/mlops/status",
+            "/mlops/health",
+        ):
             assert c.get(path).status_code == 200, path
 
         def refused(method_path: str, **kwargs) -> None:
@@ -435,8 +492,11 @@ def test_api_key_guards_mutating_endpoints(keyed_server, keyed_settings):
         # the key check comes before anything else is revealed
         r = c.post("/mlops/deployments", json={"model_id": KEYED_MODEL, "model_version": "v99"})
         assert r.status_code == 401
-        r = c.post("/mlops/deployments", json={"model_id": KEYED_MODEL, "model_version": "v99"},
-                   headers={"X-API-Key": API_KEY})
+        r = c.post(
+            "/mlops/deployments",
+            json={"model_id": KEYED_MODEL, "model_version": "v99"},
+            headers={"X-API-Key": API_KEY},
+        )
         assert r.status_code == 404
         assert len(c.checker.seen) > 20  # the hook saw every body
 
@@ -522,8 +582,11 @@ def test_prediction_log_loses_nothing(settings, tiny_model_dir):
         handle.stop()  # lifespan shutdown: the log writer writes what is still queued
     assert service.logger.queued == 0
     with get_engine(s.db_url).connect() as conn:
-        count = conn.scalar(select(func.count()).select_from(Prediction).where(
-            Prediction.model_name == name, Prediction.created_at >= started))
+        count = conn.scalar(
+            select(func.count())
+            .select_from(Prediction)
+            .where(Prediction.model_name == name, Prediction.created_at >= started)
+        )
         ids = set(conn.scalars(select(Prediction.id).where(Prediction.model_name == name)))
     assert count == len(answered)
     assert ids == set(answered)

@@ -50,19 +50,31 @@ def register(client: httpx.Client, name: str, path: Path, **extra) -> httpx.Resp
 
 # Models
 def test_register_list_and_get_models(client, tiny_model_dir):
-    r = register(client, MODEL, tiny_model_dir, metrics={"accuracy": 0.87, "f1_score": 0.85},
-                 description="Enhanced NFL sentiment analysis model", params={"learning_rate": 2e-5})
+    r = register(
+        client,
+        MODEL,
+        tiny_model_dir,
+        metrics={"accuracy": 0.87, "f1_score": 0.85},
+        description="Enhanced NFL sentiment analysis model",
+        params={"learning_rate": 2e-5},
+    )
     assert r.status_code == 201, r.text
     v = r.json()
     assert v["model_id"] == MODEL and v["version"] == 1 and v["status"] == "ready"
     assert v["metrics"] == {"accuracy": 0.87, "f1_score": 0.85} and v["params"] == {"learning_rate": 2e-5}
-    assert v["description"] == "Enhanced NFL sentiment analysis model" and v["model_type"] == "sentiment_analysis"
+    assert (
+        v["description"] == "Enhanced NFL sentiment analysis model"
+        and v["model_type"] == "sentiment_analysis"
+    )
     assert v["lineage"]["source_path"] == str(tiny_model_dir.resolve())
     assert Path(v["path"]).name == "v1" and (Path(v["path"]) / "model.safetensors").exists()
     r = register(client, MODEL, tiny_model_dir, metrics={"accuracy": 0.88})
     assert r.status_code == 201 and r.json()["version"] == 2
     assert [x["version"] for x in client.get(f"/mlops/models/{MODEL}").json()] == [1, 2]
-    assert {(m["model_id"], m["version"]) for m in client.get("/mlops/models").json()} >= {(MODEL, 1), (MODEL, 2)}
+    assert {(m["model_id"], m["version"]) for m in client.get("/mlops/models").json()} >= {
+        (MODEL, 1),
+        (MODEL, 2),
+    }
     r = client.get("/mlops/models/no-such-model")
     assert r.status_code == 404 and "no-such-model" in detail(r)
 
@@ -81,8 +93,13 @@ def test_register_rejects_what_is_not_a_model_folder(client, tiny_model_dir, tmp
     bin_only.mkdir()
     shutil.copy(tiny_model_dir / "config.json", bin_only / "config.json")
     (bin_only / "pytorch_model.bin").write_bytes(b"pickle")
-    cases = [(tmp_path / "missing", "not a folder"), (empty, "no config.json"), (garbage, "not readable JSON"),
-             (labels, "expected ['negative', 'neutral', 'positive']"), (bin_only, "model.safetensors")]
+    cases = [
+        (tmp_path / "missing", "not a folder"),
+        (empty, "no config.json"),
+        (garbage, "not readable JSON"),
+        (labels, "expected ['negative', 'neutral', 'positive']"),
+        (bin_only, "model.safetensors"),
+    ]
     before = len(client.get("/mlops/models").json())
     for path, fragment in cases:
         r = register(client, "api-endpoints-bad", path)
@@ -96,7 +113,10 @@ def test_register_rejects_what_is_not_a_model_folder(client, tiny_model_dir, tmp
     ]:
         r = client.post("/mlops/models/register", json=body)
         assert r.status_code == 422 and fragment in detail(r), r.text
-    nan = b'{"model_name": "ok", "model_path": "%s", "metrics": {"accuracy": NaN}}' % str(tiny_model_dir).encode()
+    nan = (
+        b'{"model_name": "ok", "model_path": "%s", "metrics": {"accuracy": NaN}}'
+        % str(tiny_model_dir).encode()
+    )
     r = client.post("/mlops/models/register", content=nan, headers={"content-type": "application/json"})
     assert r.status_code == 422 and "finite" in detail(r)
     assert len(client.get("/mlops/models").json()) == before  # nothing was registered
@@ -107,8 +127,9 @@ def test_register_rejects_what_is_not_a_model_folder(client, tiny_model_dir, tmp
 def test_deployment_endpoints(client, server, tiny_model_dir, settings):
     from nfl_mlops.registry.store import Registry
 
-    r = client.post("/mlops/deployments", json={"model_id": MODEL, "model_version": 1,
-                                                "reason": "first deployment"})
+    r = client.post(
+        "/mlops/deployments", json={"model_id": MODEL, "model_version": 1, "reason": "first deployment"}
+    )
     assert r.status_code == 201, r.text
     d = r.json()
     assert d["strategy"] == "blue_green" and d["progress"] is None and d["config"]["driver"] == "api"
@@ -117,19 +138,30 @@ def test_deployment_endpoints(client, server, tiny_model_dir, settings):
     assert got.status_code == 200 and got.json()["deployment_id"] == d["deployment_id"]
     assert got.json()["reason"] == "first deployment"
     assert len(client.get("/mlops/deployments", params={"model_id": MODEL, "limit": 1}).json()) == 1
-    for path in ("/mlops/deployments/nope", ):
+    for path in ("/mlops/deployments/nope",):
         r = client.get(path)
         assert r.status_code == 404 and "nope" in detail(r)
     r = client.post("/mlops/deployments/nope/rollback")
     assert r.status_code == 404
     # settings of another strategy
-    r = client.post("/mlops/deployments", json={"model_id": MODEL, "model_version": 2, "canary": {"steps": [10, 100]}})
+    r = client.post(
+        "/mlops/deployments", json={"model_id": MODEL, "model_version": 2, "canary": {"steps": [10, 100]}}
+    )
     assert r.status_code == 422 and "canary given with strategy blue_green" in detail(r)
-    r = client.post("/mlops/deployments", json={"model_id": MODEL, "model_version": 2, "strategy": "canary",
-                                                "canary": {"steps": [60, 30, 100]}})
+    r = client.post(
+        "/mlops/deployments",
+        json={
+            "model_id": MODEL,
+            "model_version": 2,
+            "strategy": "canary",
+            "canary": {"steps": [60, 30, 100]},
+        },
+    )
     assert r.status_code == 422 and "steps must increase" in detail(r)
-    r = client.post("/mlops/deployments", json={"model_id": MODEL, "model_version": 2, "strategy": "shadow",
-                                                "traffic_split": 20})
+    r = client.post(
+        "/mlops/deployments",
+        json={"model_id": MODEL, "model_version": 2, "strategy": "shadow", "traffic_split": 20},
+    )
     assert r.status_code == 422 and "ab_test given with strategy shadow" in detail(r)
     # a canary needs a version serving to compare with
     reg = Registry.from_settings(settings)
@@ -138,8 +170,10 @@ def test_deployment_endpoints(client, server, tiny_model_dir, settings):
     assert r.status_code == 409 and "needs a version serving" in detail(r)
     # a rejected version is never deployed
     rejected = reg.register(MODEL, tiny_model_dir, status="rejected", reason="below champion")
-    r = client.post("/mlops/deployments", json={"model_id": MODEL, "model_version": rejected.version,
-                                                "strategy": "canary"})
+    r = client.post(
+        "/mlops/deployments",
+        json={"model_id": MODEL, "model_version": rejected.version, "strategy": "canary"},
+    )
     assert r.status_code == 409 and "rejected" in detail(r)
     # the same version cannot be its own canary
     r = client.post("/mlops/deployments", json={"model_id": MODEL, "model_version": 1, "strategy": "canary"})
@@ -149,39 +183,66 @@ def test_deployment_endpoints(client, server, tiny_model_dir, settings):
 
 # Experiments
 def test_experiment_lifecycle(client):
-    r = client.post("/mlops/experiments", json={
-        "experiment_name": "sentiment_model_training", "tags": ["sentiment", "nfl", "training"],
-        "config": {"learning_rate": 2e-5, "batch_size": 16, "wandb_api_key": "secret-value", "nested": {"a": [1, 2]}}})
+    r = client.post(
+        "/mlops/experiments",
+        json={
+            "experiment_name": "sentiment_model_training",
+            "tags": ["sentiment", "nfl", "training"],
+            "config": {
+                "learning_rate": 2e-5,
+                "batch_size": 16,
+                "wandb_api_key": "secret-value",
+                "nested": {"a": [1, 2]},
+            },
+        },
+    )
     assert r.status_code == 201, r.text
     e = r.json()
     eid = e["experiment_id"]
-    assert e["status"] == "running" and e["tracker"] == "api" and e["tags"] == ["sentiment", "nfl", "training"]
+    assert (
+        e["status"] == "running" and e["tracker"] == "api" and e["tags"] == ["sentiment", "nfl", "training"]
+    )
     assert e["config"] == {"learning_rate": 2e-5, "batch_size": 16, "nested": {"a": [1, 2]}}  # secret dropped
-    for step, m in enumerate([{"train_loss": 0.3, "epoch": 0}, {"train_loss": 0.15, "val_accuracy": 0.87, "epoch": 1}]):
+    for step, m in enumerate(
+        [{"train_loss": 0.3, "epoch": 0}, {"train_loss": 0.15, "val_accuracy": 0.87, "epoch": 1}]
+    ):
         r = client.post("/mlops/experiments/metrics", json={"experiment_id": eid, "metrics": m, "step": step})
         assert r.status_code == 200 and r.json() == {"experiment_id": eid, "logged": len(m), "step": step}
     got = client.get(f"/mlops/experiments/{eid}").json()
     assert got["metrics"] == {"train_loss": 0.15, "val_accuracy": 0.87, "epoch": 1}
     assert [h["step"] for h in got["history"]] == [0, 1]
-    r = client.post(f"/mlops/experiments/{eid}/finish", json={"metrics": {"final_accuracy": 0.89, "final_f1": 0.87}})
+    r = client.post(
+        f"/mlops/experiments/{eid}/finish", json={"metrics": {"final_accuracy": 0.89, "final_f1": 0.87}}
+    )
     assert r.status_code == 200, r.text
     done = r.json()
     assert done["status"] == "finished" and done["finished_at"] and done["metrics"]["final_f1"] == 0.87
     assert eid in {x["experiment_id"] for x in client.get("/mlops/experiments").json()}
-    assert eid in {x["experiment_id"] for x in client.get("/mlops/experiments", params={"status": "finished"}).json()}
+    assert eid in {
+        x["experiment_id"] for x in client.get("/mlops/experiments", params={"status": "finished"}).json()
+    }
     # a finished run takes no more metrics
     r = client.post("/mlops/experiments/metrics", json={"experiment_id": eid, "metrics": {"x": 1}})
     assert r.status_code == 409 and "finished" in detail(r)
     assert client.post(f"/mlops/experiments/{eid}/finish").status_code == 409
     # unknown ids, bad metrics
-    for r in (client.post("/mlops/experiments/metrics", json={"experiment_id": "nope", "metrics": {"x": 1}}),
-              client.post("/mlops/experiments/nope/finish"), client.get("/mlops/experiments/nope")):
+    for r in (
+        client.post("/mlops/experiments/metrics", json={"experiment_id": "nope", "metrics": {"x": 1}}),
+        client.post("/mlops/experiments/nope/finish"),
+        client.get("/mlops/experiments/nope"),
+    ):
         assert r.status_code == 404 and "nope" in detail(r)
-    for body in ({"experiment_id": eid, "metrics": {}}, {"experiment_id": eid, "metrics": {"loss": "low"}},
-                 {"experiment_id": eid, "metrics": {"loss": 1}, "step": -1}):
+    for body in (
+        {"experiment_id": eid, "metrics": {}},
+        {"experiment_id": eid, "metrics": {"loss": "low"}},
+        {"experiment_id": eid, "metrics": {"loss": 1}, "step": -1},
+    ):
         assert client.post("/mlops/experiments/metrics", json=body).status_code == 422
-    r = client.post("/mlops/experiments/metrics", content=b'{"experiment_id": "x", "metrics": {"loss": Infinity}}',
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/mlops/experiments/metrics",
+        content=b'{"experiment_id": "x", "metrics": {"loss": Infinity}}',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422 and "finite" in detail(r)
     assert client.post("/mlops/experiments", json={"experiment_name": ""}).status_code == 422
 
@@ -189,8 +250,14 @@ def test_experiment_lifecycle(client):
 # Retraining
 def test_retraining_trigger_without_prefect_answers_503_and_records_a_failed_job(client, monkeypatch):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    r = client.post("/mlops/retraining/trigger", json={"model_name": MODEL, "reason": "performance_degradation",
-                                                       "config": {"epochs": 5, "learning_rate": 1e-5}})
+    r = client.post(
+        "/mlops/retraining/trigger",
+        json={
+            "model_name": MODEL,
+            "reason": "performance_degradation",
+            "config": {"epochs": 5, "learning_rate": 1e-5},
+        },
+    )
     assert r.status_code == 503, r.text
     assert "PREFECT_API_URL is not set" in detail(r) and r.json()["job_id"]
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens there
@@ -223,13 +290,22 @@ def test_retraining_triggers_explain_what_would_start_a_retraining(client, setti
     t = r.json()
     assert t["would_trigger"] is False and t["latest_monitoring"] is None
     assert any("no monitoring run" in x for x in t["reasons"])
-    assert t["manual"]["allowed"] is True and t["automatic"]["allowed"] is True
+    assert t["manual"]["allowed"] is True and t["automatic"]["allowed"] is False  # nothing to react to
+    assert t["automatic"]["episode_rule"]["persistence"] >= 1 and t["open_episodes"] == []
     assert {"cron": "0 3 * * 1", "timezone": "UTC"} in t["schedules"]
     assert set(t["event_triggers"]) == {"nfl-mlops.drift.detected", "nfl-mlops.performance.degraded"}
 
     with session_scope(settings.db_url) as s:
-        s.add(MonitoringRun(model_name=MODEL, model_version=1, n_predictions=300, drift_share=0.6,
-                            drift_detected=True, summary={"drifted_columns": ["topic"]}))
+        s.add(
+            MonitoringRun(
+                model_name=MODEL,
+                model_version=1,
+                n_predictions=300,
+                drift_share=0.6,
+                drift_detected=True,
+                summary={"drifted_columns": ["topic"]},
+            )
+        )
     t = client.get(f"/mlops/retraining/triggers/{MODEL}").json()
     assert t["would_trigger"] is True and t["latest_monitoring"]["drift_detected"] is True
     assert any("found drift" in x and "0.60" in x for x in t["reasons"])
@@ -237,7 +313,7 @@ def test_retraining_triggers_explain_what_would_start_a_retraining(client, setti
     create_job(MODEL, "drift", "automation", {}, db_url=settings.db_url)  # an automatic run just started
     t = client.get(f"/mlops/retraining/triggers/{MODEL}").json()
     assert t["would_trigger"] is False and t["automatic"]["allowed"] is False
-    assert "cooldown" in t["automatic"]["reason"]
+    assert "in flight" in t["automatic"]["reason"]
     assert t["recent_jobs"][0]["trigger"] == "automation"
 
     r = client.get("/mlops/retraining/triggers/no-such-model")
@@ -249,8 +325,16 @@ MUTATING = [
     ("/mlops/models/register", {"model_name": KEYED, "model_path": "/nonexistent"}),
     ("/mlops/deployments", {"model_id": KEYED, "model_version": 1}),
     ("/mlops/deployments/some-id/rollback", None),
-    ("/mlops/ab-tests", {"test_name": "t", "model_a_id": KEYED, "model_a_version": 1, "model_b_id": KEYED,
-                         "model_b_version": 2}),
+    (
+        "/mlops/ab-tests",
+        {
+            "test_name": "t",
+            "model_a_id": KEYED,
+            "model_a_version": 1,
+            "model_b_id": KEYED,
+            "model_b_version": 2,
+        },
+    ),
     ("/mlops/experiments", {"experiment_name": "keyed"}),
     ("/mlops/experiments/metrics", {"experiment_id": "x", "metrics": {"loss": 1.0}}),
     ("/mlops/experiments/some-id/finish", None),
@@ -264,7 +348,12 @@ def test_mutating_endpoints_need_the_api_key(settings):
     try:
         with make_client(handle.base_url, forbidden=("Traceback", KEY)) as c:
             for path, body in MUTATING:
-                for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY + "x"}, {"X-API-Key": "ключ".encode()}):
+                for headers in (
+                    {},
+                    {"X-API-Key": "wrong"},
+                    {"X-API-Key": KEY + "x"},
+                    {"X-API-Key": "ключ".encode()},
+                ):
                     r = c.post(path, json=body, headers=headers)
                     assert r.status_code == 401, (path, headers, r.text)
                     assert detail(r) == "missing or wrong X-API-Key header"
@@ -272,11 +361,20 @@ def test_mutating_endpoints_need_the_api_key(settings):
             ok = {"X-API-Key": KEY}
             assert c.post("/mlops/models/register", json=MUTATING[0][1], headers=ok).status_code == 422
             assert c.post("/mlops/deployments", json=MUTATING[1][1], headers=ok).status_code == 404
-            assert c.post("/mlops/experiments", json={"experiment_name": "keyed"}, headers=ok).status_code == 201
+            assert (
+                c.post("/mlops/experiments", json={"experiment_name": "keyed"}, headers=ok).status_code == 201
+            )
             assert c.post("/mlops/experiments/some-id/finish", headers=ok).status_code == 404
             # reads stay open
-            for path in ("/mlops/models", "/mlops/deployments", "/mlops/experiments", "/mlops/ab-tests",
-                         "/mlops/retraining/jobs", "/mlops/health", "/mlops/status"):
+            for path in (
+                "/mlops/models",
+                "/mlops/deployments",
+                "/mlops/experiments",
+                "/mlops/ab-tests",
+                "/mlops/retraining/jobs",
+                "/mlops/health",
+                "/mlops/status",
+            ):
                 assert c.get(path).status_code == 200, path
     finally:
         handle.stop()
@@ -291,8 +389,9 @@ def test_limits(client):
     assert r.status_code == 413 and str(limit) in detail(r)
     r = client.post("/mlops/predict/sentiment/batch", json={"texts": ["go pats " * 100] * 400})
     assert r.status_code == 413
-    r = client.post("/mlops/experiments", json={"experiment_name": "wide",
-                                                "config": {f"k{i}": i for i in range(501)}})
+    r = client.post(
+        "/mlops/experiments", json={"experiment_name": "wide", "config": {f"k{i}": i for i in range(501)}}
+    )
     assert r.status_code == 422 and "config" in detail(r)
     r = client.post("/mlops/experiments", json={"experiment_name": "tags", "tags": ["t"] * 51})
     assert r.status_code == 422
@@ -303,16 +402,30 @@ def test_limits(client):
 def test_openapi_documents_every_endpoint(client):
     spec = client.get("/openapi.json").json()
     expected = {
-        ("post", "/mlops/models/register"), ("get", "/mlops/models"), ("get", "/mlops/models/{model_id}"),
-        ("post", "/mlops/deployments"), ("get", "/mlops/deployments"), ("get", "/mlops/deployments/{deployment_id}"),
+        ("post", "/mlops/models/register"),
+        ("get", "/mlops/models"),
+        ("get", "/mlops/models/{model_id}"),
+        ("post", "/mlops/deployments"),
+        ("get", "/mlops/deployments"),
+        ("get", "/mlops/deployments/{deployment_id}"),
         ("post", "/mlops/deployments/{deployment_id}/rollback"),
-        ("post", "/mlops/experiments"), ("post", "/mlops/experiments/metrics"), ("get", "/mlops/experiments"),
-        ("post", "/mlops/experiments/{experiment_id}/finish"), ("get", "/mlops/experiments/{experiment_id}"),
-        ("post", "/mlops/retraining/trigger"), ("get", "/mlops/retraining/jobs"),
+        ("post", "/mlops/experiments"),
+        ("post", "/mlops/experiments/metrics"),
+        ("get", "/mlops/experiments"),
+        ("post", "/mlops/experiments/{experiment_id}/finish"),
+        ("get", "/mlops/experiments/{experiment_id}"),
+        ("post", "/mlops/retraining/trigger"),
+        ("get", "/mlops/retraining/jobs"),
         ("get", "/mlops/retraining/triggers/{model_name}"),
-        ("post", "/mlops/ab-tests"), ("get", "/mlops/ab-tests"), ("get", "/mlops/ab-tests/{test_id}"),
-        ("post", "/mlops/predict/sentiment"), ("post", "/mlops/predict/sentiment/batch"), ("post", "/mlops/feedback"),
-        ("get", "/mlops/status"), ("get", "/mlops/health"), ("get", "/mlops/lineage/{prediction_id}"),
+        ("post", "/mlops/ab-tests"),
+        ("get", "/mlops/ab-tests"),
+        ("get", "/mlops/ab-tests/{test_id}"),
+        ("post", "/mlops/predict/sentiment"),
+        ("post", "/mlops/predict/sentiment/batch"),
+        ("post", "/mlops/feedback"),
+        ("get", "/mlops/status"),
+        ("get", "/mlops/health"),
+        ("get", "/mlops/lineage/{prediction_id}"),
     }
     got = {(m, p) for p, ops in spec["paths"].items() for m in ops}
     assert expected <= got, expected - got
@@ -322,8 +435,21 @@ def test_openapi_documents_every_endpoint(client):
             if "{" in p:
                 assert "404" in op["responses"], (m, p)
     schemas = spec["components"]["schemas"]
-    for name in ("RegisterModelRequest", "DeployRequest", "CreateABTestRequest", "StartExperimentRequest",
-                 "LogMetricsRequest", "FinishExperimentRequest", "RetrainRequest", "CanaryParams", "GateParams",
-                 "ABTestOut", "DeploymentOut", "ExperimentOut", "RetrainingJobOut", "TriggerCheckOut"):
+    for name in (
+        "RegisterModelRequest",
+        "DeployRequest",
+        "CreateABTestRequest",
+        "StartExperimentRequest",
+        "LogMetricsRequest",
+        "FinishExperimentRequest",
+        "RetrainRequest",
+        "CanaryParams",
+        "GateParams",
+        "ABTestOut",
+        "DeploymentOut",
+        "ExperimentOut",
+        "RetrainingJobOut",
+        "TriggerCheckOut",
+    ):
         for field, prop in schemas[name]["properties"].items():
             assert prop.get("description"), f"{name}.{field} has no description"

@@ -63,7 +63,9 @@ def _cancel_runs(deployment_id: Any) -> None:
     from prefect.states import Cancelled
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
         for run in runs:
             if not (run.state and run.state.is_final()):
                 client.set_flow_run_state(run.id, Cancelled(), force=True)

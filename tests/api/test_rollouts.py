@@ -20,7 +20,14 @@ import httpx
 import pytest
 
 from tests.api.helpers import api_settings, make_client, serving, wait_serving, wait_until
-from tests.api.rollout_helpers import LONG_TWEETS, POOL, Traffic, biased_model, slow_down, truncated_positions_model
+from tests.api.rollout_helpers import (
+    LONG_TWEETS,
+    POOL,
+    Traffic,
+    biased_model,
+    slow_down,
+    truncated_positions_model,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -37,10 +44,17 @@ def rollout_settings(settings, tiny_model_dir, tmp_path_factory):
     s = api_settings(MODEL)
     reg = Registry.from_settings(s)
     root = tmp_path_factory.mktemp("rollout_candidates")
-    folders = [tiny_model_dir, tiny_model_dir, truncated_positions_model(tiny_model_dir, root / "broken"),
-               tiny_model_dir, biased_model(tiny_model_dir, root / "biased")]
-    got = [reg.register(MODEL, f, metrics={"accuracy": 0.5}, description=f"rollout test {i + 1}").version
-           for i, f in enumerate(folders)]
+    folders = [
+        tiny_model_dir,
+        tiny_model_dir,
+        truncated_positions_model(tiny_model_dir, root / "broken"),
+        tiny_model_dir,
+        biased_model(tiny_model_dir, root / "biased"),
+    ]
+    got = [
+        reg.register(MODEL, f, metrics={"accuracy": 0.5}, description=f"rollout test {i + 1}").version
+        for i, f in enumerate(folders)
+    ]
     assert got == [1, GOOD, BROKEN, SLOW, BIASED]
     rollouts.activate(MODEL, 1, reason="rollout tests: initial", db_url=s.db_url)
     reg.promote(MODEL, 1)
@@ -67,8 +81,11 @@ def on_v1(server, client, rollout_settings):
 
     r = rollouts.activate(MODEL, 1, reason="rollout tests: reset", db_url=rollout_settings.db_url)
     Registry.from_settings(rollout_settings).promote(MODEL, 1)
-    wait_until(lambda: client.get("/mlops/status").json()["deployment"]["deployment_id"] == r.id, timeout=30,
-               what="the reset rollout to be followed")
+    wait_until(
+        lambda: client.get("/mlops/status").json()["deployment"]["deployment_id"] == r.id,
+        timeout=30,
+        what="the reset rollout to be followed",
+    )
     wait_serving(client, 1)
     return r
 
@@ -80,8 +97,12 @@ def deployment(client: httpx.Client, deployment_id: str) -> dict[str, Any]:
 
 
 def wait_for(client: httpx.Client, deployment_id: str, done, timeout: float = 240.0) -> dict[str, Any]:
-    return wait_until(lambda: (lambda d: d if done(d) else None)(deployment(client, deployment_id)),
-                      timeout=timeout, interval=0.2, what=f"deployment {deployment_id}")
+    return wait_until(
+        lambda: (lambda d: d if done(d) else None)(deployment(client, deployment_id)),
+        timeout=timeout,
+        interval=0.2,
+        what=f"deployment {deployment_id}",
+    )
 
 
 def champion(client: httpx.Client) -> int:
@@ -95,22 +116,41 @@ def at(ts: str) -> float:
 
 # Canary
 def test_canary_promotes_a_good_candidate_step_by_step(client, on_v1, server):
-    body = {"model_id": MODEL, "model_version": GOOD, "strategy": "canary", "reason": "rollout test: good canary",
-            "canary": {"steps": [20, 50, 100], "min_requests": 8, "max_wait_s": 300, "check_seconds": FAST_CHECK,
-                       "gates": {"latency_slack_ms": 5000}}}
+    body = {
+        "model_id": MODEL,
+        "model_version": GOOD,
+        "strategy": "canary",
+        "reason": "rollout test: good canary",
+        "canary": {
+            "steps": [20, 50, 100],
+            "min_requests": 8,
+            "max_wait_s": 300,
+            "check_seconds": FAST_CHECK,
+            "gates": {"latency_slack_ms": 5000},
+        },
+    }
     r = client.post("/mlops/deployments", json=body)
     assert r.status_code == 201, r.text
     d = r.json()
     assert d["strategy"] == "canary" and d["status"] == "active" and d["model_version"] == GOOD
     assert d["previous_version"] == 1
-    assert d["arms"] == {"stable": {"version": 1, "weight": 80.0}, "candidate": {"version": GOOD, "weight": 20.0}}
-    assert d["progress"]["phase"] == "running" and d["progress"]["step"] == 1 and d["progress"]["steps"] == [20, 50, 100]
+    assert d["arms"] == {
+        "stable": {"version": 1, "weight": 80.0},
+        "candidate": {"version": GOOD, "weight": 20.0},
+    }
+    assert (
+        d["progress"]["phase"] == "running"
+        and d["progress"]["step"] == 1
+        and d["progress"]["steps"] == [20, 50, 100]
+    )
     # one rollout at a time
     r = client.post("/mlops/deployments", json={"model_id": MODEL, "model_version": 1})
     assert r.status_code == 409 and "in progress" in r.json()["detail"]
 
     with Traffic(server.base_url, lambda i: POOL[i % len(POOL)]) as traffic:
-        final = wait_for(client, d["deployment_id"], lambda x: x["progress"]["phase"] != "running")
+        final = wait_for(
+            client, d["deployment_id"], lambda x: x["progress"]["phase"] not in ("running", "promoting")
+        )
         time.sleep(0.5)
     assert final["progress"]["phase"] == "promoted", final["history"]
     assert final["status"] == "active" and final["arms"] == {"stable": {"version": GOOD, "weight": 100.0}}
@@ -128,8 +168,12 @@ def test_canary_promotes_a_good_candidate_step_by_step(client, on_v1, server):
 
 
 def test_canary_with_a_broken_candidate_is_rolled_back_by_the_gates(client, on_v1, server):
-    body = {"model_id": MODEL, "model_version": BROKEN, "strategy": "canary",
-            "canary": {"steps": [25, 100], "min_requests": 30, "max_wait_s": 300, "check_seconds": FAST_CHECK}}
+    body = {
+        "model_id": MODEL,
+        "model_version": BROKEN,
+        "strategy": "canary",
+        "canary": {"steps": [25, 100], "min_requests": 30, "max_wait_s": 300, "check_seconds": FAST_CHECK},
+    }
     r = client.post("/mlops/deployments", json=body)  # v3 passes the smoke test: its tweets are short
     assert r.status_code == 201, r.text
     d = r.json()
@@ -144,7 +188,11 @@ def test_canary_with_a_broken_candidate_is_rolled_back_by_the_gates(client, on_v
     # users never saw the broken version: every request was answered, by v1
     assert traffic.responses and set(traffic.statuses) == {200} and not traffic.errors
     assert {p["model_version"] for p in traffic.responses} == {1}
-    active = [x for x in client.get("/mlops/deployments", params={"model_id": MODEL}).json() if x["status"] == "active"]
+    active = [
+        x
+        for x in client.get("/mlops/deployments", params={"model_id": MODEL}).json()
+        if x["status"] == "active"
+    ]
     assert len(active) == 1 and active[0]["model_version"] == 1 and active[0]["strategy"] == "rollback"
     assert d["deployment_id"] in active[0]["reason"]
     assert champion(client) == 1
@@ -153,13 +201,24 @@ def test_canary_with_a_broken_candidate_is_rolled_back_by_the_gates(client, on_v
 
 def test_canary_with_a_slow_candidate_is_rolled_back_by_the_latency_gate(client, on_v1, server, monkeypatch):
     slow_down(monkeypatch, MODEL, SLOW, 1.0)
-    body = {"model_id": MODEL, "model_version": SLOW, "strategy": "canary",
-            "canary": {"steps": [50, 100], "min_requests": 5, "max_wait_s": 300, "check_seconds": FAST_CHECK,
-                       "gates": {"max_p95_ms": 900}}}
+    body = {
+        "model_id": MODEL,
+        "model_version": SLOW,
+        "strategy": "canary",
+        "canary": {
+            "steps": [50, 100],
+            "min_requests": 5,
+            "max_wait_s": 300,
+            "check_seconds": FAST_CHECK,
+            "gates": {"max_p95_ms": 900},
+        },
+    }
     r = client.post("/mlops/deployments", json=body)
     assert r.status_code == 201, r.text
     d = r.json()
-    with Traffic(server.base_url, lambda i: f"{POOL[i % len(POOL)]} #{i}") as traffic:  # unique: no cache hits
+    with Traffic(
+        server.base_url, lambda i: f"{POOL[i % len(POOL)]} #{i}"
+    ) as traffic:  # unique: no cache hits
         final = wait_for(client, d["deployment_id"], lambda x: x["status"] != "active")
     assert final["status"] == "rolled_back", final
     assert "latency_p95" in final["reason"]
@@ -174,26 +233,39 @@ def test_canary_with_a_slow_candidate_is_rolled_back_by_the_latency_gate(client,
 
 # Shadow
 def test_shadow_answers_are_logged_never_returned_and_an_agreeing_candidate_is_promoted(
-        client, on_v1, server, rollout_settings):
+    client, on_v1, server, rollout_settings
+):
     from nfl_mlops.monitoring.feedback import prediction_window
 
     started = time.time()
-    body = {"model_id": MODEL, "model_version": GOOD, "strategy": "shadow",
-            "shadow": {"min_requests": 10, "check_seconds": FAST_CHECK, "gates": {"latency_slack_ms": 5000}}}
+    body = {
+        "model_id": MODEL,
+        "model_version": GOOD,
+        "strategy": "shadow",
+        "shadow": {"min_requests": 10, "check_seconds": FAST_CHECK, "gates": {"latency_slack_ms": 5000}},
+    }
     r = client.post("/mlops/deployments", json=body)
     assert r.status_code == 201, r.text
     d = r.json()
     assert d["arms"]["shadow"] == {"version": GOOD, "weight": 0.0, "shadow": True}
     with Traffic(server.base_url, lambda i: POOL[i % len(POOL)]) as traffic:
-        final = wait_for(client, d["deployment_id"], lambda x: x["progress"]["phase"] != "running")
+        final = wait_for(
+            client, d["deployment_id"], lambda x: x["progress"]["phase"] not in ("running", "promoting")
+        )
     assert final["progress"]["phase"] == "promoted", final["history"]
     promoted = final["history"][-1]
     gates = {g["name"]: g for g in promoted["gates"]}
-    assert gates["agreement"]["passed"] and gates["agreement"]["value"] == 1.0 and gates["agreement"]["n"] >= 10
+    assert (
+        gates["agreement"]["passed"] and gates["agreement"]["value"] == 1.0 and gates["agreement"]["n"] >= 10
+    )
     before = [p for p in traffic.responses if p["received"] < at(promoted["at"])]
     assert before and all(p["model_version"] == 1 and p["arm"] == "stable" for p in before)
-    log = prediction_window(MODEL, start=datetime.fromtimestamp(started - 5, UTC), served_only=False,
-                            db_url=rollout_settings.db_url)
+    log = prediction_window(
+        MODEL,
+        start=datetime.fromtimestamp(started - 5, UTC),
+        served_only=False,
+        db_url=rollout_settings.db_url,
+    )
     shadow = log[log["arm"] == "shadow"]
     assert len(shadow) >= 10 and not shadow["served"].astype(bool).any()
     assert set(shadow["model_version"]) == {GOOD}
@@ -201,8 +273,12 @@ def test_shadow_answers_are_logged_never_returned_and_an_agreeing_candidate_is_p
 
 
 def test_shadow_candidate_that_disagrees_is_rolled_back(client, on_v1, server):
-    body = {"model_id": MODEL, "model_version": BIASED, "strategy": "shadow",
-            "shadow": {"min_requests": 10, "check_seconds": FAST_CHECK, "gates": {"latency_slack_ms": 5000}}}
+    body = {
+        "model_id": MODEL,
+        "model_version": BIASED,
+        "strategy": "shadow",
+        "shadow": {"min_requests": 10, "check_seconds": FAST_CHECK, "gates": {"latency_slack_ms": 5000}},
+    }
     r = client.post("/mlops/deployments", json=body)
     assert r.status_code == 201, r.text
     with Traffic(server.base_url, lambda i: POOL[i % len(POOL)]) as traffic:
@@ -220,9 +296,17 @@ def _label_other_than(label: str) -> str:
 def test_ab_test_declares_the_better_arm_then_promotes_it(client, on_v1, server, rollout_settings):
     from nfl_mlops.db import ABTest, session_scope, utcnow
 
-    body = {"test_name": "rollout-tests-ab", "model_a_id": MODEL, "model_a_version": 1, "model_b_id": MODEL,
-            "model_b_version": "v2", "traffic_split": 50, "duration_days": 7, "min_samples": 25,
-            "check_seconds": 0.5}
+    body = {
+        "test_name": "rollout-tests-ab",
+        "model_a_id": MODEL,
+        "model_a_version": 1,
+        "model_b_id": MODEL,
+        "model_b_version": "v2",
+        "traffic_split": 50,
+        "duration_days": 7,
+        "min_samples": 25,
+        "check_seconds": 0.5,
+    }
     r = client.post("/mlops/ab-tests", json=body)
     assert r.status_code == 201, r.text
     t = r.json()
@@ -231,20 +315,28 @@ def test_ab_test_declares_the_better_arm_then_promotes_it(client, on_v1, server,
     ends = datetime.fromisoformat(t["ends_at"]) - datetime.fromisoformat(t["created_at"])
     assert ends == timedelta(days=7)
     dep = deployment(client, t["deployment_id"])
-    assert dep["strategy"] == "ab_test" and dep["arms"] == {"a": {"version": 1, "weight": 50.0},
-                                                            "b": {"version": GOOD, "weight": 50.0}}
+    assert dep["strategy"] == "ab_test" and dep["arms"] == {
+        "a": {"version": 1, "weight": 50.0},
+        "b": {"version": GOOD, "weight": 50.0},
+    }
     assert client.post("/mlops/ab-tests", json=body).status_code == 409  # running already
 
     # sticky per key
     for k in range(6):
-        arms = {client.post("/mlops/predict/sentiment", json={"text": POOL[j], "key": f"sticky-{k}"}).json()["arm"]
-                for j in range(3)}
+        arms = {
+            client.post("/mlops/predict/sentiment", json={"text": POOL[j], "key": f"sticky-{k}"}).json()[
+                "arm"
+            ]
+            for j in range(3)
+        }
         assert len(arms) == 1 and arms <= {"a", "b"}
 
     # outcomes: B is always right; A is right on one request in three
     seen = {"a": 0, "b": 0}
     for i in range(90):
-        p = client.post("/mlops/predict/sentiment", json={"text": POOL[i % len(POOL)], "key": f"ab-user-{i}"}).json()
+        p = client.post(
+            "/mlops/predict/sentiment", json={"text": POOL[i % len(POOL)], "key": f"ab-user-{i}"}
+        ).json()
         seen[p["arm"]] += 1
         right = p["arm"] == "b" or seen["a"] % 3 == 0
         truth = p["label"] if right else _label_other_than(p["label"])
@@ -265,8 +357,13 @@ def test_ab_test_declares_the_better_arm_then_promotes_it(client, on_v1, server,
     # fast-forward to the end of the test: the API's driver ends it and B takes all traffic
     with session_scope(rollout_settings.db_url) as s:
         s.get(ABTest, t["test_id"]).ends_at = utcnow() - timedelta(seconds=1)
-    done = wait_until(lambda: (lambda x: x if x["status"] != "running" else None)(
-        client.get(f"/mlops/ab-tests/{t['test_id']}").json()), timeout=60, what="the A/B test to end")
+    done = wait_until(
+        lambda: (lambda x: x if x["status"] != "running" else None)(
+            client.get(f"/mlops/ab-tests/{t['test_id']}").json()
+        ),
+        timeout=60,
+        what="the A/B test to end",
+    )
     assert done["status"] == "completed" and done["winner"] == "b" and done["verdict"]["final"]
     dep = deployment(client, t["deployment_id"])
     assert dep["status"] == "active" and dep["progress"]["phase"] == "promoted"
@@ -276,8 +373,16 @@ def test_ab_test_declares_the_better_arm_then_promotes_it(client, on_v1, server,
 
 
 def test_ab_test_through_deployments_and_rollback_stops_it(client, on_v1):
-    r = client.post("/mlops/deployments", json={"model_id": MODEL, "model_version": GOOD, "strategy": "ab_test",
-                                                "traffic_split": 30, "duration_days": 2})
+    r = client.post(
+        "/mlops/deployments",
+        json={
+            "model_id": MODEL,
+            "model_version": GOOD,
+            "strategy": "ab_test",
+            "traffic_split": 30,
+            "duration_days": 2,
+        },
+    )
     assert r.status_code == 201, r.text
     d = r.json()
     assert d["arms"] == {"a": {"version": 1, "weight": 70.0}, "b": {"version": GOOD, "weight": 30.0}}
@@ -292,17 +397,27 @@ def test_ab_test_through_deployments_and_rollback_stops_it(client, on_v1):
     assert t["status"] == "stopped" and t["verdict"]["final"]
 
 
-@pytest.mark.parametrize(("patch", "status", "fragment"), [
-    ({"model_b_id": "another-model"}, 422, "same registered model"),
-    ({"model_b_version": 1}, 422, "same version"),
-    ({"model_b_version": "v99"}, 404, "no version v99"),
-    ({"traffic_split": 100}, 422, "traffic_split"),
-    ({"duration_days": 0}, 422, "duration_days"),
-    ({"test_name": ""}, 422, "test_name"),
-], ids=["two-models", "same-version", "unknown-version", "split-100", "zero-days", "no-name"])
+@pytest.mark.parametrize(
+    ("patch", "status", "fragment"),
+    [
+        ({"model_b_id": "another-model"}, 422, "same registered model"),
+        ({"model_b_version": 1}, 422, "same version"),
+        ({"model_b_version": "v99"}, 404, "no version v99"),
+        ({"traffic_split": 100}, 422, "traffic_split"),
+        ({"duration_days": 0}, 422, "duration_days"),
+        ({"test_name": ""}, 422, "test_name"),
+    ],
+    ids=["two-models", "same-version", "unknown-version", "split-100", "zero-days", "no-name"],
+)
 def test_ab_test_errors(client, on_v1, patch, status, fragment):
-    body = {"test_name": "bad", "model_a_id": MODEL, "model_a_version": 1, "model_b_id": MODEL,
-            "model_b_version": GOOD, **patch}
+    body = {
+        "test_name": "bad",
+        "model_a_id": MODEL,
+        "model_a_version": 1,
+        "model_b_id": MODEL,
+        "model_b_version": GOOD,
+        **patch,
+    }
     r = client.post("/mlops/ab-tests", json=body)
     assert r.status_code == status, r.text
     assert fragment in r.json()["detail"]

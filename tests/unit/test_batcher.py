@@ -325,7 +325,11 @@ def test_defaults_come_from_the_settings() -> None:
 
 @pytest.mark.parametrize(
     ("env", "expected"),
-    [({}, "PASSIVE True"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE False"), ({"PRE_IMPORT": "1"}, "None False")],
+    [
+        ({}, "PASSIVE True"),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE False"),
+        ({"PRE_IMPORT": "1"}, "None False"),
+    ],
 )
 def test_prefer_passive_openmp_only_acts_before_torch_and_respects_an_explicit_choice(env, expected) -> None:
     import os

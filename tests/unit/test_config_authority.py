@@ -46,8 +46,11 @@ def test_prefect_yaml_repeats_no_flow_default(name: str) -> None:
     """A deployment parameter exists only where the deployment deliberately differs from the flow."""
     d = next(d for d in _spec()["deployments"] if d["name"] == name)
     defaults = _defaults(_flow(d["entrypoint"]))
-    repeated = {k: v for k, v in (d.get("parameters") or {}).items()
-                if k in defaults and defaults[k] is not inspect.Parameter.empty and defaults[k] == v}
+    repeated = {
+        k: v
+        for k, v in (d.get("parameters") or {}).items()
+        if k in defaults and defaults[k] is not inspect.Parameter.empty and defaults[k] == v
+    }
     assert not repeated, f"prefect.yaml repeats the flow's defaults for {name}: {repeated}"
 
 

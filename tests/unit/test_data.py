@@ -106,24 +106,27 @@ def test_normalize_texts_matches_scalar() -> None:
     assert normalize_texts(texts).tolist() == [normalize_for_dedupe(t) for t in texts]
 
 
-@pytest.mark.parametrize(("text", "topic"), [
-    ("@united lost my bag again", "airline"),
-    ("@JetBlue thanks for the upgrade", "airline"),
-    ("Tom Brady and the deflated footballs #DeflateGate", "nfl"),
-    ("Who wins the Super Bowl? #SB49 Seahawks", "nfl"),
-    ("The NFL should suspend him", "nfl"),
-    ("I would never ride in a self-driving car", "cars"),
-    ("Google's driverless cars are scary", "cars"),
-    ("My new iPhone keeps crashing @apple", "apple"),
-    ("The #Coachella2015 lineup is out", "coachella"),
-    ("Claritin is not working, sneezing all day", "allergy"),
-    ("what a lovely day", "other"),
-    # precedence: airline before nfl, nfl before apple
-    ("@united flying to the super bowl", "airline"),
-    ("watching the Super Bowl on my ipad", "nfl"),
-    # word boundaries: "macaroni" is not "mac", "snfl" is not "nfl"
-    ("macaroni and cheese", "other"),
-])
+@pytest.mark.parametrize(
+    ("text", "topic"),
+    [
+        ("@united lost my bag again", "airline"),
+        ("@JetBlue thanks for the upgrade", "airline"),
+        ("Tom Brady and the deflated footballs #DeflateGate", "nfl"),
+        ("Who wins the Super Bowl? #SB49 Seahawks", "nfl"),
+        ("The NFL should suspend him", "nfl"),
+        ("I would never ride in a self-driving car", "cars"),
+        ("Google's driverless cars are scary", "cars"),
+        ("My new iPhone keeps crashing @apple", "apple"),
+        ("The #Coachella2015 lineup is out", "coachella"),
+        ("Claritin is not working, sneezing all day", "allergy"),
+        ("what a lovely day", "other"),
+        # precedence: airline before nfl, nfl before apple
+        ("@united flying to the super bowl", "airline"),
+        ("watching the Super Bowl on my ipad", "nfl"),
+        # word boundaries: "macaroni" is not "mac", "snfl" is not "nfl"
+        ("macaroni and cheese", "other"),
+    ],
+)
 def test_topic_of(text: str, topic: str) -> None:
     assert topic_of(text) == topic
     assert topics_of([text]).tolist() == [topic]
@@ -143,17 +146,19 @@ def _raw(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
 
 
 def test_prepare_dedupes_and_drops_conflicting_groups() -> None:
-    raw = _raw([
-        ("Brady cheated #DeflateGate", "negative", 1.0),
-        ("RT @fan: brady cheated! #deflategate http://t.co/1", "negative", 0.9),  # same key, same label
-        ("@united worst flight ever", "negative", 1.0),
-        ("@united worst flight ever!!", "positive", 1.0),  # same key, other label -> group dropped
-        ("Coachella was amazing", "positive", 0.5),  # low confidence
-        ("I love my iPhone", "positive", np.nan),  # no confidence: kept
-        ("   ", "neutral", 1.0),  # empty
-        ("‰Û_", "neutral", 1.0),  # empty after cleaning
-        ("http://t.co/xyz", "neutral", 1.0),  # nothing left after normalising
-    ])
+    raw = _raw(
+        [
+            ("Brady cheated #DeflateGate", "negative", 1.0),
+            ("RT @fan: brady cheated! #deflategate http://t.co/1", "negative", 0.9),  # same key, same label
+            ("@united worst flight ever", "negative", 1.0),
+            ("@united worst flight ever!!", "positive", 1.0),  # same key, other label -> group dropped
+            ("Coachella was amazing", "positive", 0.5),  # low confidence
+            ("I love my iPhone", "positive", np.nan),  # no confidence: kept
+            ("   ", "neutral", 1.0),  # empty
+            ("‰Û_", "neutral", 1.0),  # empty after cleaning
+            ("http://t.co/xyz", "neutral", 1.0),  # nothing left after normalising
+        ]
+    )
     out = prepare(raw)
     assert out["text"].tolist() == ["Brady cheated #DeflateGate", "I love my iPhone"]
     assert out["label"].tolist() == ["negative", "positive"]
@@ -217,7 +222,9 @@ def test_data_validation_error_is_a_value_error() -> None:
 
 
 def test_load_table_csv_and_parquet(tmp_path) -> None:
-    df = pd.DataFrame({"text": ["great game", "awful refs", "kickoff at 6"], "label": ["positive", "negative", 1]})
+    df = pd.DataFrame(
+        {"text": ["great game", "awful refs", "kickoff at 6"], "label": ["positive", "negative", 1]}
+    )
     csv = tmp_path / "data.csv"
     df.astype({"label": str}).to_csv(csv, index=False)
     pq = tmp_path / "data.parquet"
@@ -269,8 +276,13 @@ def _synthetic(n: int = 3000, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     labels = rng.choice(LABELS, size=n, p=[0.5, 0.35, 0.15])
     topics = rng.choice(["nfl", "airline"], size=n, p=[0.3, 0.7])
-    df = pd.DataFrame({"text": [f"tweet number {i} about {t}" for i, t in enumerate(topics)],
-                       "label": labels, "topic": topics})
+    df = pd.DataFrame(
+        {
+            "text": [f"tweet number {i} about {t}" for i, t in enumerate(topics)],
+            "label": labels,
+            "topic": topics,
+        }
+    )
     df["norm"] = normalize_texts(df["text"]).to_numpy()
     return df.sort_values("label").reset_index(drop=True)
 
@@ -318,8 +330,13 @@ def test_split_never_lets_near_duplicates_cross() -> None:
 
 
 def test_split_drops_conflicting_groups_defensively() -> None:
-    df = pd.concat([_synthetic(300), pd.DataFrame({"text": ["same words", "Same words!"],
-                                                   "label": ["negative", "positive"]})], ignore_index=True)
+    df = pd.concat(
+        [
+            _synthetic(300),
+            pd.DataFrame({"text": ["same words", "Same words!"], "label": ["negative", "positive"]}),
+        ],
+        ignore_index=True,
+    )
     df["norm"] = normalize_texts(df["text"]).to_numpy()
     s = split(df)
     everything = pd.concat([s.train, s.val, s.test])
@@ -339,7 +356,9 @@ def test_split_falls_back_when_strata_are_tiny() -> None:
     df.loc[df.index[-1], "label"] = "neutral"
     s = split(df, stratify_by=("label", "topic"))
     assert sum(s.sizes.values()) == len(df)
-    tiny = pd.DataFrame({"text": ["a b", "c d", "e f", "g h"], "label": ["negative", "positive", "neutral", "neutral"]})
+    tiny = pd.DataFrame(
+        {"text": ["a b", "c d", "e f", "g h"], "label": ["negative", "positive", "neutral", "neutral"]}
+    )
     assert sum(split(tiny, test_size=0.25, val_size=0.25).sizes.values()) == 4
 
 
@@ -427,8 +446,12 @@ def _base_frame(n: int = 300) -> pd.DataFrame:
 
 
 def _feedback(start: int, n: int) -> pd.DataFrame:
-    return pd.DataFrame({"text": [f"Patriots fan tweet number {i} about the game" for i in range(start, start + n)],
-                         "label": [LABELS[(i * 7) % 3] for i in range(start, start + n)]})
+    return pd.DataFrame(
+        {
+            "text": [f"Patriots fan tweet number {i} about the game" for i in range(start, start + n)],
+            "label": [LABELS[(i * 7) % 3] for i in range(start, start + n)],
+        }
+    )
 
 
 def test_feedback_role_is_stable_and_near_the_evaluation_share() -> None:

@@ -11,7 +11,14 @@ import pytest
 from nfl_mlops.monitoring.drift import ColumnDrift, DriftConfig, DriftResult, detect_drift
 
 NUM = [
-    "n_chars", "n_words", "n_hashtags", "n_mentions", "n_urls", "n_nfl_entities", "oov_share", "confidence",
+    "n_chars",
+    "n_words",
+    "n_hashtags",
+    "n_mentions",
+    "n_urls",
+    "n_nfl_entities",
+    "oov_share",
+    "confidence",
 ]
 CAT = ["topic", "predicted_label"]
 TOPICS = ["deflategate", "superbowl", "other"]

@@ -45,21 +45,31 @@ def test_upper_share() -> None:
 
 
 def test_nfl_entities() -> None:
-    text = ("Brady, Belichick & Gronk: #Patriots vs Seahawks (Wilson, Lynch) in Super Bowl XLIX #SB49 "
-            "#DeflateGate -- Goodell, the NFL and the Colts")
+    text = (
+        "Brady, Belichick & Gronk: #Patriots vs Seahawks (Wilson, Lynch) in Super Bowl XLIX #SB49 "
+        "#DeflateGate -- Goodell, the NFL and the Colts"
+    )
     assert compute_features([text])["n_nfl_entities"].item() == 13
     assert len(NFL_ENTITY_RE.findall(text)) == 13
     # no partial words, no airline handles
     assert compute_features(["@JetBlue brilliant manningtree patriotism"])["n_nfl_entities"].item() == 0
     # all 32 teams are known
-    teams = ("cardinals falcons ravens bills panthers bears bengals browns cowboys broncos lions packers "
-             "texans colts jaguars chiefs chargers rams dolphins vikings patriots saints giants jets raiders "
-             "eagles steelers 49ers seahawks buccaneers titans redskins")
+    teams = (
+        "cardinals falcons ravens bills panthers bears bengals browns cowboys broncos lions packers "
+        "texans colts jaguars chiefs chargers rams dolphins vikings patriots saints giants jets raiders "
+        "eagles steelers 49ers seahawks buccaneers titans redskins"
+    )
     assert compute_features([teams])["n_nfl_entities"].item() == 32
 
 
 def test_tokenize() -> None:
-    assert tokenize("RT @Foo: Don't STOP #Believing http://t.co/abc!") == ["rt", "don", "t", "stop", "believing"]
+    assert tokenize("RT @Foo: Don't STOP #Believing http://t.co/abc!") == [
+        "rt",
+        "don",
+        "t",
+        "stop",
+        "believing",
+    ]
     assert tokenize("") == []
     assert tokenize(None) == []  # type: ignore[arg-type]
 
@@ -77,8 +87,9 @@ def test_vectorised_tokens_match_tokenize() -> None:
 
 def test_oov_share_with_vocabulary() -> None:
     vocab = {"brady", "is", "great"}
-    out = compute_features(["Brady is GREAT", "Brady is overrated", "zzz yyy", "zzz", "http://t.co/x @a", ""],
-                           vocab)
+    out = compute_features(
+        ["Brady is GREAT", "Brady is overrated", "zzz yyy", "zzz", "http://t.co/x @a", ""], vocab
+    )
     assert out["oov_share"].tolist() == pytest.approx([0.0, 1 / 3, 1.0, 1.0, 0.0, 0.0])
 
 
@@ -121,5 +132,3 @@ def test_features_agree_with_plain_python() -> None:
     assert out["n_exclaims"].tolist() == [t.count("!") for t in texts]
     assert out["n_words"].tolist() == [len(t.split()) for t in texts]
     assert out["n_chars"].tolist() == [len(t) for t in texts]
-
-

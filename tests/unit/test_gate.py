@@ -129,13 +129,26 @@ def test_gate_params_defaults_and_validation() -> None:
 FAST = GateParams(n_bootstrap=300)
 
 
-def _sets(n_test: int = 1500, n_recent: int = 600, cand_err: float = 0.2, champ_err: float = 0.2,
-          cand_recent_err: float | None = None, champ_recent_err: float | None = None, champion: bool = True):
+def _sets(
+    n_test: int = 1500,
+    n_recent: int = 600,
+    cand_err: float = 0.2,
+    champ_err: float = 0.2,
+    cand_recent_err: float | None = None,
+    champ_recent_err: float | None = None,
+    champion: bool = True,
+):
     y, r = _labels(n_test, np.random.default_rng(1)), _labels(n_recent, np.random.default_rng(2))
     return [
         EvalSet("test", y, _noisy(y, cand_err, 10), _noisy(y, champ_err, 11) if champion else None),
-        EvalSet("recent", r, _noisy(r, cand_recent_err if cand_recent_err is not None else cand_err, 12),
-                _noisy(r, champ_recent_err if champ_recent_err is not None else champ_err, 13) if champion else None),
+        EvalSet(
+            "recent",
+            r,
+            _noisy(r, cand_recent_err if cand_recent_err is not None else cand_err, 12),
+            _noisy(r, champ_recent_err if champ_recent_err is not None else champ_err, 13)
+            if champion
+            else None,
+        ),
     ]
 
 
@@ -210,7 +223,9 @@ def test_class_floor_skips_classes_without_enough_support() -> None:
     d = independent_gate([EvalSet("test", y, pred)], FAST)
     assert d.passed, d.reasons
     assert d.sets["test"]["class_f1"]["positive"] == {"f1": 0.0, "support": 3, "passed": None}
-    assert not independent_gate([EvalSet("test", y, pred)], FAST.model_copy(update={"min_class_support": 3})).passed
+    assert not independent_gate(
+        [EvalSet("test", y, pred)], FAST.model_copy(update={"min_class_support": 3})
+    ).passed
 
 
 def test_golden_floor_stops_erosion() -> None:

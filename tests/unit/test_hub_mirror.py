@@ -92,8 +92,12 @@ class FakeHub:
             return self._json([]) if not r["commits"] else self._error(404, "RevisionNotFound")
         return self._json(
             [
-                {"type": "file", "path": p, "size": len(b),
-                 "oid": hashlib.sha1(b"blob %d\0" % len(b) + b).hexdigest()}  # git's blob id, as the Hub
+                {
+                    "type": "file",
+                    "path": p,
+                    "size": len(b),
+                    "oid": hashlib.sha1(b"blob %d\0" % len(b) + b).hexdigest(),
+                }  # git's blob id, as the Hub
                 for p, b in sorted(self.files_at(repo, revision).items())
             ]
         )

@@ -94,8 +94,14 @@ def test_flat_has_prefixed_scalars_only() -> None:
     y, proba = _random_case(4, n=50)
     m = evaluate(y, proba)
     flat = m.flat("test_")
-    assert set(flat) == {"test_accuracy", "test_macro_f1", "test_ece",
-                         "test_f1_negative", "test_f1_neutral", "test_f1_positive"}
+    assert set(flat) == {
+        "test_accuracy",
+        "test_macro_f1",
+        "test_ece",
+        "test_f1_negative",
+        "test_f1_neutral",
+        "test_f1_positive",
+    }
     assert flat["test_macro_f1"] == m.macro_f1
     assert all(isinstance(v, float) for v in flat.values())
     assert m.as_dict()["confusion"] == m.confusion
@@ -113,8 +119,8 @@ def test_ece_of_perfectly_calibrated_predictions_is_zero() -> None:
     proba = np.zeros((2 * n, 3))
     proba[:n] = [0.75, 0.15, 0.10]
     proba[n:] = [0.45, 0.30, 0.25]
-    y[:n][int(0.75 * n):] = 1  # 25% wrong
-    y[n:][int(0.45 * n):] = 2  # 55% wrong
+    y[:n][int(0.75 * n) :] = 1  # 25% wrong
+    y[n:][int(0.45 * n) :] = 2  # 55% wrong
     assert expected_calibration_error(y, proba) == pytest.approx(0.0, abs=1e-9)
     assert evaluate(y, proba).ece == pytest.approx(0.0, abs=1e-9)
 
@@ -123,7 +129,7 @@ def test_ece_of_overconfident_predictions_is_the_gap() -> None:
     n = 1000
     proba = np.tile([0.99, 0.005, 0.005], (n, 1))
     y = np.zeros(n, dtype=np.int64)
-    y[n // 2:] = 1  # only half right at 99% confidence
+    y[n // 2 :] = 1  # only half right at 99% confidence
     assert expected_calibration_error(y, proba) == pytest.approx(0.49)
 
 
@@ -182,16 +188,23 @@ def test_baseline_predict_proba_shape_and_rows_sum_to_one(corpus_slice, fitted_b
 
 
 def test_baseline_direction_on_obvious_texts(fitted_baseline) -> None:
-    proba = fitted_baseline.predict_proba(["love it, great awesome amazing, thank you",
-                                           "worst terrible awful service, hate it"])
+    proba = fitted_baseline.predict_proba(
+        ["love it, great awesome amazing, thank you", "worst terrible awful service, hate it"]
+    )
     pos, neg = LABELS.index("positive"), LABELS.index("negative")
     assert proba[0, pos] > proba[1, pos]
     assert proba[1, neg] > proba[0, neg]
 
 
 def test_baseline_with_a_class_missing_from_training_keeps_three_columns() -> None:
-    texts = ["great game love it", "love this team great", "awesome great win love",
-             "terrible refs hate it", "hate this awful loss", "awful terrible hate"] * 3
+    texts = [
+        "great game love it",
+        "love this team great",
+        "awesome great win love",
+        "terrible refs hate it",
+        "hate this awful loss",
+        "awful terrible hate",
+    ] * 3
     labels = ["positive", "positive", "positive", "negative", "negative", "negative"] * 3
     model = TfidfBaseline().fit(texts, labels)  # no "neutral" row
     proba = model.predict_proba(["great love", "hate awful", "unrelated words"])

@@ -1,19 +1,24 @@
-"""Model cards: Hub metadata parsed back by huggingface_hub, the body's sections, the confusion-matrix PNG."""
+"""Model cards: Hub metadata parsed back by huggingface_hub, the body's sections, the linked plot PNGs."""
 
 from __future__ import annotations
 
-import struct
-import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydantic import SecretStr
 
 from nfl_mlops import LABELS
-from nfl_mlops.registry.card import CONFUSION_PNG, render_model_card, write_model_card
-from nfl_mlops.registry.plots import BLUE, WHITE, confusion_matrix_image, png_bytes
+from nfl_mlops.registry.card import (
+    CONFUSION_PNG,
+    LOSS_PNG,
+    RELIABILITY_PNG,
+    render_model_card,
+    write_model_card,
+)
+from nfl_mlops.registry.plots import write_model_plots
 from nfl_mlops.registry.store import VersionInfo
 
 
@@ -109,53 +114,61 @@ def test_body_has_usage_metrics_lineage_use_and_limitations(info) -> None:
 
 
 def test_write_model_card_writes_readme_and_a_real_png(info, tmp_path: Path) -> None:
-    write_model_card(tmp_path, info, hub_repo="org/nfl-sentiment")
-    assert (tmp_path / "README.md").read_text().startswith("---\n")
-    width, height, pixels = _decode_png((tmp_path / CONFUSION_PNG).read_bytes())
-    assert width > 300 and height > 250
-    img = confusion_matrix_image(info.metrics["test"]["confusion"], LABELS, "nfl-sentiment v3 test n=300")
-    assert pixels.shape == img.shape and (pixels == img).all()  # the PNG decodes to the drawn image
+    plots = write_model_card(tmp_path, info, hub_repo="org/nfl-sentiment")
+    text = (tmp_path / "README.md").read_text()
+    assert text.startswith("---\n")
+    assert plots == {"confusion_matrix": tmp_path / CONFUSION_PNG}  # no probabilities, no loss history given
+    with Image.open(tmp_path / CONFUSION_PNG) as img:
+        img.verify()
+    with Image.open(tmp_path / CONFUSION_PNG) as img:
+        assert img.format == "PNG" and img.width > 300 and img.height > 250
+        assert img.info["Title"] == "nfl-sentiment v3 test n=300"
+    assert f"![Confusion matrix on the test split]({CONFUSION_PNG})" in text
+    assert RELIABILITY_PNG not in text and LOSS_PNG not in text
+
+
+def test_card_links_all_three_plots_when_given_probabilities_and_losses(info, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    proba = rng.dirichlet(np.ones(3), size=300)
+    y_true = [LABELS[i] for i in rng.integers(0, 3, size=300)]
+    plots = write_model_card(
+        tmp_path,
+        info,
+        hub_repo="org/nfl-sentiment",
+        y_true=y_true,
+        proba=proba,
+        loss_history=[(10, 1.1), (20, 0.9), (30, 0.7)],
+    )
+    assert set(plots) == {"confusion_matrix", "reliability_diagram", "training_loss"}
+    text = (tmp_path / "README.md").read_text()
+    for alt, name in (
+        ("Confusion matrix on the test split", CONFUSION_PNG),
+        ("Reliability diagram on the test split", RELIABILITY_PNG),
+        ("Training loss per logged step", LOSS_PNG),
+    ):
+        assert f"![{alt}]({name})" in text, name  # relative links to files beside the README
+        assert (tmp_path / name).is_file()
+        with Image.open(tmp_path / name) as img:
+            assert img.format == "PNG" and img.width > 0 and img.height > 0
+    assert "### Calibration (test split)" in text and "(ECE 0.0500)" in text
+    assert text.index(LOSS_PNG) > text.index("## Training")
+
+
+def test_card_links_plots_already_in_the_folder(info, tmp_path: Path) -> None:
+    """The registry's `write_card(folder, info)` has no probabilities: plots written at training time
+    into the model folder (copied into the version by `register`) are linked as they are."""
+    write_model_plots(tmp_path, loss_history=[(1, 1.0), (2, 0.5)])
+    before = (tmp_path / LOSS_PNG).read_bytes()
+    write_model_card(tmp_path, info, hub_repo=None)
+    text = (tmp_path / "README.md").read_text()
+    assert f"]({LOSS_PNG})" in text and RELIABILITY_PNG not in text
+    assert (tmp_path / LOSS_PNG).read_bytes() == before
 
 
 def test_card_without_confusion_has_no_image(info, tmp_path: Path) -> None:
     bare = VersionInfo(**{**info.__dict__, "metrics": {}})
-    write_model_card(tmp_path, bare, hub_repo=None)
+    assert write_model_card(tmp_path, bare, hub_repo=None) == {}
     assert not (tmp_path / CONFUSION_PNG).exists()
     text = (tmp_path / "README.md").read_text()
     assert "model-index" not in text and 'model="path/to/this/folder"' in text
-
-
-def test_image_shading_follows_row_shares() -> None:
-    cm = [[9, 1, 0], [0, 0, 0], [5, 0, 5]]  # an empty row must not divide by zero
-    img = confusion_matrix_image(cm, LABELS, cell=40)
-    assert img.dtype == np.uint8 and img.ndim == 3
-    colours = {tuple(c) for c in img.reshape(-1, 3).tolist()}
-
-    def shade(share: float) -> tuple[int, ...]:
-        return tuple((np.array(WHITE) + share * (np.array(BLUE) - np.array(WHITE))).astype(np.uint8).tolist())
-
-    assert {shade(0.9), shade(0.5), shade(0.1)} <= colours  # cells shaded by their row share
-    with pytest.raises(ValueError):
-        confusion_matrix_image([[1, 2], [3, 4]], LABELS)
-    with pytest.raises(ValueError):
-        png_bytes(np.zeros((2, 2), dtype=np.uint8))
-
-
-def _decode_png(data: bytes) -> tuple[int, int, np.ndarray]:
-    """A minimal PNG reader (8-bit RGB, filter 0) that checks the signature and every chunk CRC."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width, height = 8, b"", 0, 0
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF, kind
-        if kind == b"IHDR":
-            width, height, depth, color = struct.unpack(">IIBB", body[:10])
-            assert (depth, color) == (8, 2)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + 3 * width)
-    assert (raw[:, 0] == 0).all()
-    return width, height, raw[:, 1:].reshape(height, width, 3)
+    assert ".png)" not in text

@@ -87,8 +87,14 @@ def test_real_base_encoder_embeds_offline():
     from nfl_mlops.monitoring.embeddings import get_encoder
 
     enc = get_encoder("sentence-transformers/all-MiniLM-L6-v2")
-    vecs = enc.encode(["my flight was delayed for hours", "the plane left three hours late",
-                       "Brady and the Patriots won the Super Bowl", ""])
+    vecs = enc.encode(
+        [
+            "my flight was delayed for hours",
+            "the plane left three hours late",
+            "Brady and the Patriots won the Super Bowl",
+            "",
+        ]
+    )
     assert vecs.shape == (4, 384) and vecs.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vecs[:3], axis=1), 1.0, atol=1e-5)
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.2

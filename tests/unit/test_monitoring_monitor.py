@@ -44,8 +44,14 @@ def window(text_list, seed, conf=(0.55, 1.0), labels=None, p=(0.6, 0.2, 0.2)):
     r = np.random.default_rng(seed)
     n = len(text_list)
     pred = r.choice(LABELS, n, p=list(p))
-    return pd.DataFrame({"text": text_list, "label": pred, "confidence": r.uniform(*conf, n),
-                         "true_label": labels if labels is not None else [None] * n})
+    return pd.DataFrame(
+        {
+            "text": text_list,
+            "label": pred,
+            "confidence": r.uniform(*conf, n),
+            "true_label": labels if labels is not None else [None] * n,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +63,21 @@ def reference():
     # the test labels agree with the prediction about as often as its confidence says
     agree = r.uniform(size=300) < proba.max(axis=1)
     truth = [LABELS[p] if a else LABELS[(p + 1) % 3] for p, a in zip(pred, agree, strict=True)]
-    return build_reference(texts(AIRLINE, 600, 2), test_texts, proba, truth, encoder=HashEncoder(), embedding_sample=200)
+    return build_reference(
+        texts(AIRLINE, 600, 2), test_texts, proba, truth, encoder=HashEncoder(), embedding_sample=200
+    )
 
 
 TEST_METRICS = {"accuracy": 0.72, "macro_f1": 0.6}
 
 
 def test_in_distribution_window_is_calm(reference):
-    result, timings = monitor_window(window(texts(AIRLINE, 400, 3), 3, conf=(0.5, 1.0), p=(0.7, 0.15, 0.15)),
-                                     reference, TEST_METRICS, encoder=HashEncoder())
+    result, timings = monitor_window(
+        window(texts(AIRLINE, 400, 3), 3, conf=(0.5, 1.0), p=(0.7, 0.15, 0.15)),
+        reference,
+        TEST_METRICS,
+        encoder=HashEncoder(),
+    )
     assert len(result.drift.columns) == len(NUMERICAL) + len(CATEGORICAL) + 1  # + the embedding signal
     assert result.embedding is not None and not result.embedding.drifted
     assert not result.drift.dataset_drift
@@ -74,8 +86,14 @@ def test_in_distribution_window_is_calm(reference):
 
 
 def test_topic_drift_is_seen_by_descriptors_and_embeddings(reference, tmp_path):
-    result, _ = monitor_window(window(texts(NFL, 400, 4), 4), reference, TEST_METRICS, encoder=HashEncoder(),
-                               report_dir=tmp_path, name="nfl")
+    result, _ = monitor_window(
+        window(texts(NFL, 400, 4), 4),
+        reference,
+        TEST_METRICS,
+        encoder=HashEncoder(),
+        report_dir=tmp_path,
+        name="nfl",
+    )
     drifted = set(result.drift.drifted_columns)
     assert {"topic", "n_nfl_entities", "n_hashtags", "oov_share", "embedding"} <= drifted
     assert result.drift.dataset_drift and result.events == [DRIFT_EVENT]
@@ -102,7 +120,7 @@ def test_topic_drift_is_seen_by_descriptors_and_embeddings(reference, tmp_path):
     signal_rows = [r for r in rows if r.split("|")[1].strip() in {"text", "prediction", "embedding"}]
     assert len(signal_rows) == len(result.drift.columns)
     assert "| embedding | embedding |" in md and "SE above chance" in md
-    assert "Emitted `nfl-mlops.drift.detected`" in md
+    assert "Alarm `nfl-mlops.drift.detected`" in md
 
 
 def test_feedback_labels_give_observed_performance(reference):
@@ -128,17 +146,26 @@ def test_without_reference_embeddings_the_signal_is_left_out(reference):
 
 
 def test_config_thresholds_reach_the_tests(reference):
-    config = MonitoringConfig(share_threshold=0.05, embedding_threshold=0.99, column_methods={}, num_method="ks")
-    result, _ = monitor_window(window(texts(AIRLINE, 200, 7), 7), reference, TEST_METRICS, config=config,
-                               encoder=HashEncoder())
+    config = MonitoringConfig(
+        share_threshold=0.05, embedding_threshold=0.99, column_methods={}, num_method="ks"
+    )
+    result, _ = monitor_window(
+        window(texts(AIRLINE, 200, 7), 7), reference, TEST_METRICS, config=config, encoder=HashEncoder()
+    )
     assert result.drift.share_threshold == 0.05
     assert result.embedding.threshold == 0.99  # above the sampling-error floor, so the configured one
     assert {c.method for c in result.drift.columns if c.kind == "num"} == {"ks"}
 
 
-@pytest.mark.parametrize(("drift", "degraded", "expected"), [
-    (False, False, []), (True, False, [DRIFT_EVENT]), (False, True, [DEGRADED_EVENT]), (True, True, [DRIFT_EVENT]),
-])
+@pytest.mark.parametrize(
+    ("drift", "degraded", "expected"),
+    [
+        (False, False, []),
+        (True, False, [DRIFT_EVENT]),
+        (False, True, [DEGRADED_EVENT]),
+        (True, True, [DRIFT_EVENT]),
+    ],
+)
 def test_one_event_per_check(drift, degraded, expected):
     assert alerts(drift, degraded) == expected
 

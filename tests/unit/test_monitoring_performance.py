@@ -23,11 +23,21 @@ from nfl_mlops.monitoring.performance import (
     observed_metrics,
 )
 
-OTHER = {"negative": ["neutral", "positive"], "neutral": ["negative", "positive"], "positive": ["negative", "neutral"]}
+OTHER = {
+    "negative": ["neutral", "positive"],
+    "neutral": ["negative", "positive"],
+    "positive": ["negative", "neutral"],
+}
 
 
-def predictions(n: int, seed: int, conf_low: float = 0.4, conf_high: float = 1.0, overconfidence: float = 0.0,
-                mix=(0.5, 0.3, 0.2)) -> pd.DataFrame:
+def predictions(
+    n: int,
+    seed: int,
+    conf_low: float = 0.4,
+    conf_high: float = 1.0,
+    overconfidence: float = 0.0,
+    mix=(0.5, 0.3, 0.2),
+) -> pd.DataFrame:
     """Predictions whose correctness follows P(correct) = confidence - overconfidence (a known truth)."""
     r = np.random.default_rng(seed)
     pred = r.choice(LABELS, n, p=list(mix))
@@ -35,8 +45,14 @@ def predictions(n: int, seed: int, conf_low: float = 0.4, conf_high: float = 1.0
     correct = r.uniform(size=n) < np.clip(conf - overconfidence, 0, 1)
     wrong_choice = r.integers(0, 2, n)
     true = np.where(correct, pred, [OTHER[p][w] for p, w in zip(pred, wrong_choice, strict=True)])
-    return pd.DataFrame({"predicted_label": pred, "confidence": conf, "true_label": true,
-                         "correct": (true == pred).astype(float)})
+    return pd.DataFrame(
+        {
+            "predicted_label": pred,
+            "confidence": conf,
+            "true_label": true,
+            "correct": (true == pred).astype(float),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +120,12 @@ def test_per_class_calibration_falls_back_to_pooled_for_rare_classes():
 
 @pytest.mark.parametrize(
     ("value", "upper", "reference", "expected"),
-    [(0.60, 0.65, 0.70, True),  # drop 0.10, interval below the reference
-     (0.60, 0.72, 0.70, False),  # drop 0.10 but the interval reaches the reference (not significant)
-     (0.67, 0.68, 0.70, False),  # significant but small (0.03 <= 0.05)
-     (0.80, 0.85, 0.70, False)],  # better
+    [
+        (0.60, 0.65, 0.70, True),  # drop 0.10, interval below the reference
+        (0.60, 0.72, 0.70, False),  # drop 0.10 but the interval reaches the reference (not significant)
+        (0.67, 0.68, 0.70, False),  # significant but small (0.03 <= 0.05)
+        (0.80, 0.85, 0.70, False),
+    ],  # better
 )
 def test_judge(value, upper, reference, expected):
     degraded, drop = judge(MetricValue("accuracy", value, value - 0.05, upper, 0.9), reference, max_drop=0.05)
@@ -117,8 +135,13 @@ def test_judge(value, upper, reference, expected):
 
 def test_observed_decides_with_enough_labels(reference):
     window = predictions(400, seed=6, overconfidence=0.3)  # the window is much worse than its confidences say
-    result = assess_performance(reference, {"accuracy": 0.72, "macro_f1": 0.70}, window["predicted_label"],
-                                window["confidence"], window["true_label"])
+    result = assess_performance(
+        reference,
+        {"accuracy": 0.72, "macro_f1": 0.70},
+        window["predicted_label"],
+        window["confidence"],
+        window["true_label"],
+    )
     assert result.source == OBSERVED and result.n_labelled == 400
     assert result.degraded and "accuracy" in result.degraded_metrics
     assert result.baselines["accuracy"] == 0.72
@@ -132,8 +155,9 @@ def test_observed_decides_with_enough_labels(reference):
 def test_estimate_decides_without_enough_labels(reference):
     window = predictions(400, seed=7, conf_low=0.4, conf_high=0.55)
     true = [t if i < 10 else None for i, t in enumerate(window["true_label"])]
-    result = assess_performance(reference, {"accuracy": 0.7, "macro_f1": 0.69}, window["predicted_label"],
-                                window["confidence"], true)
+    result = assess_performance(
+        reference, {"accuracy": 0.7, "macro_f1": 0.69}, window["predicted_label"], window["confidence"], true
+    )
     assert result.source == ESTIMATED and result.n_labelled == 10
     assert result.degraded  # confidences ~0.47: estimated accuracy ~0.47 vs ~0.7 estimated on the test set
     assert result.baselines["accuracy"] == pytest.approx(result.reference_estimate["accuracy"])
@@ -143,8 +167,9 @@ def test_estimate_decides_without_enough_labels(reference):
 def test_same_distribution_is_not_degraded(reference):
     window = predictions(2000, seed=8)
     test = observed_metrics(reference["true_label"], reference["predicted_label"])
-    result = assess_performance(reference, {k: v.value for k, v in test.items()}, window["predicted_label"],
-                                window["confidence"])
+    result = assess_performance(
+        reference, {k: v.value for k, v in test.items()}, window["predicted_label"], window["confidence"]
+    )
     assert result.source == ESTIMATED and not result.degraded
 
 
@@ -161,3 +186,46 @@ def test_bad_arguments(reference):
         assess_performance(reference, None, ["negative"], [0.9], metrics=("auc",))
     with pytest.raises(ValueError, match="feedback entries"):
         assess_performance(reference, None, ["negative"], [0.9], true=["negative", "neutral"])
+
+
+def test_judge_compares_two_uncertain_quantities() -> None:
+    """A drop of 0.06 from a test metric of few rows: real only when it beats both sides' noise."""
+    import numpy as np
+
+    from nfl_mlops.monitoring.performance import MetricValue, judge
+
+    rng = np.random.default_rng(0)
+    window = rng.normal(0.70, 0.01, 500)  # a large window: a tight interval around 0.70
+    value = MetricValue(
+        "accuracy",
+        0.70,
+        float(np.quantile(window, 0.05)),
+        float(np.quantile(window, 0.95)),
+        0.90,
+        samples=tuple(window),
+    )
+    assert judge(value, 0.76, 0.05)[0] is True  # the baseline taken as exact: "degraded"
+    wide = rng.normal(0.0, 0.04, 500)  # the baseline's own noise: ~200 test rows
+    assert judge(value, 0.76, 0.05, reference_noise=wide)[0] is False
+    tight = rng.normal(0.0, 0.01, 500)  # a well-measured baseline: the drop is real
+    assert judge(value, 0.76, 0.05, reference_noise=tight)[0] is True
+    assert judge(value, 0.74, 0.05, reference_noise=tight)[0] is False  # real, but under max_drop
+
+
+def test_baseline_noise_comes_from_the_reference_test_rows() -> None:
+    import pandas as pd
+
+    from nfl_mlops.monitoring.performance import baseline_noise
+
+    frame = pd.DataFrame(
+        {
+            "true_label": ["positive", "negative", "neutral", "positive"] * 25,
+            "predicted_label": ["positive", "negative", "positive", "neutral"] * 25,
+        }
+    )
+    noise = baseline_noise(frame)
+    assert set(noise) == {"accuracy", "macro_f1"} and abs(float(noise["accuracy"].mean())) < 0.02
+    assert 0.02 < float(noise["accuracy"].std()) < 0.08  # ~sqrt(0.25/100)
+    assert (
+        baseline_noise(frame.iloc[:10]) is None and baseline_noise(frame.drop(columns="true_label")) is None
+    )

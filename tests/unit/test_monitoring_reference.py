@@ -34,9 +34,12 @@ class HashEncoder:
         return out / np.where(norms > 0, norms, 1.0)
 
 
-TRAIN = [f"@united flight {i} delayed again, gate change #fail" for i in range(40)] + \
-        [f"thanks @delta for the upgrade {i}" for i in range(40)]
-TEST = [f"@united lost my bag {i} http://t.co/x" for i in range(30)] + [f"@jetblue great crew {i}" for i in range(30)]
+TRAIN = [f"@united flight {i} delayed again, gate change #fail" for i in range(40)] + [
+    f"thanks @delta for the upgrade {i}" for i in range(40)
+]
+TEST = [f"@united lost my bag {i} http://t.co/x" for i in range(30)] + [
+    f"@jetblue great crew {i}" for i in range(30)
+]
 
 
 def proba(n: int, seed: int = 0) -> np.ndarray:
@@ -74,7 +77,12 @@ def test_save_and_load_round_trip(tmp_path):
     profile = build_reference(TRAIN, TEST, proba(60), ["neutral"] * 60, encoder=HashEncoder())
     folder = save_reference(profile, tmp_path)
     assert folder == tmp_path / REFERENCE_DIR
-    assert {p.name for p in folder.iterdir()} == {"profile.parquet", "vocabulary.json", "embeddings.npy", "meta.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "profile.parquet",
+        "vocabulary.json",
+        "embeddings.npy",
+        "meta.json",
+    }
     loaded = load_reference(tmp_path)
     # parquet hands missing labels back as None where the built frame had NaN: compare values, not null kinds
     pd.testing.assert_frame_equal(loaded.frame.fillna(np.nan), profile.frame.fillna(np.nan))
@@ -96,7 +104,9 @@ def test_profiles_written_before_embeddings_still_load(tmp_path):
     """The first format had only profile.parquet and vocabulary.json."""
     folder = tmp_path / REFERENCE_DIR
     folder.mkdir()
-    build_reference(TRAIN, TEST, proba(60)).frame.drop(columns=["split"]).to_parquet(folder / "profile.parquet")
+    build_reference(TRAIN, TEST, proba(60)).frame.drop(columns=["split"]).to_parquet(
+        folder / "profile.parquet"
+    )
     (folder / "vocabulary.json").write_text(json.dumps(["united"]))
     loaded = load_reference(tmp_path)
     assert loaded.embeddings is None and loaded.meta == {"format_version": 1} and not loaded.has_labels

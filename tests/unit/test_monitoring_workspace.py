@@ -23,18 +23,33 @@ from nfl_mlops.monitoring.workspace import (
 def drift_snapshot(shift: float, at: datetime):
     r = np.random.default_rng(int(shift * 10))
     ref = pd.DataFrame({"n_chars": r.normal(100, 30, 300), "topic": r.choice(["airline", "other"], 300)})
-    cur = pd.DataFrame({"n_chars": r.normal(100 + shift, 30, 200), "topic": r.choice(["airline", "other"], 200)})
-    return detect_drift(ref, cur, ["n_chars"], ["topic"], timestamp=at, tags=[DRIFT_TAG], name=f"d{shift}").snapshot
+    cur = pd.DataFrame(
+        {"n_chars": r.normal(100 + shift, 30, 200), "topic": r.choice(["airline", "other"], 200)}
+    )
+    return detect_drift(
+        ref, cur, ["n_chars"], ["topic"], timestamp=at, tags=[DRIFT_TAG], name=f"d{shift}"
+    ).snapshot
 
 
 def test_runs_add_snapshots_to_one_project(tmp_path):
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     for i, shift in enumerate((0.0, 40.0)):
         at = t0 + timedelta(hours=i)
-        summary = summary_snapshot({"drift_share": 0.5 * i, "embedding_auc": 0.5 + 0.2 * i, "test_macro_f1": 0.7,
-                                    "observed_macro_f1": None, "estimated_macro_f1": float("nan")}, f"s{i}", at,
-                                   metadata={"model_version": "1"})
-        ids = add_snapshots(tmp_path, "m1", [drift_snapshot(shift, at), summary], drift_columns=["n_chars", "topic"])
+        summary = summary_snapshot(
+            {
+                "drift_share": 0.5 * i,
+                "embedding_auc": 0.5 + 0.2 * i,
+                "test_macro_f1": 0.7,
+                "observed_macro_f1": None,
+                "estimated_macro_f1": float("nan"),
+            },
+            f"s{i}",
+            at,
+            metadata={"model_version": "1"},
+        )
+        ids = add_snapshots(
+            tmp_path, "m1", [drift_snapshot(shift, at), summary], drift_columns=["n_chars", "topic"]
+        )
         assert len(ids) == 2 and len(set(ids)) == 2
     add_snapshots(tmp_path, "m2", [drift_snapshot(0.0, t0)])
 

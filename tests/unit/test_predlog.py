@@ -21,9 +21,21 @@ def _model() -> str:
 
 
 def _row(model: str, i: int, request_id: str = "r") -> dict[str, Any]:
-    return dict(id=uuid.uuid4().hex[:16], request_id=request_id, created_at=utcnow(), model_name=model,
-                model_version=1, rollout_id=None, arm="stable", served=True, text=f"tweet {i}",
-                text_hash=f"h{i}", label="neutral", confidence=0.5, latency_ms=1.0)
+    return dict(
+        id=uuid.uuid4().hex[:16],
+        request_id=request_id,
+        created_at=utcnow(),
+        model_name=model,
+        model_version=1,
+        rollout_id=None,
+        arm="stable",
+        served=True,
+        text=f"tweet {i}",
+        text_hash=f"h{i}",
+        label="neutral",
+        confidence=0.5,
+        latency_ms=1.0,
+    )
 
 
 def _count(model: str, db_url: str | None = None) -> int:
@@ -181,8 +193,19 @@ def test_rows_with_different_keys_are_written_in_one_flush() -> None:
     full = _row(model, 0)
     no_optional = {k: v for k, v in _row(model, 1).items() if k not in ("rollout_id", "arm", "served")}
     with_error = {**_row(model, 2), "error": "ValueError: broken canary", "label": ""}
-    minimal = {k: _row(model, 3)[k] for k in ("request_id", "model_name", "model_version", "text", "text_hash",
-                                               "label", "confidence", "latency_ms")}
+    minimal = {
+        k: _row(model, 3)[k]
+        for k in (
+            "request_id",
+            "model_name",
+            "model_version",
+            "text",
+            "text_hash",
+            "label",
+            "confidence",
+            "latency_ms",
+        )
+    }
     w = PredictionLogWriter()
     w.put_many([with_error, full, no_optional])
     w.put(minimal)
@@ -191,7 +214,9 @@ def test_rows_with_different_keys_are_written_in_one_flush() -> None:
         got = {p.text: p for p in s.scalars(select(Prediction).where(Prediction.model_name == model))}
     assert set(got) == {f"tweet {i}" for i in range(4)}
     assert got["tweet 2"].error == "ValueError: broken canary" and got["tweet 0"].error is None
-    assert got["tweet 1"].arm == "stable" and got["tweet 1"].served is True and got["tweet 1"].rollout_id is None
+    assert (
+        got["tweet 1"].arm == "stable" and got["tweet 1"].served is True and got["tweet 1"].rollout_id is None
+    )
     assert got["tweet 3"].id and got["tweet 3"].created_at is not None
 
 

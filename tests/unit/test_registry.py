@@ -50,8 +50,14 @@ def _entries(registry: Registry, model_name: str) -> list[str]:
 
 
 def test_register_makes_increasing_versions(registry: Registry, model_name: str, tmp_path: Path) -> None:
-    v1 = registry.register(model_name, _fake_hf_folder(tmp_path, "one"), metrics={"test": {"macro_f1": 0.6}},
-                           params={"epochs": 1}, lineage={"data_hash": "abc"}, description="first")
+    v1 = registry.register(
+        model_name,
+        _fake_hf_folder(tmp_path, "one"),
+        metrics={"test": {"macro_f1": 0.6}},
+        params={"epochs": 1},
+        lineage={"data_hash": "abc"},
+        description="first",
+    )
     v2 = registry.register(model_name, _fake_hf_folder(tmp_path, "two"))
     assert (v1.version, v2.version) == (1, 2)
     assert v1.status == v2.status == "ready"
@@ -103,8 +109,10 @@ def test_list_versions_carries_aliases(registry: Registry, model_name: str, tmp_
     registry.register(model_name, _fake_hf_folder(tmp_path), status="rejected", reason="gate failed")
     registry.set_alias(model_name, "champion", 1)
     versions = registry.list_versions(model_name)
-    assert [(v.version, v.status, v.aliases) for v in versions] == [(1, "ready", ["champion"]),
-                                                                     (2, "rejected", [])]
+    assert [(v.version, v.status, v.aliases) for v in versions] == [
+        (1, "ready", ["champion"]),
+        (2, "rejected", []),
+    ]
     assert versions[1].reason == "gate failed"
 
 
@@ -115,7 +123,9 @@ def test_set_alias_on_rejected_version_fails(registry: Registry, model_name: str
     assert registry.get_alias(model_name, "champion") is None
 
 
-def test_unknown_version_or_alias_raises_not_found(registry: Registry, model_name: str, tmp_path: Path) -> None:
+def test_unknown_version_or_alias_raises_not_found(
+    registry: Registry, model_name: str, tmp_path: Path
+) -> None:
     registry.register(model_name, _fake_hf_folder(tmp_path))
     with pytest.raises(NotFoundError):
         registry.get(model_name, 7)
@@ -140,7 +150,9 @@ def test_missing_files_are_refused(registry: Registry, model_name: str, tmp_path
     assert _entries(registry, model_name) == []
 
 
-def test_missing_folder_and_bad_status_are_refused(registry: Registry, model_name: str, tmp_path: Path) -> None:
+def test_missing_folder_and_bad_status_are_refused(
+    registry: Registry, model_name: str, tmp_path: Path
+) -> None:
     with pytest.raises(RegistryError):
         registry.register(model_name, tmp_path / "nope")
     with pytest.raises(RegistryError, match="status"):
@@ -153,7 +165,9 @@ def test_missing_folder_and_bad_status_are_refused(registry: Registry, model_nam
 # --------------------------------------------------------------------------------------------
 
 
-def test_failing_card_writer_leaves_nothing_behind(registry: Registry, model_name: str, tmp_path: Path) -> None:
+def test_failing_card_writer_leaves_nothing_behind(
+    registry: Registry, model_name: str, tmp_path: Path
+) -> None:
     registry.register(model_name, _fake_hf_folder(tmp_path))
     calls: list[VersionInfo] = []
 
@@ -177,8 +191,9 @@ def test_failing_card_writer_leaves_nothing_behind(registry: Registry, model_nam
     assert (Path(nxt.path) / "README.md").read_text().startswith("---\n")
 
 
-def test_a_folder_the_registry_did_not_create_is_never_touched(registry: Registry, model_name: str,
-                                                                 tmp_path: Path) -> None:
+def test_a_folder_the_registry_did_not_create_is_never_touched(
+    registry: Registry, model_name: str, tmp_path: Path
+) -> None:
     """A v1 folder without a row (an earlier registry with another state DB, say) keeps its files: the new
     v1 gets a fresh location of its own, recorded in its row."""
     old = registry.models_dir / model_name / "v1"
@@ -218,20 +233,33 @@ def _front_matter(text: str) -> str:
     return text[4:end]
 
 
-def test_model_card_has_metadata_and_no_secret(registry: Registry, model_name: str, tmp_path: Path,
-                                               secret_token: str) -> None:
+def test_model_card_has_metadata_and_no_secret(
+    registry: Registry, model_name: str, tmp_path: Path, secret_token: str
+) -> None:
     import yaml
 
     from nfl_mlops.settings import get_settings
 
     settings = get_settings()
-    metrics = {"test": {"n": 600, "accuracy": 0.71234, "macro_f1": 0.65432, "f1": {"negative": 0.8},
-                        "confusion": [[10, 1, 2], [3, 20, 4], [5, 6, 30]]},
-               "recent": {"n": 50, "accuracy": 0.6, "macro_f1": 0.55, "f1": {}}}
+    metrics = {
+        "test": {
+            "n": 600,
+            "accuracy": 0.71234,
+            "macro_f1": 0.65432,
+            "f1": {"negative": 0.8},
+            "confusion": [[10, 1, 2], [3, 20, 4], [5, 6, 30]],
+        },
+        "recent": {"n": 50, "accuracy": 0.6, "macro_f1": 0.55, "f1": {}},
+    }
     params = {"epochs": 2, "base_model": settings.base_model, "settings": settings.model_dump(mode="json")}
-    info = registry.register(model_name, _fake_hf_folder(tmp_path), metrics=metrics, params=params,
-                             lineage={"base_model": "sentence-transformers/all-MiniLM-L6-v2", "data_hash": "d1"},
-                             write_card=write_model_card)
+    info = registry.register(
+        model_name,
+        _fake_hf_folder(tmp_path),
+        metrics=metrics,
+        params=params,
+        lineage={"base_model": "sentence-transformers/all-MiniLM-L6-v2", "data_hash": "d1"},
+        write_card=write_model_card,
+    )
     text = (Path(info.path) / "README.md").read_text()
     assert secret_token not in text
     assert "SeCrEt" not in text
@@ -268,8 +296,9 @@ def test_model_card_base_model_falls_back_to_params_then_unknown() -> None:
     assert "model-index" not in meta  # no metrics, no model-index (an empty one is not valid Hub metadata)
 
 
-def test_secret_token_env_is_not_in_any_registered_file(registry: Registry, model_name: str, tmp_path: Path,
-                                                         secret_token: str) -> None:
+def test_secret_token_env_is_not_in_any_registered_file(
+    registry: Registry, model_name: str, tmp_path: Path, secret_token: str
+) -> None:
     info = registry.register(model_name, _fake_hf_folder(tmp_path), write_card=write_model_card)
     for path in Path(info.path).rglob("*"):
         if path.is_file():

@@ -41,8 +41,14 @@ def _model() -> str:
 
 def _active(db_url: str, model: str) -> int:
     with session_scope(db_url) as s:
-        return int(s.scalar(select(func.count()).select_from(Rollout)
-                            .where(Rollout.model_name == model, Rollout.status == "active")) or 0)
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(Rollout)
+                .where(Rollout.model_name == model, Rollout.status == "active")
+            )
+            or 0
+        )
 
 
 def _feed(db_url: str, rollout_id: str, model: str, stop: threading.Event) -> None:
@@ -52,9 +58,24 @@ def _feed(db_url: str, rollout_id: str, model: str, stop: threading.Event) -> No
             for arm, version in (("candidate", 2), ("stable", 1)):
                 for _ in range(4):
                     rid = uuid.uuid4().hex
-                    s.add(Prediction(id=rid[:16], request_id=rid, created_at=utcnow(), model_name=model,
-                                     model_version=version, rollout_id=rollout_id, arm=arm, served=True, text="t",
-                                     text_hash="h", label="neutral", confidence=0.5, latency_ms=10.0, error=None))
+                    s.add(
+                        Prediction(
+                            id=rid[:16],
+                            request_id=rid,
+                            created_at=utcnow(),
+                            model_name=model,
+                            model_version=version,
+                            rollout_id=rollout_id,
+                            arm=arm,
+                            served=True,
+                            text="t",
+                            text_hash="h",
+                            label="neutral",
+                            confidence=0.5,
+                            latency_ms=10.0,
+                            error=None,
+                        )
+                    )
         time.sleep(0.02)
 
 
@@ -117,10 +138,20 @@ def test_two_processes_drive_one_canary_to_one_promotion(db_url: str) -> None:
     r = _start_canary(db_url, model)
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(db_url, r.id, model, stop), daemon=True)
-    script = ("import json, sys; from tests.unit.test_rollout_concurrency import drive_until_end; "
-              "print(json.dumps(drive_until_end(sys.argv[1], sys.argv[2])))")
-    procs = [subprocess.Popen([sys.executable, "-c", script, db_url, r.id], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    script = (
+        "import json, sys; from tests.unit.test_rollout_concurrency import drive_until_end; "
+        "print(json.dumps(drive_until_end(sys.argv[1], sys.argv[2])))"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, db_url, r.id],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     feeder.start()
     try:
         outs = [p.communicate(timeout=120) for p in procs]
@@ -160,7 +191,9 @@ def test_concurrent_activations_leave_one_active_rollout(db_url: str) -> None:
     assert _active(db_url, model) == 1
     active = rollouts.active_rollout(model, db_url=db_url)
     assert active is not None and active.version in won
-    with session_scope(db_url) as s:  # every winner's rollout exists, each superseded one by exactly one winner
+    with session_scope(
+        db_url
+    ) as s:  # every winner's rollout exists, each superseded one by exactly one winner
         rows = s.scalars(select(Rollout).where(Rollout.model_name == model)).all()
         assert len(rows) == 1 + len(won)
         assert sum(r.status == "superseded" for r in rows) == len(won)
@@ -173,8 +206,18 @@ def test_the_database_refuses_a_second_active_rollout(db_url: str) -> None:
     model = _model()
     rollouts.activate(model, 1, db_url=db_url)
     with pytest.raises(IntegrityError), session_scope(db_url) as s:
-        s.add(Rollout(model_name=model, environment="production", version=2, strategy="blue_green",
-                      status="active", arms={}, config={}, history=[]))
+        s.add(
+            Rollout(
+                model_name=model,
+                environment="production",
+                version=2,
+                strategy="blue_green",
+                status="active",
+                arms={},
+                config={},
+                history=[],
+            )
+        )
         s.flush()
     assert _active(db_url, model) == 1
 
@@ -183,9 +226,14 @@ def test_a_stale_gate_check_never_overwrites_a_transition(db_url: str) -> None:
     model = _model()
     r = _start_canary(db_url, model)
     read = rollouts.revision(r)
-    moved = rollouts.transition(r.id, read, arms={"stable": {"version": 1, "weight": 50.0},
-                                                  "candidate": {"version": 2, "weight": 50.0}},
-                                config={"step_index": 1}, event={"kind": "traffic"}, db_url=db_url)
+    moved = rollouts.transition(
+        r.id,
+        read,
+        arms={"stable": {"version": 1, "weight": 50.0}, "candidate": {"version": 2, "weight": 50.0}},
+        config={"step_index": 1},
+        event={"kind": "traffic"},
+        db_url=db_url,
+    )
     assert moved.revision == read + 1
     assert rollouts.record_check(r.id, {"action": "hold"}, db_url, expected_revision=read) is False
     now = rollouts.get_rollout(r.id, db_url)

@@ -33,13 +33,31 @@ P = GateParams()
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def rows(arm: str, n: int, label: str | list[str] = "neutral", latency: float | list[float] = 10.0,
-         error: str | None = None, served: bool = True, prefix: str | None = None) -> list[dict]:
+def rows(
+    arm: str,
+    n: int,
+    label: str | list[str] = "neutral",
+    latency: float | list[float] = 10.0,
+    error: str | None = None,
+    served: bool = True,
+    prefix: str | None = None,
+) -> list[dict]:
     labels = label if isinstance(label, list) else [label] * n
     lats = latency if isinstance(latency, list) else [latency] * n
     prefix = prefix or arm
-    return [dict(request_id=f"{prefix}-{i}", arm=arm, served=served and error is None, label="" if error else labels[i],
-                 latency_ms=lats[i], error=error, text_hash=f"h{i}", model_version=1) for i in range(n)]
+    return [
+        dict(
+            request_id=f"{prefix}-{i}",
+            arm=arm,
+            served=served and error is None,
+            label="" if error else labels[i],
+            latency_ms=lats[i],
+            error=error,
+            text_hash=f"h{i}",
+            model_version=1,
+        )
+        for i in range(n)
+    ]
 
 
 def frame(*parts: list[dict]) -> pd.DataFrame:
@@ -91,7 +109,10 @@ def test_latency_gate_ratio_slack_and_ceiling():
     # above the absolute ceiling even though stable is as slow
     both_slow = frame(rows("candidate", 30, latency=3000.0), rows("stable", 30, latency=3000.0))
     assert latency_gate(both_slow, "candidate", "stable", P, 20).passed is False
-    assert latency_gate(frame(rows("candidate", 5), rows("stable", 30)), "candidate", "stable", P, 20).passed is None
+    assert (
+        latency_gate(frame(rows("candidate", 5), rows("stable", 30)), "candidate", "stable", P, 20).passed
+        is None
+    )
 
 
 def test_latency_gate_counts_requests_not_rows_and_ignores_failed_rows():
@@ -168,11 +189,17 @@ def test_canary_params_validation():
 
 def test_initial_arms():
     assert initial_arms("canary", 1, 2, CanaryParams(steps=[10, 100])) == {
-        "stable": {"version": 1, "weight": 90.0}, "candidate": {"version": 2, "weight": 10.0}}
+        "stable": {"version": 1, "weight": 90.0},
+        "candidate": {"version": 2, "weight": 10.0},
+    }
     assert initial_arms("shadow", 1, 2, ShadowParams()) == {
-        "stable": {"version": 1, "weight": 100.0}, "shadow": {"version": 2, "weight": 0.0, "shadow": True}}
+        "stable": {"version": 1, "weight": 100.0},
+        "shadow": {"version": 2, "weight": 0.0, "shadow": True},
+    }
     assert initial_arms("ab_test", 1, 2, ABTestParams(traffic_split=30)) == {
-        "a": {"version": 1, "weight": 70.0}, "b": {"version": 2, "weight": 30.0}}
+        "a": {"version": 1, "weight": 70.0},
+        "b": {"version": 2, "weight": 30.0},
+    }
     assert initial_arms("blue_green", 1, 2) == {"stable": {"version": 2, "weight": 100.0}}
 
 
@@ -211,7 +238,9 @@ def test_shadow_decisions():
     params = ShadowParams(min_requests=30)
     d = shadow_decision(params, T0, T0 + timedelta(seconds=5), frame(stable, agree), 1, 2)
     assert d.action == "promote" and d.arms == {"stable": {"version": 2, "weight": 100.0}}
-    d = shadow_decision(params.model_copy(update={"promote_on_pass": False}), T0, T0, frame(stable, agree), 1, 2)
+    d = shadow_decision(
+        params.model_copy(update={"promote_on_pass": False}), T0, T0, frame(stable, agree), 1, 2
+    )
     assert d.action == "finish" and "v1 keeps serving" in d.reason
     disagree = rows("shadow", 40, label="positive", served=False, prefix="r")
     d = shadow_decision(params, T0, T0, frame(stable, disagree), 1, 2)
@@ -221,18 +250,40 @@ def test_shadow_decisions():
 
 
 # Controller on the state DB
-def _log(rollout, arm: str, version: int, n: int, error: str | None = None, latency: float = 10.0,
-         served: bool = True, at: datetime | None = None) -> None:
+def _log(
+    rollout,
+    arm: str,
+    version: int,
+    n: int,
+    error: str | None = None,
+    latency: float = 10.0,
+    served: bool = True,
+    at: datetime | None = None,
+) -> None:
     from nfl_mlops.db import Prediction, session_scope, utcnow
 
     at = at or utcnow()
     with session_scope() as s:
         for i in range(n):
             rid = uuid.uuid4().hex
-            s.add(Prediction(id=rid[:16], request_id=rid, created_at=at, model_name=rollout.model_name,
-                             model_version=version, rollout_id=rollout.id, arm=arm, served=served and error is None,
-                             text=f"t{i}", text_hash=f"h{i}", label="" if error else "neutral", confidence=0.5,
-                             latency_ms=latency, error=error))
+            s.add(
+                Prediction(
+                    id=rid[:16],
+                    request_id=rid,
+                    created_at=at,
+                    model_name=rollout.model_name,
+                    model_version=version,
+                    rollout_id=rollout.id,
+                    arm=arm,
+                    served=served and error is None,
+                    text=f"t{i}",
+                    text_hash=f"h{i}",
+                    label="" if error else "neutral",
+                    confidence=0.5,
+                    latency_ms=latency,
+                    error=error,
+                )
+            )
 
 
 def _model(tag: str) -> str:
@@ -245,10 +296,14 @@ def test_controller_canary_steps_and_promotes(settings):
 
     name = _model("promote")
     rollouts.activate(name, 1)
-    r = controller.start_rollout(name, 2, "canary", params=CanaryParams(steps=[10, 50, 100], min_requests=5),
-                                 driver="flow")
+    r = controller.start_rollout(
+        name, 2, "canary", params=CanaryParams(steps=[10, 50, 100], min_requests=5), driver="flow"
+    )
     assert r.arms["candidate"] == {"version": 2, "weight": 10.0} and r.previous_version == 1
     assert controller.progress(r)["step"] == 1
+    # no API replica heartbeats for this model: each traffic change is confirmed at its next tick
+    out = controller.tick(r.id)
+    assert out.decision.action == "confirm" and out.applied and not controller.awaiting(out.rollout)
     out = controller.tick(r.id)
     assert out.decision.action == "hold" and not out.applied
     _log(r, "candidate", 2, 6)
@@ -256,10 +311,15 @@ def test_controller_canary_steps_and_promotes(settings):
     out = controller.tick(r.id)
     assert out.applied and out.decision.action == "advance"
     assert out.rollout.arms["candidate"]["weight"] == 50.0 and out.rollout.config["step_index"] == 1
+    assert controller.awaiting(out.rollout)["what"] == "canary step 2/3 (50 %)"
+    assert controller.tick(r.id).decision.action == "confirm"
     # the new step only counts rows logged since it began
     assert controller.tick(r.id).decision.action == "hold"
     _log(r, "candidate", 2, 6)
     _log(r, "stable", 1, 6)
+    out = controller.tick(r.id)
+    assert out.decision.action == "promote" and out.event is None  # traffic moved; champion waits
+    assert out.rollout.config["phase"] == "promoting" and controller.in_progress(out.rollout)
     out = controller.tick(r.id)
     assert out.decision.action == "promote" and out.event == "rollout.promoted"
     assert out.rollout.status == "active" and out.rollout.arms == {"stable": {"version": 2, "weight": 100.0}}
@@ -277,6 +337,7 @@ def test_controller_rolls_back_a_failing_canary_and_records_why(settings):
     name = _model("rollback")
     rollouts.activate(name, 1)
     r = controller.start_rollout(name, 2, "canary", params=CanaryParams(min_requests=50))
+    assert controller.tick(r.id).decision.action == "confirm"  # no replica to wait for
     _log(r, "candidate", 2, 5, error="IndexError: index out of range in self")
     out = controller.tick(r.id)
     assert out.applied and out.event == "rollout.rolled_back"
@@ -284,8 +345,9 @@ def test_controller_rolls_back_a_failing_canary_and_records_why(settings):
     assert out.serving.version == 1 and out.serving.status == "active" and out.serving.strategy == "rollback"
     assert rollouts.active_rollout(name).id == out.serving.id
     last = rollouts.get_rollout(r.id).history[-1]
-    assert last["event"] == "rolled_back" and any(g["name"] == "error_rate" and g["passed"] is False
-                                                   for g in last["gates"])
+    assert last["event"] == "rolled_back" and any(
+        g["name"] == "error_rate" and g["passed"] is False for g in last["gates"]
+    )
     assert out.payload["restored_version"] == 1
 
 

@@ -109,8 +109,12 @@ def test_activate_supersedes_previous_and_records_previous_version() -> None:
 def test_previous_version_is_the_stable_arm_of_a_canary() -> None:
     model = _model()
     activate(model, 1)
-    canary = activate(model, 2, strategy="canary",
-                      arms={"stable": {"version": 1, "weight": 90}, "candidate": {"version": 2, "weight": 10}})
+    canary = activate(
+        model,
+        2,
+        strategy="canary",
+        arms={"stable": {"version": 1, "weight": 90}, "candidate": {"version": 2, "weight": 10}},
+    )
     assert canary.previous_version == 1
     promoted = activate(model, 2, reason="canary promoted")
     assert promoted.previous_version == 1  # what served before the canary started, not 2

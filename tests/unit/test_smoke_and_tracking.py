@@ -30,7 +30,9 @@ class KeywordModel:
 
     POSITIVE_WORDS = ("love", "great", "amazing", "best", "proud", "awesome", "thank")
 
-    def __init__(self, inverted: bool = False, delay: float = 0.0, nan: bool = False, unnormalised: bool = False):
+    def __init__(
+        self, inverted: bool = False, delay: float = 0.0, nan: bool = False, unnormalised: bool = False
+    ):
         self.inverted, self.delay, self.nan, self.unnormalised = inverted, delay, nan, unnormalised
         self.calls: list[list[str]] = []
 
@@ -123,8 +125,12 @@ def test_scrub_drops_secret_keys_and_values_recursively() -> None:
         "tags": ["a", "b"],
     }
     out = scrub(config)
-    assert out == {"epochs": 2, "learning_rate": 1e-4,
-                   "nested": {"batch_size": 32, "deeper": {"keep": 1}}, "tags": ["a", "b"]}
+    assert out == {
+        "epochs": 2,
+        "learning_rate": 1e-4,
+        "nested": {"batch_size": 32, "deeper": {"keep": 1}},
+        "tags": ["a", "b"],
+    }
     assert config["hf_token"] == "hf_abc"  # the input is not modified
     assert "hidden" not in json.dumps(out, default=str)
 
@@ -143,7 +149,9 @@ def test_tracker_without_wandb_writes_db_row(settings) -> None:
     tracker = ExperimentTracker(settings, use_wandb=False)
     assert tracker.mode == "disabled"
     name = f"exp-{uuid.uuid4().hex[:8]}"
-    exp_id = tracker.start(name, config={"epochs": 1, "hf_token": "hf_leak", "k": SecretStr("v")}, tags=["unit"])
+    exp_id = tracker.start(
+        name, config={"epochs": 1, "hf_token": "hf_leak", "k": SecretStr("v")}, tags=["unit"]
+    )
     assert tracker.tracker_run_id is None
     with session_scope() as s:
         row = s.get(Experiment, exp_id)
@@ -201,8 +209,13 @@ def test_wandb_offline_run_has_no_secret(fake_secrets: str) -> None:
     settings = get_settings()
     tracker = ExperimentTracker(settings)
     assert tracker.mode == "offline"
-    config = {"epochs": 1, "learning_rate": 1e-3, "huggingface_token": fake_secrets,
-              "hub": {"token": fake_secrets, "repo": "org/x"}, "key": settings.huggingface_token}
+    config = {
+        "epochs": 1,
+        "learning_rate": 1e-3,
+        "huggingface_token": fake_secrets,
+        "hub": {"token": fake_secrets, "repo": "org/x"},
+        "key": settings.huggingface_token,
+    }
     exp_id = tracker.start(f"exp-{uuid.uuid4().hex[:8]}", config=config, tags=["unit"])
     run_id = tracker.tracker_run_id
     run_dir = Path(tracker.run.dir)

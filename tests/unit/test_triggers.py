@@ -44,15 +44,18 @@ def test_automatic_allowed_with_no_history(trigger: str) -> None:
 
 @pytest.mark.parametrize("trigger", ["automation", "schedule"])
 def test_automatic_blocked_within_cooldown(trigger: str) -> None:
-    decision = retraining_allowed(NOW, trigger, [_job(20, "automation", "running")], cooldown=HOUR, daily_budget=10)
+    decision = retraining_allowed(
+        NOW, trigger, [_job(20, "automation", "running")], cooldown=HOUR, daily_budget=10
+    )
     assert decision.allowed is False
     assert decision.reason.startswith("cooldown")
     assert "40 min" in decision.reason  # 60-minute cooldown, started 20 minutes ago
 
 
 def test_schedule_and_automation_share_one_cooldown() -> None:
-    decision = retraining_allowed(NOW, "automation", [_job(5, "schedule", "scheduled")], cooldown=HOUR,
-                                  daily_budget=10)
+    decision = retraining_allowed(
+        NOW, "automation", [_job(5, "schedule", "scheduled")], cooldown=HOUR, daily_budget=10
+    )
     assert decision.allowed is False
 
 
@@ -70,16 +73,45 @@ def test_automatic_allowed_after_cooldown() -> None:
 
 def test_cooldown_boundary_is_exclusive() -> None:
     assert retraining_allowed(NOW, "automation", [_job(60)], cooldown=HOUR, daily_budget=10).allowed is True
-    assert retraining_allowed(NOW, "automation", [_job(59.9)], cooldown=HOUR, daily_budget=10).allowed is False
+    assert (
+        retraining_allowed(NOW, "automation", [_job(59.9)], cooldown=HOUR, daily_budget=10).allowed is False
+    )
 
 
-@pytest.mark.parametrize("status", ["failed", "skipped"])
-def test_failed_and_skipped_jobs_do_not_count(status: str) -> None:
-    history = [_job(1, "automation", status), _job(2, "schedule", status)]
+def test_skipped_jobs_do_not_count() -> None:
+    history = [_job(1, "automation", "skipped"), _job(2, "schedule", "skipped")]
     assert retraining_allowed(NOW, "automation", history, cooldown=HOUR, daily_budget=1).allowed is True
 
 
-@pytest.mark.parametrize("status", ["scheduled", "running", "completed", "rejected"])
+def test_a_failed_retraining_backs_off_exponentially_and_bounded() -> None:
+    # one failure 20 min ago: the back-off (30 min) blocks; 31 min ago it does not
+    blocked = retraining_allowed(
+        NOW, "automation", [_job(20, status="failed")], cooldown=timedelta(0), daily_budget=10
+    )
+    assert not blocked.allowed and blocked.reason.startswith("back-off") and "10 min" in blocked.reason
+    assert retraining_allowed(
+        NOW, "automation", [_job(31, status="failed")], cooldown=timedelta(0), daily_budget=10
+    ).allowed
+    # three in a row: 30 * 2^2 = 120 min from the last
+    three = [_job(100, status="failed"), _job(200, status="failed"), _job(300, status="failed")]
+    assert not retraining_allowed(NOW, "automation", three, cooldown=timedelta(0), daily_budget=10).allowed
+    assert retraining_allowed(
+        NOW + timedelta(minutes=21), "automation", three, cooldown=timedelta(0), daily_budget=10
+    ).allowed
+    # bounded: ten failures wait at most the cap (24 h), not 30 * 2^9 minutes
+    many = [_job(60 * 24 + 1 + i, status="failed") for i in range(10)]
+    assert retraining_allowed(NOW, "automation", many, cooldown=timedelta(0), daily_budget=100).allowed
+    # a success ends the run of failures
+    assert retraining_allowed(
+        NOW,
+        "automation",
+        [_job(90), _job(20, status="completed"), _job(200, status="failed")],
+        cooldown=timedelta(minutes=10),
+        daily_budget=10,
+    ).allowed
+
+
+@pytest.mark.parametrize("status", ["scheduled", "running", "completed", "rejected", "rolled_back"])
 def test_started_jobs_count(status: str) -> None:
     history = [_job(1, "automation", status)]
     assert retraining_allowed(NOW, "automation", history, cooldown=HOUR, daily_budget=10).allowed is False
@@ -104,15 +136,20 @@ def test_daily_budget_only_counts_the_last_24_hours() -> None:
     assert retraining_allowed(NOW, "automation", history, cooldown=HOUR, daily_budget=1).allowed is False
 
 
-def test_daily_budget_ignores_failed_jobs() -> None:
-    history = [_job(90, status="failed"), _job(180, status="failed"), _job(240)]
-    assert retraining_allowed(NOW, "automation", history, cooldown=HOUR, daily_budget=2).allowed is True
+def test_daily_budget_counts_failed_jobs() -> None:
+    history = [_job(300, status="failed"), _job(500, status="failed"), _job(240)]
+    assert retraining_allowed(NOW, "automation", history, cooldown=HOUR, daily_budget=3).allowed is False
+    assert retraining_allowed(NOW, "automation", history, cooldown=HOUR, daily_budget=4).allowed is True
 
 
 def test_zero_cooldown_still_respects_budget() -> None:
     history = [_job(0.5)]
-    assert retraining_allowed(NOW, "automation", history, cooldown=timedelta(0), daily_budget=2).allowed is True
-    assert retraining_allowed(NOW, "automation", history, cooldown=timedelta(0), daily_budget=1).allowed is False
+    assert (
+        retraining_allowed(NOW, "automation", history, cooldown=timedelta(0), daily_budget=2).allowed is True
+    )
+    assert (
+        retraining_allowed(NOW, "automation", history, cooldown=timedelta(0), daily_budget=1).allowed is False
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,5 +226,9 @@ def test_history_from_db_drives_the_decision() -> None:
     assert retraining_allowed(now, "automation", job_history(model), HOUR, 5).allowed is False
     # The job itself is excluded when the flow checks whether it may run.
     assert retraining_allowed(now, "automation", job_history(model, exclude=job_id), HOUR, 5).allowed is True
-    update_job(job_id, "failed")
+    update_job(job_id, "failed")  # a failure: no cooldown, but a back-off
+    decision = retraining_allowed(now, "automation", job_history(model), HOUR, 5)
+    assert not decision.allowed and decision.reason.startswith("back-off")
+    assert retraining_allowed(now + HOUR, "automation", job_history(model), HOUR, 5).allowed is True
+    update_job(job_id, "skipped")
     assert retraining_allowed(now, "automation", job_history(model), HOUR, 5).allowed is True

@@ -6,7 +6,22 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from nfl_mlops.serving.routes import abtests, deployments, experiments, models, predictions, retraining, status
+    from nfl_mlops.serving.routes import (
+        abtests,
+        deployments,
+        experiments,
+        models,
+        predictions,
+        retraining,
+        status,
+    )
 
-    return [predictions.router, models.router, deployments.router, abtests.router, experiments.router,
-            retraining.router, status.router]
+    return [
+        predictions.router,
+        models.router,
+        deployments.router,
+        abtests.router,
+        experiments.router,
+        retraining.router,
+        status.router,
+    ]

@@ -20,13 +20,16 @@ def service(request: Request) -> PredictionService:
     return request.app.state.service
 
 
-def require_api_key(request: Request,
-                    x_api_key: str | None = Header(None, description="Required when MLOPS_API_KEY is set.")) -> None:
+def require_api_key(
+    request: Request, x_api_key: str | None = Header(None, description="Required when MLOPS_API_KEY is set.")
+) -> None:
     """401 unless the header carries MLOPS_API_KEY (when one is set); compared in constant time."""
     expected = request.app.state.settings.api_key
     if expected is None:
         return
-    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected.get_secret_value().encode()):
+    if x_api_key is None or not secrets.compare_digest(
+        x_api_key.encode(), expected.get_secret_value().encode()
+    ):
         raise HTTPException(status_code=401, detail=UNAUTHORIZED)
 
 

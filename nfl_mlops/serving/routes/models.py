@@ -18,16 +18,32 @@ router = APIRouter(tags=["models"])
 
 def version_out(v: VersionInfo) -> sc.ModelVersionOut:
     return sc.ModelVersionOut(
-        model_id=v.model_name, version=v.version, status=v.status, aliases=v.aliases, path=v.path,
-        model_type=v.model_type, metrics=v.metrics, params=v.params, lineage=v.lineage, description=v.description,
-        reason=v.reason, created_at=v.created_at,
+        model_id=v.model_name,
+        version=v.version,
+        status=v.status,
+        aliases=v.aliases,
+        path=v.path,
+        model_type=v.model_type,
+        metrics=v.metrics,
+        params=v.params,
+        lineage=v.lineage,
+        description=v.description,
+        reason=v.reason,
+        created_at=v.created_at,
     )
 
 
-@router.post("/models/register", response_model=sc.ModelVersionOut, status_code=201,
-             dependencies=[Depends(require_api_key)], summary="Register a model folder as a new version",
-             responses={422: {"description": "Not a usable model folder"}})
-async def register_model(body: sc.RegisterModelRequest, svc: PredictionService = Depends(service)) -> sc.ModelVersionOut:
+@router.post(
+    "/models/register",
+    response_model=sc.ModelVersionOut,
+    status_code=201,
+    dependencies=[Depends(require_api_key)],
+    summary="Register a model folder as a new version",
+    responses={422: {"description": "Not a usable model folder"}},
+)
+async def register_model(
+    body: sc.RegisterModelRequest, svc: PredictionService = Depends(service)
+) -> sc.ModelVersionOut:
     """Copy an existing Hugging Face folder into the registry as the next version of `model_name`.
 
     Atomic: the version becomes visible only when its files are complete and its row is committed.
@@ -39,9 +55,15 @@ async def register_model(body: sc.RegisterModelRequest, svc: PredictionService =
         raise HTTPException(422, str(exc)) from exc
     try:
         info = await asyncio.to_thread(
-            svc.registry.register, body.model_name, path, metrics=body.metrics, params=body.params,
+            svc.registry.register,
+            body.model_name,
+            path,
+            metrics=body.metrics,
+            params=body.params,
             lineage={"source": "POST /mlops/models/register", "source_path": str(path.resolve())},
-            description=body.description, model_type=body.model_type)
+            description=body.description,
+            model_type=body.model_type,
+        )
     except RegistryError as exc:
         raise HTTPException(422, str(exc)) from exc
     return version_out(info)
@@ -53,8 +75,12 @@ async def list_models(svc: PredictionService = Depends(service)) -> list[sc.Mode
     return [version_out(v) for v in await asyncio.to_thread(svc.registry.list_versions)]
 
 
-@router.get("/models/{model_id}", response_model=list[sc.ModelVersionOut], summary="Versions of one model",
-            responses={404: {"description": "Unknown model"}})
+@router.get(
+    "/models/{model_id}",
+    response_model=list[sc.ModelVersionOut],
+    summary="Versions of one model",
+    responses={404: {"description": "Unknown model"}},
+)
 async def get_model(model_id: str, svc: PredictionService = Depends(service)) -> list[sc.ModelVersionOut]:
     """The versions of one registered model, oldest first."""
     versions = await asyncio.to_thread(svc.registry.list_versions, model_id)

@@ -1,0 +1,141 @@
+"""The monitoring and retraining flows on a real Prefect server: episodes open by the rule (not on every
+alarm), the event goes out only when one opens or its retraining is due, runs that decide nothing end in
+a named state, and a typo in the retraining strategy fails before any training."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+MODEL = "episode-flow"
+
+
+@pytest.fixture(scope="module")
+def v1(tiny_model_dir, tmp_path_factory, settings):
+    """v1 (the tiny model) with an airline reference profile, serving by a blue-green rollout."""
+    import shutil
+
+    from nfl_mlops.data import load_corpus, prepare, select
+    from nfl_mlops.modeling.metrics import evaluate
+    from nfl_mlops.modeling.predictor import SentimentModel
+    from nfl_mlops.monitoring.reference import build_reference, save_reference
+    from nfl_mlops.registry.store import Registry
+    from nfl_mlops.rollout import state as rollouts
+
+    corpus = prepare(load_corpus())
+    model_dir = tmp_path_factory.mktemp("episode_model") / "m"
+    shutil.copytree(tiny_model_dir, model_dir)
+    airline = select(corpus, topics_include=["airline"], max_rows=500, seed=3)
+    model = SentimentModel.load(model_dir)
+    test = airline.iloc[:200]
+    proba = model.predict_proba(test["text"].tolist())
+    save_reference(
+        build_reference(
+            airline["text"].iloc[200:].tolist(),
+            test["text"].tolist(),
+            proba,
+            test["label"].tolist(),
+            encoder=None,
+        ),
+        model_dir,
+    )
+    info = Registry.from_settings().register(
+        MODEL, model_dir, metrics={"test": evaluate(test["label"].tolist(), proba).as_dict()}
+    )
+    rollouts.activate(MODEL, info.version, db_url=settings.db_url, reason="test")
+    nfl = select(corpus, topics_include=["nfl"], max_rows=300, seed=4)
+    return {"version": info.version, "model": model, "nfl": nfl}
+
+
+def _log(settings, model, frame, at, version, prefix):
+    from nfl_mlops.serving.predlog import PredictionLogWriter
+    from nfl_mlops.serving.service import text_hash
+
+    preds = model.predict(frame["text"].tolist())
+    w = PredictionLogWriter(settings.db_url)
+    w.put_many(
+        [
+            dict(
+                id=f"{prefix}{i:05d}",
+                request_id="t",
+                created_at=at,
+                model_name=MODEL,
+                model_version=version,
+                arm="stable",
+                served=True,
+                text=t,
+                text_hash=text_hash(t),
+                label=p.label,
+                confidence=p.confidence,
+                latency_ms=1.0,
+            )
+            for i, (t, p) in enumerate(zip(frame["text"], preds, strict=True))
+        ]
+    )
+    w.close()
+
+
+def test_episode_opens_by_persistence_and_emits_once_per_due_retraining(v1, settings):
+    from flows.monitoring import monitoring_flow
+    from nfl_mlops.monitoring import episodes as ep
+
+    now = datetime.now(UTC)
+    _log(settings, v1["model"], v1["nfl"], now, v1["version"], "ep")
+    rule = {"persistence": 2, "strong_share": None, "clear_checks": 2}  # only persistence opens here
+
+    first = monitoring_flow(
+        model_name=MODEL, end=now + timedelta(minutes=1), window_hours=1, return_state=True, **rule
+    )
+    out = first.result()
+    assert out["status"] == "drift" and out["episode"]["action"] == "pending", out["episode"]
+    assert out["events"] == [] and first.name == "Alarm"
+    assert ep.open_episodes(MODEL, settings.db_url) == []
+
+    second = monitoring_flow(
+        model_name=MODEL, end=now + timedelta(minutes=2), window_hours=1, return_state=True, **rule
+    )
+    out = second.result()
+    assert second.name == "EpisodeOpened" and out["events"] == ["drift.detected"]
+    [episode] = ep.open_episodes(MODEL, settings.db_url)
+    assert episode.model_version == v1["version"] and episode.kind == "drift"
+    assert out["episode"]["episode"]["id"] == episode.id
+
+    # the episode's retraining claimed it: later alarms emit nothing
+    assert ep.claim(episode.id, "job-under-test", db_url=settings.db_url)
+    third = monitoring_flow(
+        model_name=MODEL, end=now + timedelta(minutes=3), window_hours=1, return_state=True, **rule
+    )
+    out = third.result()
+    assert third.name == "Alarm" and out["events"] == [] and out["episode"]["action"] == "continued"
+    assert (
+        ep.get_episode(episode.id, settings.db_url).n_alarms == 3 - 1
+    )  # opened at the 2nd, noted at the 3rd
+
+
+def test_nothing_to_judge_ends_skipped(v1, settings):
+    from flows.monitoring import monitoring_flow
+
+    state = monitoring_flow(
+        model_name=MODEL, end=datetime.now(UTC) + timedelta(days=30), window_hours=1, return_state=True
+    )
+    assert state.is_completed() and state.name == "Skipped" and "nothing judged" in state.message
+    assert state.result()["status"] == "skipped"
+
+
+def test_retraining_without_an_open_episode_is_skipped_and_a_typo_fails_first(settings):
+    from flows.retraining import retraining_flow
+    from nfl_mlops.db import RetrainingJob, session_scope
+
+    model = "episode-flow-none"
+    state = retraining_flow(trigger="automation", model_name=model, reason="drift", return_state=True)
+    assert state.is_completed() and state.name == "Skipped" and "no open drift episode" in state.message
+    out = state.result()
+    with session_scope(settings.db_url) as s:
+        assert s.get(RetrainingJob, out["job_id"]).status == "skipped"
+    with pytest.raises(Exception, match="(?i)strategy|canery"):
+        retraining_flow(trigger="manual", model_name=model, strategy="canery")
+    with session_scope(settings.db_url) as s:  # the typo recorded no job and trained nothing
+        assert s.query(RetrainingJob).filter_by(model_name=model).count() == 1

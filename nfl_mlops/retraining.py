@@ -483,7 +483,7 @@ def trigger_check(
         found = [
             w
             for w, on in (
-                ("drift", latest["drift_detected"]),
+                (f"drift (share {latest['drift_share'] or 0.0:.2f})", latest["drift_detected"]),
                 ("performance degraded", latest["performance_degraded"]),
             )
             if on

@@ -17,6 +17,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the project root, as `nfl-mlops up` gives its worker and API (the retraining triggers read its prefect.yaml)
+os.environ.setdefault("NFL_MLOPS_ROOT", str(Path(__file__).resolve().parents[1]))
 for _secret in ("MLOPS_API_KEY", "HUGGINGFACE_TOKEN", "HF_TOKEN", "WANDB_API_KEY", "HOPSWORKS_API_KEY"):
     os.environ.pop(_secret, None)
 

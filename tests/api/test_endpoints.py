@@ -249,15 +249,24 @@ def test_experiment_lifecycle(client):
 
 # Retraining
 def test_retraining_trigger_without_prefect_answers_503_and_records_a_failed_job(client, monkeypatch):
+    from prefect.context import _temporary_global_settings_context, get_settings_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    r = client.post(
-        "/mlops/retraining/trigger",
-        json={
-            "model_name": MODEL,
-            "reason": "performance_degradation",
-            "config": {"epochs": 5, "learning_rate": 1e-5},
-        },
-    )
+    # nor a URL in Prefect's settings: a temporary server of an earlier test in this session sets one, also
+    # process-wide (where the API's thread reads it), as prefect_test_harness does
+    with (
+        temporary_settings(restore_defaults={PREFECT_API_URL}),
+        _temporary_global_settings_context(get_settings_context()),
+    ):
+        r = client.post(
+            "/mlops/retraining/trigger",
+            json={
+                "model_name": MODEL,
+                "reason": "performance_degradation",
+                "config": {"epochs": 5, "learning_rate": 1e-5},
+            },
+        )
     assert r.status_code == 503, r.text
     assert "PREFECT_API_URL is not set" in detail(r) and r.json()["job_id"]
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens there

@@ -258,7 +258,9 @@ def test_shadow_answers_are_logged_never_returned_and_an_agreeing_candidate_is_p
     assert (
         gates["agreement"]["passed"] and gates["agreement"]["value"] == 1.0 and gates["agreement"]["n"] >= 10
     )
-    before = [p for p in traffic.responses if p["received"] < at(promoted["at"])]
+    # traffic moved to the candidate at `switched_at`; the promotion is recorded once the replicas confirm it
+    assert at(promoted["switched_at"]) <= at(promoted["at"])
+    before = [p for p in traffic.responses if p["received"] < at(promoted["switched_at"])]
     assert before and all(p["model_version"] == 1 and p["arm"] == "stable" for p in before)
     log = prediction_window(
         MODEL,

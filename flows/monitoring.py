@@ -35,6 +35,7 @@ from tasks.drift import (
     record_run,
     update_episode,
 )
+from tasks.jobs import reconcile_jobs
 
 
 def _window_end(end: datetime | None) -> datetime:
@@ -95,6 +96,9 @@ def monitoring_flow(
     stop = _window_end(end) + timedelta(seconds=1)  # include predictions logged in the scheduled second
     start = stop - timedelta(hours=window_hours)
 
+    # Jobs that no run will close (a killed worker): failed, their episodes free to retry after a back-off
+    orphaned = reconcile_jobs(model_name)
+
     # Versions: what serves now, each from its rollout on
     targets = load_targets(model_name, start, stop)
     if any(t.since is not None for t, _ in targets):
@@ -133,6 +137,7 @@ def monitoring_flow(
         ],
         events=[e for o in outcomes for e in o.get("events", [])],
         closed_episodes=closed,
+        orphaned_jobs=orphaned,
     )
     actions = [(o.get("episode") or {}).get("action") for o in judged]
     if not judged:

@@ -16,7 +16,7 @@ from nfl_mlops.monitoring.thresholds import RETRAIN_COOLDOWN_MINUTES, RETRAIN_DA
 from nfl_mlops.retraining import champion_recipe, outcome_status, reason_kind, require_recent_improvement
 from nfl_mlops.rollout.strategies import CanaryParams, Strategy, retraining_canary
 from nfl_mlops.settings import get_settings
-from tasks.jobs import close_job, open_job
+from tasks.jobs import close_job, open_job, reconcile_jobs
 
 
 @flow(name="retraining", log_prints=True)
@@ -72,7 +72,8 @@ def retraining_flow(
         canary = canary or retraining_canary()
         params["canary"] = canary.model_dump(mode="json")
 
-    # Admission
+    # Admission (after ending the jobs of runs that died without closing them: their episodes come back)
+    reconcile_jobs(model_name)
     job_id, admission = open_job(
         model_name,
         reason,

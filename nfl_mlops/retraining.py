@@ -10,21 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from nfl_mlops.db import MonitoringRun, RetrainingJob, session_scope, utcnow
+from nfl_mlops.db import Episode, MonitoringRun, RetrainingJob, session_scope, utcnow
 from nfl_mlops.events import prefect_api_url
 from nfl_mlops.monitoring import episodes as ep
 from nfl_mlops.monitoring.thresholds import (
     RETRAIN_COOLDOWN_MINUTES,
     RETRAIN_DAILY_BUDGET,
     RETRAIN_MAX_ATTEMPTS,
+    RETRAIN_MAX_OPEN_HOURS,
 )
 from nfl_mlops.monitoring.triggers import create_job, job_history, retraining_allowed, update_job
 
@@ -400,6 +402,70 @@ def finish(
         ep.release_failed(episode_id, job_id, db_url=db_url)
     info = ep.get_episode(episode_id, db_url)
     return info.to_payload() if info else {}
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs whose run ended without closing them
+# --------------------------------------------------------------------------------------------
+
+OPEN_JOB_STATUSES = ("scheduled", "running")
+ENDED_RUN_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+"""Prefect state types of a flow run that will never again write to its job."""
+
+
+def open_job_runs(model_name: str | None = None, db_url: str | None = None) -> dict[str, str | None]:
+    """job id -> flow-run id (None when unknown) of the jobs still `scheduled` or `running`."""
+    with session_scope(db_url) as s:
+        q = select(RetrainingJob).where(RetrainingJob.status.in_(OPEN_JOB_STATUSES))
+        if model_name:
+            q = q.where(RetrainingJob.model_name == model_name)
+        return {r.id: r.flow_run_id for r in s.scalars(q)}
+
+
+def reconcile_jobs(
+    run_states: Mapping[str, str],
+    model_name: str | None = None,
+    now: datetime | None = None,
+    max_open_hours: float = RETRAIN_MAX_OPEN_HOURS,
+    db_url: str | None = None,
+) -> list[dict[str, Any]]:
+    """End the jobs that no run will close: their flow run ended (a killed worker or process leaves the
+    run `Crashed`, or a server marks a lost run so) while the job still says `scheduled`/`running`, or the
+    job has been open for more than `max_open_hours` (a run lost with no state at all).
+
+    Each such job ends `failed` with the reason, and gives its drift episode back with a back-off (it
+    counts as a failed attempt), so the episode may retry later instead of being held forever.
+
+    Args:
+        run_states: flow-run id -> Prefect state type (e.g. "CRASHED") of the open jobs' runs, as far as
+            known; a run missing here is judged by age alone (e.g. Prefect unreachable).
+    """
+    now = now or utcnow()
+    ended: list[tuple[str, str]] = []
+    with session_scope(db_url) as s:
+        q = select(RetrainingJob).where(RetrainingJob.status.in_(OPEN_JOB_STATUSES))
+        if model_name:
+            q = q.where(RetrainingJob.model_name == model_name)
+        for job in s.scalars(q):
+            state = run_states.get(job.flow_run_id or "")
+            created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=UTC)
+            age_h = (now - created).total_seconds() / 3600
+            if state in ENDED_RUN_STATES:
+                why = f"its flow run {job.flow_run_id} ended {state} without closing the job"
+            elif age_h > max_open_hours:
+                why = f"open for {age_h:.1f} h (> {max_open_hours:g} h) with no outcome"
+            else:
+                continue
+            ended.append((job.id, why))
+    out = []
+    for job_id, why in ended:
+        with session_scope(db_url) as s:
+            held = s.scalars(select(Episode.id).where(Episode.retraining_job_id == job_id)).all()
+        update_job(job_id, "failed", {"error": f"orphaned: {why}"}, db_url=db_url)
+        episodes = [ep.release_failed(e, job_id, now, db_url=db_url) for e in held]
+        log.warning("retraining job %s ended failed: %s", job_id, why)
+        out.append({"job_id": job_id, "reason": why, "episodes": [e.to_payload() for e in episodes if e]})
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from nfl_mlops.monitoring.triggers import create_job, update_job
-from nfl_mlops.retraining import Admission, admit, finish
+from nfl_mlops.retraining import Admission, admit, finish, open_job_runs
+from nfl_mlops.retraining import reconcile_jobs as reconcile
 from nfl_mlops.settings import get_settings
 
 
@@ -59,3 +60,36 @@ def close_job(
 ) -> dict[str, Any]:
     """Record the outcome; close the episode (served), release it with a back-off (failed) or keep it."""
     return finish(job_id, status, result, episode_id, version, db_url=get_settings().db_url)
+
+
+@task(name="reconcile-retraining-jobs", cache_policy=NO_CACHE)
+def reconcile_jobs(model_name: str | None = None) -> list[dict[str, Any]]:
+    """End the retraining jobs that no run will close (their flow run ended, e.g. `Crashed` after a killed
+    worker, or they are older than the limit) as `failed`, and give their drift episodes back with a back-off."""
+    db = get_settings().db_url
+    runs = [r for r in open_job_runs(model_name, db).values() if r]
+    states = flow_run_states(runs) if runs else {}
+    return reconcile(states, model_name, db_url=db)
+
+
+def flow_run_states(flow_run_ids: list[str]) -> dict[str, str]:
+    """flow-run id -> Prefect state type, for the runs Prefect knows; {} when Prefect cannot be asked."""
+    from uuid import UUID
+
+    from prefect import get_run_logger
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    ids = []
+    for r in flow_run_ids:
+        try:
+            ids.append(UUID(r))
+        except ValueError:
+            continue
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    except Exception as exc:  # Prefect unreachable: judge by age alone
+        get_run_logger().warning("cannot read flow-run states (%s): open jobs judged by age only", exc)
+        return {}
+    return {str(r.id): r.state_type.value for r in runs if r.state_type is not None}

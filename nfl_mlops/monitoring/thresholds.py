@@ -122,3 +122,7 @@ RETRAIN_BACKOFF_MAX_MINUTES = 24 * 60.0
 
 RETRAIN_MAX_ATTEMPTS = 4
 """An episode gives up starting retrainings after this many failed ones (a person looks)."""
+
+RETRAIN_MAX_OPEN_HOURS = 12.0
+"""A retraining job still `scheduled`/`running` after this many hours, with no run state that says otherwise,
+is ended `failed` (its run was lost); a run that Prefect shows ended (e.g. `Crashed`) ends it at once."""

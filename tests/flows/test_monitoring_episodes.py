@@ -139,3 +139,43 @@ def test_retraining_without_an_open_episode_is_skipped_and_a_typo_fails_first(se
         retraining_flow(trigger="manual", model_name=model, strategy="canery")
     with session_scope(settings.db_url) as s:  # the typo recorded no job and trained nothing
         assert s.query(RetrainingJob).filter_by(model_name=model).count() == 1
+
+
+def test_a_retraining_run_that_crashed_ends_its_job_and_frees_its_episode(settings):
+    """A worker killed mid-training leaves the run `Crashed` and the job `running`: the next monitoring
+    check (its `reconcile-retraining-jobs` task, reading the run's state from the real server) ends it."""
+    import uuid
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed, Running
+
+    from nfl_mlops.monitoring import episodes as ep
+    from nfl_mlops.monitoring.triggers import create_job, update_job
+    from nfl_mlops.retraining import get_job
+    from tasks.jobs import reconcile_jobs
+
+    @flow(name="retraining-stand-in")
+    def stand_in() -> None:
+        return None
+
+    model = f"crashed-{uuid.uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        dead = client.create_flow_run(stand_in)
+        live = client.create_flow_run(stand_in)
+        client.set_flow_run_state(dead.id, Running(), force=True)
+        client.set_flow_run_state(dead.id, Crashed(message="Process exited with code -9"), force=True)
+        client.set_flow_run_state(live.id, Running(), force=True)
+    episode, _ = ep.open_episode(model, 1, "stable", "drift", "drift: 5/7", None, settings.db_url)
+    jobs = {}
+    for name, run in (("dead", dead), ("live", live)):
+        jobs[name] = create_job(model, "drift", "automation", {}, str(run.id), db_url=settings.db_url)
+        update_job(jobs[name], "running", db_url=settings.db_url)
+    assert ep.claim(episode.id, jobs["dead"], db_url=settings.db_url)
+
+    ended = reconcile_jobs(model)
+    assert [e["job_id"] for e in ended] == [jobs["dead"]] and "CRASHED" in ended[0]["reason"]
+    assert get_job(settings.db_url, jobs["dead"]).status == "failed"
+    assert get_job(settings.db_url, jobs["live"]).status == "running"
+    after = ep.get_episode(episode.id, settings.db_url)
+    assert after is not None and after.retraining_job_id is None and after.attempts == 1

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -70,25 +68,13 @@ def test_backoff_is_exponential_and_bounded() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _pg_url() -> str | None:
-    url = os.environ.get("MLOPS_TEST_POSTGRES_URL")
-    if url:
-        return url
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=0.5):
-            return "postgresql://postgres@127.0.0.1:5432/test"
-    except OSError:
-        return None
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, settings) -> str:
+    """The session's SQLite, and a throwaway PostgreSQL database (conftest's `postgres_url`: skipped where
+    none listens, a failure under CI)."""
     if request.param == "sqlite":
         return settings.db_url
-    url = _pg_url()
-    if url is None:
-        pytest.skip("needs PostgreSQL at 127.0.0.1:5432 (or MLOPS_TEST_POSTGRES_URL)")
-    return url
+    return request.getfixturevalue("postgres_url")
 
 
 def _model() -> str:

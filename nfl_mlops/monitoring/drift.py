@@ -55,6 +55,7 @@ class DriftConfig:
         min_rows: a current window (or a reference) with fewer rows raises ValueError.
         seed: random state of the sampling.
         column_methods: per-column stat test ids that override `num_method` / `cat_method`.
+        column_thresholds: per-column thresholds that override `per_column_threshold`.
         groups: signal -> group; a group of correlated signals is one vote in the share (drifted when
             any of its signals drifted); a signal not listed is its own group. None: every signal votes.
     """
@@ -68,6 +69,7 @@ class DriftConfig:
     seed: int = 0
     column_methods: Mapping[str, str] | None = None
     groups: Mapping[str, str] | None = None
+    column_thresholds: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.share_threshold <= 1.0:
@@ -285,7 +287,7 @@ def detect_drift(
             column=c,
             method=(config.column_methods or {}).get(c)
             or (config.num_method if kind == NUM else config.cat_method),
-            threshold=config.per_column_threshold,
+            threshold=(config.column_thresholds or {}).get(c, config.per_column_threshold),
         )
         for c, kind in kinds.items()
     }

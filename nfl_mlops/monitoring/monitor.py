@@ -48,11 +48,13 @@ from nfl_mlops.monitoring.thresholds import (
     DRIFT_CAT_METHOD,
     DRIFT_COLUMN_METHODS,
     DRIFT_COLUMN_THRESHOLD,
+    DRIFT_COLUMN_THRESHOLDS,
     DRIFT_NUM_METHOD,
     DRIFT_SHARE_THRESHOLD,
     EMBEDDING_AUC_THRESHOLD,
     EMBEDDING_SAMPLE_SIZE,
     MIN_LABELLED,
+    PERFORMANCE_JUDGE_LEVEL,
     PERFORMANCE_MAX_DROP,
     PERFORMANCE_METRICS,
     SIGNAL_GROUPS,
@@ -77,10 +79,14 @@ class MonitoringConfig:
     cat_method: str | None = DRIFT_CAT_METHOD
     column_threshold: float | None = DRIFT_COLUMN_THRESHOLD
     column_methods: Mapping[str, str] = field(default_factory=lambda: dict(DRIFT_COLUMN_METHODS), hash=False)
+    column_thresholds: Mapping[str, float] = field(
+        default_factory=lambda: dict(DRIFT_COLUMN_THRESHOLDS), hash=False
+    )
     embedding_sample: int = EMBEDDING_SAMPLE_SIZE
     embedding_threshold: float = EMBEDDING_AUC_THRESHOLD
     metrics: tuple[str, ...] = PERFORMANCE_METRICS
     max_drop: float = PERFORMANCE_MAX_DROP
+    judge_level: float = PERFORMANCE_JUDGE_LEVEL
     min_labelled: int = MIN_LABELLED
     seed: int = 0
     groups: Mapping[str, str] = field(default_factory=lambda: dict(SIGNAL_GROUPS), hash=False)
@@ -97,6 +103,7 @@ class MonitoringConfig:
             seed=self.seed,
             column_methods=dict(self.column_methods),
             groups=dict(self.groups),
+            column_thresholds=dict(self.column_thresholds),
         )
 
 
@@ -178,6 +185,7 @@ def window_performance(
         metrics=config.metrics,
         max_drop=config.max_drop,
         min_labelled=config.min_labelled,
+        judge_level=config.judge_level,
         seed=config.seed,
     )
 

@@ -43,6 +43,7 @@ from nfl_mlops import LABEL2ID, LABELS
 from nfl_mlops.monitoring.thresholds import (
     MIN_LABELLED,
     PERFORMANCE_CONFIDENCE,
+    PERFORMANCE_JUDGE_LEVEL,
     PERFORMANCE_MAX_DROP,
     PERFORMANCE_METRICS,
 )
@@ -374,6 +375,7 @@ def judge(
     max_drop: float = PERFORMANCE_MAX_DROP,
     reference_noise: Sequence[float] | np.ndarray | None = None,
     seed: int = 0,
+    level: float | None = None,
 ) -> tuple[bool, float]:
     """(degraded, drop): the drop exceeds `max_drop` and is real.
 
@@ -389,7 +391,7 @@ def judge(
         n = max(len(window), len(noise))
         rng = np.random.default_rng(seed)
         diff = (reference + rng.choice(noise, n)) - rng.choice(window, n)
-        lower = float(np.quantile(diff, (1 - value.level) / 2))
+        lower = float(np.quantile(diff, (1 - (level or value.level)) / 2))
         return bool(drop > max_drop and lower > 0), float(drop)
     return bool(drop > max_drop and value.upper < reference), float(drop)
 
@@ -444,6 +446,7 @@ def assess_performance(
     min_labelled: int = MIN_LABELLED,
     level: float = PERFORMANCE_CONFIDENCE,
     seed: int = 0,
+    judge_level: float = PERFORMANCE_JUDGE_LEVEL,
 ) -> PerformanceResult:
     """Observed and estimated performance of a window and the degradation verdict.
 
@@ -533,7 +536,10 @@ def assess_performance(
             **common,
         )
     noise = baseline_noise(reference, level=level, seed=seed) or {}
-    verdicts = {m: judge(values[m], baselines[m], max_drop, noise.get(m), seed=seed) for m in judged}
+    verdicts = {
+        m: judge(values[m], baselines[m], max_drop, noise.get(m), seed=seed, level=judge_level)
+        for m in judged
+    }
     drops = {m: v[1] for m, v in verdicts.items()}
     degraded = tuple(m for m in judged if verdicts[m][0])
     headline = max(degraded, key=lambda m: drops[m]) if degraded else judged[-1]

@@ -143,7 +143,7 @@ def column_drift(
                 ref, cur = ref.astype(float), cur.astype(float)
             if ref.empty or cur.empty:
                 continue
-            res = tests[method](ref, cur, ctype, config.column_threshold)
+            res = tests[method](ref, cur, ctype, config.column_thresholds.get(c, config.column_threshold))
             out.append(
                 ColumnDrift(
                     c, kind, method, float(res.drift_score), float(res.actual_threshold), bool(res.drifted)
@@ -195,7 +195,13 @@ def judge_window(
             seed=int(rng.integers(1 << 30)),
         )
         for m in config.metrics:
-            d2, _ = judge(obs[m], setup.test_metrics[m], config.max_drop, (setup.noise or {}).get(m))
+            d2, _ = judge(
+                obs[m],
+                setup.test_metrics[m],
+                config.max_drop,
+                (setup.noise or {}).get(m),
+                level=config.judge_level,
+            )
             degraded |= d2
     return {
         "share": grouped.drift_share,

@@ -182,11 +182,12 @@ def _cmd_hpo(args: argparse.Namespace) -> int:
 
 def _sweep_trial(values: dict[str, Any], params: dict[str, Any]) -> int:
     """One W&B sweep trial (started by `wandb agent`): train and score the agent's configuration."""
+    import uuid
+
     from nfl_mlops.data.datasets import build_training_data, load_base
-    from nfl_mlops.modeling.hpo import HPO_EVAL_SAMPLES, HPO_TRAIN_SAMPLES, run_trial
+    from nfl_mlops.modeling.hpo import HPO_EVAL_SAMPLES, HPO_TRAIN_SAMPLES, tracked_trial
     from nfl_mlops.modeling.params import DataParams, TrainParams
     from nfl_mlops.settings import get_settings
-    from nfl_mlops.tracking.experiments import ExperimentTracker
 
     settings = get_settings()
     data = DataParams(
@@ -198,27 +199,16 @@ def _sweep_trial(values: dict[str, Any], params: dict[str, Any]) -> int:
     )
     train = TrainParams(**{**params.get("train", {}), **values})
     dataset = build_training_data(data, load_base(data.source))
-    base_model = train.base_model or settings.base_model
-    tracker = ExperimentTracker()
-    tracker.start(
-        "sweep-trial",
-        config={"train": train.model_dump(), "dataset_version": dataset.version},
-        tags=["hpo", "sweep"],
-        job_type="hpo-trial",
-    )
-    result = run_trial(
-        dataset.train["text"].tolist(),
-        dataset.train["label"].tolist(),
-        dataset.val["text"].tolist(),
-        dataset.val["label"].tolist(),
+    result = tracked_trial(
+        dataset,
         train,
-        base_model,
-        settings.mlops_home / "hpo" / "sweep" / (tracker.tracker_run_id or "trial"),
-        tracker=tracker,
+        train.base_model or settings.base_model,
+        settings.mlops_home / "hpo" / "sweep" / uuid.uuid4().hex[:12],
+        name="sweep-trial",
+        tags=["hpo", "sweep"],
     )
-    tracker.finish({**result["metrics"], "train_seconds": result["seconds"]})
     print(json.dumps(result, default=str))
-    return 0
+    return 0 if result.get("value") is not None else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

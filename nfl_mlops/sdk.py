@@ -357,18 +357,11 @@ class MLOpsService:
         from nfl_mlops.rollout.state import RolloutError
         from nfl_mlops.rollout.strategies import ABTestParams
 
-        if model_a_id != model_b_id:
-            raise ValueError(
-                "model_a_id and model_b_id must name the same registered model: an A/B test "
-                "compares two versions of one served model"
-            )
+        abtest.check_pair(model_a_id, model_b_id)
         a = await asyncio.to_thread(self._servable, model_a_id, model_a_version, False)
         b = await asyncio.to_thread(self._servable, model_b_id, model_b_version, True)
-        if a.version == b.version:
-            raise ValueError(f"A and B are the same version (v{a.version})")
+        abtest.check_pair(a.model_name, b.model_name, a.version, b.version)
         db_url = self.settings.db_url
-        if await asyncio.to_thread(abtest.running_test_named, test_name, db_url):
-            raise RolloutError(f"an A/B test named {test_name!r} is already running")
         typed = ABTestParams(traffic_split=traffic_split, duration_days=duration_days, **params)
         r = await asyncio.to_thread(
             actions.deploy,
@@ -415,9 +408,9 @@ class MLOpsService:
         self, model_id: str, model_version: int | str, reported: ModelPerformanceMetrics
     ) -> PerformanceVerdict:
         from nfl_mlops import events
-        from nfl_mlops.db import MonitoringRun, session_scope
         from nfl_mlops.monitoring.performance import judge_reported
         from nfl_mlops.monitoring.thresholds import PERFORMANCE_MAX_DROP
+        from nfl_mlops.monitoring.triggers import record_verdict
         from nfl_mlops.rollout.gates import GateParams
 
         info = self.registry.get(model_id, model_version)
@@ -435,18 +428,13 @@ class MLOpsService:
             "reference": reference,
             "events": ["performance.degraded"] if degraded else [],
         }
-        with session_scope(self.settings.db_url) as s:
-            run = MonitoringRun(
-                model_name=info.model_name,
-                model_version=info.version,
-                n_predictions=int(reported.prediction_count or 0),
-                drift_share=0.0,
-                drift_detected=False,
-                summary=summary,
-            )
-            s.add(run)
-            s.flush()
-            run_id = run.id
+        run_id = record_verdict(
+            info.model_name,
+            info.version,
+            summary,
+            n_predictions=int(reported.prediction_count or 0),
+            db_url=self.settings.db_url,
+        )
         verdict = PerformanceVerdict(
             info.model_name, info.version, degraded, reasons, reference, values, run_id
         )

@@ -16,7 +16,6 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from nfl_mlops.db import MonitoringRun, session_scope
 from nfl_mlops.monitoring.drift import DriftResult
 from nfl_mlops.monitoring.embeddings import EmbeddingDrift
 from nfl_mlops.monitoring.episodes import EpisodeRule, EpisodeStep, advance, close_stale
@@ -30,6 +29,7 @@ from nfl_mlops.monitoring.monitor import (
 )
 from nfl_mlops.monitoring.performance import PerformanceResult
 from nfl_mlops.monitoring.reference import ReferenceProfile, build_reference, load_reference, save_reference
+from nfl_mlops.monitoring.triggers import record_verdict
 from nfl_mlops.monitoring.window import LiveTarget, targets_in_window, version_window
 from nfl_mlops.settings import get_settings
 
@@ -198,21 +198,17 @@ def record_run(
     summary: dict[str, Any],
 ) -> str:
     """A `MonitoringRun` row: the latest verdict for the API, triggers and the demo."""
-    with session_scope(get_settings().db_url) as s:
-        row = MonitoringRun(
-            model_name=model_name,
-            model_version=version,
-            window_start=start,
-            window_end=end,
-            n_predictions=n,
-            drift_share=result.drift_share if result else 0.0,
-            drift_detected=bool(result and result.dataset_drift),
-            summary=summary,
-            report_path=str(result.html_path) if result and result.html_path else None,
-        )
-        s.add(row)
-        s.flush()
-        return row.id
+    return record_verdict(
+        model_name,
+        version,
+        summary,
+        n_predictions=n,
+        drift_share=result.drift_share if result else 0.0,
+        drift_detected=bool(result and result.dataset_drift),
+        window=(start, end),
+        report_path=str(result.html_path) if result and result.html_path else None,
+        db_url=get_settings().db_url,
+    )
 
 
 @task(name="save-reference-profile", cache_policy=NO_CACHE)

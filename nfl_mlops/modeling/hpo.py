@@ -228,6 +228,76 @@ def run_trial(
     }
 
 
+def tracked_trial(
+    dataset: Any,
+    params: TrainParams,
+    base_model: str,
+    work_dir: Path,
+    name: str,
+    config: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    group: str | None = None,
+    metric: str = "macro_f1",
+    logger: Any = None,
+) -> dict[str, Any]:
+    """One trial as its own tracked run (W&B + a row in `experiments`): fine-tune on `dataset.train`, score
+    on `dataset.val` (`run_trial`). A trial that crashes is a failed trial, not a failed search: its run
+    ends `failed` and the result has value None and the error. The HPO flow's task and the CLI's W&B
+    sweep trial both call this.
+    """
+    from nfl_mlops.tracking.experiments import ExperimentTracker
+
+    logger = logger or log
+    tracker = ExperimentTracker()
+    tracker.start(
+        name,
+        config={
+            "train": {**params.model_dump(), "base_model": base_model},
+            "dataset_version": dataset.version,
+            "sizes": dataset.sizes,
+            "metric": f"val/{metric}",
+            **(config or {}),
+        },
+        tags=tags or ["hpo"],
+        job_type="hpo-trial",
+        group=group,
+    )
+    out: dict[str, Any] = {
+        "experiment_id": tracker.experiment_id,
+        "tracker_run_id": tracker.tracker_run_id,
+        "params": params.model_dump(),
+    }
+    try:
+        result = run_trial(
+            dataset.train["text"].tolist(),
+            dataset.train["label"].tolist(),
+            dataset.val["text"].tolist(),
+            dataset.val["label"].tolist(),
+            params,
+            base_model,
+            work_dir,
+            tracker=tracker,
+            metric=metric,
+        )
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        logger.warning("trial %s failed: %s", name, error)
+        tracker.finish({"error": error[:500]}, status="failed")
+        return {**out, "value": None, "error": error}
+    tracker.finish({**result["metrics"], "train_seconds": result["seconds"], "objective": result["value"]})
+    logger.info(
+        "trial %s: val %s %.4f (lr %.2e, bs %d, epochs %.2f) in %.0fs",
+        name,
+        metric,
+        result["value"],
+        params.learning_rate,
+        params.batch_size,
+        params.epochs,
+        result["seconds"],
+    )
+    return {**out, **result}
+
+
 def wandb_sweep_config(search: HPOParams, project: str | None = None) -> dict[str, Any]:
     """The same search as a W&B sweep (the online option): `wandb sweep` this, then `wandb agent`.
 

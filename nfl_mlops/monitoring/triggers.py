@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from nfl_mlops.db import RetrainingJob, session_scope, utcnow
+from nfl_mlops.db import MonitoringRun, RetrainingJob, session_scope, utcnow
 from nfl_mlops.monitoring.episodes import backoff
 from nfl_mlops.monitoring.thresholds import RETRAIN_BACKOFF_BASE_MINUTES, RETRAIN_BACKOFF_MAX_MINUTES
 
@@ -143,3 +143,33 @@ def update_job(
             row.result = result
         if status in ("completed", "rejected", "failed", "skipped"):
             row.finished_at = utcnow()
+
+
+def record_verdict(
+    model_name: str,
+    version: int | None,
+    summary: dict[str, Any],
+    n_predictions: int = 0,
+    drift_share: float = 0.0,
+    drift_detected: bool = False,
+    window: tuple[datetime, datetime] | None = None,
+    report_path: str | None = None,
+    db_url: str | None = None,
+) -> str:
+    """One monitoring verdict as a `MonitoringRun` row (what triggers, the API and the demo read as the
+    latest state): the monitoring flow's checks and the SDK's `monitor_model_performance` both write here."""
+    with session_scope(db_url) as s:
+        row = MonitoringRun(
+            model_name=model_name,
+            model_version=version,
+            window_start=window[0] if window else None,
+            window_end=window[1] if window else None,
+            n_predictions=n_predictions,
+            drift_share=drift_share,
+            drift_detected=drift_detected,
+            summary=summary,
+            report_path=report_path,
+        )
+        s.add(row)
+        s.flush()
+        return row.id

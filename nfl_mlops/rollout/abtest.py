@@ -279,6 +279,23 @@ def create_record(
         return _info(row)
 
 
+def check_pair(
+    model_a: str, model_b: str, version_a: int | None = None, version_b: int | None = None
+) -> None:
+    """An A/B test compares two versions of one served model (the SDK and the HTTP route both ask here).
+
+    Raises:
+        ValueError: A and B name different models, or (once resolved) the same version.
+    """
+    if model_a != model_b:
+        raise ValueError(
+            "model_a_id and model_b_id must name the same registered model: an A/B test "
+            "compares two versions of one served model"
+        )
+    if version_a is not None and version_a == version_b:
+        raise ValueError(f"A and B are the same version (v{version_a})")
+
+
 def running_test_named(test_name: str, db_url: str | None = None) -> ABTestInfo | None:
     with session_scope(db_url) as s:
         row = s.scalar(

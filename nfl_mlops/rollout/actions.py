@@ -94,9 +94,12 @@ def deploy(
     replica had to confirm it, else `promoting` until the driver sees every live replica serve it.
 
     Raises:
-        RolloutError: another rollout of the model is in progress, or the strategy has nothing to compare with.
+        RolloutError: another rollout of the model is in progress, the strategy has nothing to compare with,
+            or an A/B test named `test_name` is already running.
     """
     strategy = Strategy(strategy)
+    if test_name and abtest.running_test_named(test_name, db_url) is not None:
+        raise rollouts.RolloutError(f"an A/B test named {test_name!r} is already running")
     r = controller.start_rollout(
         model_name,
         version,

@@ -393,6 +393,17 @@ def test_ab_test_through_deployments_and_rollback_stops_it(client, on_v1):
     assert t["traffic_split"] == 30 and t["duration_days"] == 2 and t["deployment_id"] == d["deployment_id"]
     listed = client.get("/mlops/ab-tests", params={"model_id": MODEL}).json()
     assert test_id in {x["test_id"] for x in listed}
+    again = client.post(
+        "/mlops/ab-tests",
+        json={
+            "test_name": t["test_name"],
+            "model_a_id": MODEL,
+            "model_a_version": 1,
+            "model_b_id": MODEL,
+            "model_b_version": GOOD,
+        },
+    )
+    assert again.status_code == 409 and "already running" in again.json()["detail"], again.text
     r = client.post(f"/mlops/deployments/{d['deployment_id']}/rollback", json={"reason": "stop the test"})
     assert r.status_code == 200 and r.json()["model_version"] == 1
     t = client.get(f"/mlops/ab-tests/{test_id}").json()

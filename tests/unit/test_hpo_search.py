@@ -79,3 +79,30 @@ def test_cli_prints_the_sweep(capsys) -> None:
 def test_postgres_urls_use_psycopg3() -> None:
     assert optuna_storage_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert optuna_storage_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_a_trial_that_crashes_is_a_failed_tracked_run_not_a_failed_search(settings, tmp_path):
+    """The one tracked trial (the HPO task's and the CLI sweep trial's): a base model that cannot load."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from nfl_mlops.modeling.hpo import tracked_trial
+    from nfl_mlops.tracking.records import get_experiment
+
+    rows = pd.DataFrame(
+        {"text": ["great game", "awful refs", "kickoff at 8"], "label": ["positive", "negative", "neutral"]}
+    )
+    dataset = SimpleNamespace(train=rows, val=rows, version="ds-test", sizes={"train": 3, "val": 3})
+    result = tracked_trial(
+        dataset,
+        TrainParams(epochs=1, batch_size=2),
+        str(tmp_path / "no-such-base-model"),
+        tmp_path / "trial",
+        name="crashing-trial",
+        tags=["hpo", "test"],
+    )
+    assert result["value"] is None and result["error"]
+    row = get_experiment(settings.db_url, result["experiment_id"])
+    assert row.status == "failed" and row.config["dataset_version"] == "ds-test"
+    assert not (tmp_path / "trial").exists()  # nothing half-written is left

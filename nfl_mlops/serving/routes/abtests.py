@@ -32,16 +32,13 @@ async def create_ab_test(
     """Split traffic between version A and version B of one model (percent on B = `traffic_split`),
     sticky per request `key`. Outcomes come from feedback labels; `GET /ab-tests/{id}` shows the
     statistics and the verdict; when `duration_days` is over, B takes all traffic if it won, else A."""
-    if body.model_a_id != body.model_b_id:
-        raise HTTPException(
-            422,
-            "model_a_id and model_b_id must name the same registered model: an A/B test "
-            "compares two versions of the model this API serves",
-        )
-    a = await asyncio.to_thread(resolve, svc, body.model_a_id, body.model_a_version)
-    b = await asyncio.to_thread(resolve, svc, body.model_b_id, body.model_b_version)
-    if a.version == b.version:
-        raise HTTPException(422, f"A and B are the same version (v{a.version})")
+    try:
+        abtest.check_pair(body.model_a_id, body.model_b_id)
+        a = await asyncio.to_thread(resolve, svc, body.model_a_id, body.model_a_version)
+        b = await asyncio.to_thread(resolve, svc, body.model_b_id, body.model_b_version)
+        abtest.check_pair(a.model_name, b.model_name, a.version, b.version)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
     if a.model_name == svc.model_name and body.environment == svc.environment:  # A serves here too: warm it
         try:
             await asyncio.to_thread(

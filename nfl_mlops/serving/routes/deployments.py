@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from nfl_mlops.registry.store import RegistryError
-from nfl_mlops.rollout import abtest, actions
+from nfl_mlops.rollout import actions
 from nfl_mlops.rollout import state as rollouts
 from nfl_mlops.rollout.records import deployment_out
 from nfl_mlops.serving import schemas as sc
@@ -48,9 +48,6 @@ async def start(
         await asyncio.to_thread(actions.check_servable, svc.registry, model_id, version, loader)
     except actions.NotServable as exc:
         raise HTTPException(422, str(exc)) from exc
-    running = await asyncio.to_thread(abtest.running_test_named, test_name, cfg.db_url) if test_name else None
-    if running is not None:
-        raise HTTPException(409, f"an A/B test named {test_name!r} is already running")
     try:
         r = await asyncio.to_thread(
             actions.deploy,

@@ -21,6 +21,20 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def declared_work_pool(path: Path = ROOT / "prefect.yaml") -> str:
+    """The work pool that `prefect.yaml` sends every deployment to: its one authority (the stack creates
+    it and starts the worker on it)."""
+    import yaml
+
+    spec = yaml.safe_load(path.read_text()) or {}
+    pools = {(d.get("work_pool") or {}).get("name") for d in spec.get("deployments") or []}
+    if len(pools) != 1 or None in pools:
+        raise ValueError(
+            f"{path} must send every deployment to one named work pool, found {sorted(map(str, pools))}"
+        )
+    return str(pools.pop())
+
+
 def free_port(preferred: int) -> int:
     """`preferred` when nothing listens there, else any free port."""
     for port in (preferred, 0):
@@ -54,7 +68,7 @@ class LocalStack:
         self.prefect_port = self.prefect_port or settings.prefect_port
         self.api_port = self.api_port or settings.api_port
         self.host = settings.api_host
-        self.work_pool = settings.work_pool
+        self.work_pool = declared_work_pool()
         self.logs = self.home / "logs"
 
     @property

@@ -3,15 +3,17 @@ performance -> reports -> drift episode (the event only when one opens or its re
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed, State
 
 from nfl_mlops.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED
+from nfl_mlops.lineage import scheduled_start
 from nfl_mlops.monitoring.episodes import EpisodeRule
 from nfl_mlops.monitoring.monitor import MonitoringConfig, MonitoringResult
+from nfl_mlops.monitoring.outcome import check_status, summarize, window_end
 from nfl_mlops.monitoring.thresholds import (
     DRIFT_SHARE_THRESHOLD,
     EMBEDDING_SAMPLE_SIZE,
@@ -22,7 +24,7 @@ from nfl_mlops.monitoring.thresholds import (
 )
 from nfl_mlops.monitoring.window import LiveTarget
 from nfl_mlops.settings import get_settings
-from tasks.alerts import emit, publish_markdown
+from tasks.alerts import emit, publish_link, publish_markdown
 from tasks.drift import (
     assess_window_performance,
     close_stale_episodes,
@@ -36,21 +38,6 @@ from tasks.drift import (
     update_episode,
 )
 from tasks.jobs import reconcile_jobs
-
-
-def _window_end(end: datetime | None) -> datetime:
-    """The window ends at `end`, else at the run's scheduled time (so backfills work), else now."""
-    if end is not None:
-        return end if end.tzinfo else end.replace(tzinfo=UTC)
-    try:
-        from prefect.runtime import flow_run
-
-        scheduled = flow_run.scheduled_start_time
-        if scheduled is not None:
-            return datetime.fromisoformat(str(scheduled)).astimezone(UTC)
-    except Exception:
-        pass
-    return datetime.now(UTC)
 
 
 @flow(name="monitoring", log_prints=True)
@@ -93,7 +80,9 @@ def monitoring_flow(
         max_drop=max_performance_drop,
     )
     rule = EpisodeRule(persistence=persistence, strong_share=strong_share, clear_checks=clear_checks)
-    stop = _window_end(end) + timedelta(seconds=1)  # include predictions logged in the scheduled second
+    stop = window_end(end, scheduled_start()) + timedelta(
+        seconds=1
+    )  # include predictions logged in the scheduled second
     start = stop - timedelta(hours=window_hours)
 
     # Jobs that no run will close (a killed worker): failed, their episodes free to retry after a back-off
@@ -110,48 +99,9 @@ def monitoring_flow(
         for target, since in targets
     ]
 
-    # Result
-    judged = [o for o in outcomes if o["status"] != "skipped"]
-    out = dict(
-        judged[0]
-        if judged
-        else {"status": "skipped", "n_predictions": sum(o["n_predictions"] for o in outcomes)}
-    )
-    out.update(
-        versions=[
-            {
-                k: o.get(k)
-                for k in (
-                    "model_version",
-                    "arm",
-                    "status",
-                    "n_predictions",
-                    "drift_share",
-                    "performance_degraded",
-                    "episode",
-                    "events",
-                    "monitoring_run_id",
-                )
-            }
-            for o in outcomes
-        ],
-        events=[e for o in outcomes for e in o.get("events", [])],
-        closed_episodes=closed,
-        orphaned_jobs=orphaned,
-    )
-    actions = [(o.get("episode") or {}).get("action") for o in judged]
-    if not judged:
-        why = "; ".join(f"v{o['model_version']}: {o['reason']}" for o in outcomes) or "no version served"
-        return Completed(name="Skipped", message=f"nothing judged ({why})", data=out)
-    summary = "; ".join(
-        f"v{o['model_version']} {o['status']} (episode: {(o.get('episode') or {}).get('action')})"
-        for o in judged
-    )
-    if "opened" in actions:
-        return Completed(name="EpisodeOpened", message=summary, data=out)
-    if any(o["status"] != "ok" for o in judged):
-        return Completed(name="Alarm", message=summary, data=out)
-    return Completed(message=summary, data=out)
+    # Result: a run that decides nothing says so in its state's name
+    name, message, out = summarize(outcomes, closed, orphaned)
+    return Completed(name=name, message=message, data=out) if name else Completed(message=message, data=out)
 
 
 def check_version(
@@ -217,13 +167,11 @@ def check_version(
         "monitoring-report", result.to_markdown(title), f"{model_name} v{version}, {len(window)} predictions"
     )
     if result.drift.html_path is not None:
-        from prefect.artifacts import create_link_artifact
-
-        create_link_artifact(
-            key="drift-report-html",
-            link=result.drift.html_path.resolve().as_uri(),
-            link_text=result.drift.html_path.name,
-            description="Evidently HTML report",
+        publish_link(
+            "drift-report-html",
+            result.drift.html_path.resolve().as_uri(),
+            result.drift.html_path.name,
+            "Evidently HTML report",
         )
 
     # Episode -> alert
@@ -247,7 +195,7 @@ def check_version(
             },
         )
         emitted.append(event)
-    status = "drift" if result.drift.dataset_drift else "degraded" if performance.degraded else "ok"
+    status = check_status(result.drift.dataset_drift, performance.degraded)
     return {
         "status": status,
         "monitoring_run_id": run_id,

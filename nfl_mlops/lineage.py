@@ -9,6 +9,7 @@ state DB (no call to W&B, the Hub or the feature store).
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,17 @@ def current_flow_run_id() -> str | None:
         from prefect.runtime import flow_run
 
         return str(flow_run.id) if flow_run.id else None
+    except Exception:  # not in a flow, or prefect not importable
+        return None
+
+
+def scheduled_start() -> datetime | None:
+    """The scheduled start time of the caller's Prefect flow run, if it runs inside one."""
+    try:
+        from prefect.runtime import flow_run
+
+        scheduled = flow_run.scheduled_start_time
+        return None if scheduled is None else datetime.fromisoformat(str(scheduled)).astimezone(UTC)
     except Exception:  # not in a flow, or prefect not importable
         return None
 

@@ -152,11 +152,6 @@ class Settings(BaseSettings):
         validation_alias=_env("MLOPS_PREFECT_PORT"),
         description="Port of the local Prefect server (`up`, `demo`; another free one when taken).",
     )
-    work_pool: str = Field(
-        "nfl-mlops-process",
-        validation_alias=_env("MLOPS_WORK_POOL"),
-        description="Prefect process work pool of the local stack; prefect.yaml names the same.",
-    )
 
     def backends(self) -> dict[str, Any]:
         """Which backend each concern uses with these settings (for status answers; no secret in it)."""

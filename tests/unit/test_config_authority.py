@@ -64,10 +64,13 @@ def test_strategies_in_prefect_yaml_are_known() -> None:
 
 
 def test_the_work_pool_is_named_once() -> None:
+    """prefect.yaml names it (once, by an anchor); the stack creates and polls what prefect.yaml says."""
+    from deployments.stack import declared_work_pool
     from nfl_mlops.settings import Settings
 
     pools = {d["work_pool"]["name"] for d in _spec()["deployments"]}
-    assert pools == {Settings().work_pool}
+    assert len(pools) == 1 and declared_work_pool() == pools.pop()
+    assert "work_pool" not in Settings.model_fields
 
 
 def test_cli_and_stack_take_ports_from_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -84,7 +87,7 @@ def test_cli_and_stack_take_ports_from_the_settings(monkeypatch: pytest.MonkeyPa
     try:
         stack = LocalStack(home=tmp_path)
         assert (stack.api_port, stack.prefect_port) == (8123, 4321)
-        assert stack.work_pool == get_settings().work_pool
+        assert stack.work_pool == "nfl-mlops-process"
     finally:
         monkeypatch.delenv("MLOPS_API_PORT")
         monkeypatch.delenv("MLOPS_PREFECT_PORT")

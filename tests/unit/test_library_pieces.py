@@ -1,0 +1,98 @@
+"""Pure pieces that flows, tasks and the CLI call: how a monitoring run ends, what a training run reports,
+version allocation under a conflict, and the rollout's check interval."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from nfl_mlops.modeling.report import confusion_ids, misclassified, tracker_summary
+from nfl_mlops.monitoring.outcome import check_status, summarize, window_end
+
+
+def _check(version: int, status: str, action: str | None = None, events: list[str] | None = None) -> dict:
+    return {
+        "model_version": version,
+        "arm": "stable",
+        "status": status,
+        "n_predictions": 100,
+        "reason": "too few" if status == "skipped" else "",
+        "episode": {"action": action} if action else None,
+        "events": events or [],
+    }
+
+
+def test_window_end_prefers_the_given_end_then_the_schedule_and_is_always_aware() -> None:
+    naive = datetime(2026, 1, 1, 12)
+    scheduled = datetime(2026, 1, 2, 3, tzinfo=UTC)
+    now = datetime(2026, 1, 3, tzinfo=UTC)
+    assert window_end(naive, scheduled, now) == naive.replace(tzinfo=UTC)
+    assert window_end(None, scheduled, now) == scheduled
+    assert window_end(None, None, now) == now
+    assert window_end(None, None).tzinfo is not None
+
+
+def test_a_monitoring_run_ends_in_a_state_that_says_what_it_decided() -> None:
+    assert check_status(True, True) == "drift" and check_status(False, True) == "degraded"
+    assert check_status(False, False) == "ok"
+    name, message, out = summarize([_check(1, "skipped")])
+    assert name == "Skipped" and "v1: too few" in message and out["status"] == "skipped"
+    assert summarize([])[0] == "Skipped" and "no version served" in summarize([])[1]
+    opened = [_check(1, "ok"), _check(2, "drift", "opened", ["nfl-mlops.drift.detected"])]
+    name, message, out = summarize(opened, closed_episodes=["e0"], orphaned_jobs=[{"job_id": "j"}])
+    assert name == "EpisodeOpened" and "v2 drift (episode: opened)" in message
+    assert out["model_version"] == 1 and [v["model_version"] for v in out["versions"]] == [1, 2]
+    assert out["events"] == ["nfl-mlops.drift.detected"] and out["closed_episodes"] == ["e0"]
+    assert out["orphaned_jobs"] == [{"job_id": "j"}]
+    assert summarize([_check(1, "degraded", "pending")])[0] == "Alarm"
+    name, message, _ = summarize([_check(1, "ok", "clear"), _check(2, "skipped")])
+    assert name is None and "v1 ok" in message  # all judged versions clear: a plain Completed
+
+
+def test_what_a_training_run_reports() -> None:
+    proba = np.array([[0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.1, 0.7, 0.2]])
+    labels = ["negative", "negative", "positive"]
+    wrong = misclassified(["a", "b", "c"], labels, proba)
+    assert wrong == [("b", "negative", "positive", 0.5), ("c", "positive", "neutral", 0.7)]
+    assert misclassified(["a", "b", "c"], labels, proba, limit=1) == wrong[:1]
+    assert confusion_ids(labels, proba) == ([0, 0, 2], [0, 2, 1])
+    summary = tracker_summary(
+        {"test": {"accuracy": 0.5, "n": 3}}, {"test": {"accuracy": 0.4}}, train_seconds=1.5
+    )
+    assert summary == {"test/accuracy": 0.5, "baseline/test/accuracy": 0.4, "train_seconds": 1.5}
+
+
+def test_version_allocation_takes_the_next_number_after_a_conflict(settings) -> None:
+    """Two writers race for v1 of a feature group on the real state DB: the loser gets v2."""
+    import uuid
+
+    from sqlalchemy.exc import IntegrityError
+
+    from nfl_mlops.versions import allocate
+
+    tried: list[int] = []
+    taken = {1}
+
+    def create(_session, number: int) -> int:
+        tried.append(number)
+        if number in taken:
+            raise IntegrityError("INSERT", {}, Exception("unique constraint"))
+        return number
+
+    current = iter([0, 1])
+    assert allocate(settings.db_url, lambda s: next(current), create, f"fg-{uuid.uuid4().hex[:6]}") == 2
+    assert tried == [1, 2]
+    with pytest.raises(RuntimeError, match="after 3 attempts"):
+        allocate(settings.db_url, lambda s: 0, create, "always taken", attempts=3)
+    assert allocate(settings.db_url, lambda s: 0, create, "same content", on_conflict=lambda: 7) == 7
+
+
+def test_the_check_interval_of_a_rollout() -> None:
+    from nfl_mlops.rollout.strategies import DEFAULT_CHECK_SECONDS, check_interval
+
+    assert check_interval("blue_green", None) == DEFAULT_CHECK_SECONDS
+    assert check_interval("canary", {"check_seconds": 0.5}) == 0.5
+    assert check_interval("shadow", {"check_seconds": 2, "min_requests": 10}) == 2.0
+    assert timedelta(seconds=check_interval("canary", None)) > timedelta(0)

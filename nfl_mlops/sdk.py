@@ -341,8 +341,8 @@ class MLOpsService:
         model_a_version: int | str,
         model_b_id: str,
         model_b_version: int | str,
-        traffic_split: float = 50.0,
-        duration_days: float = 7.0,
+        traffic_split: float | None = None,
+        duration_days: float | None = None,
         environment: str = "production",
         **params: Any,
     ) -> str:
@@ -362,7 +362,8 @@ class MLOpsService:
         b = await asyncio.to_thread(self._servable, model_b_id, model_b_version, True)
         abtest.check_pair(a.model_name, b.model_name, a.version, b.version)
         db_url = self.settings.db_url
-        typed = ABTestParams(traffic_split=traffic_split, duration_days=duration_days, **params)
+        given = {"traffic_split": traffic_split, "duration_days": duration_days}
+        typed = ABTestParams(**{k: v for k, v in given.items() if v is not None}, **params)  # defaults: once
         r = await asyncio.to_thread(
             actions.deploy,
             self.registry,

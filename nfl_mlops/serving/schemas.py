@@ -248,8 +248,12 @@ class CreateABTestRequest(_Strict):
         description="Registered model of arm B; the same model as A (the API serves versions of one model).",
     )
     model_b_version: VersionRef
-    traffic_split: float = Field(50.0, gt=0, lt=100, description="Percent of traffic on B.")
-    duration_days: float = Field(7.0, gt=0, le=365, description="How long the test runs.")
+    traffic_split: float = Field(
+        ABTestParams().traffic_split, gt=0, lt=100, description="Percent of traffic on B."
+    )
+    duration_days: float = Field(
+        ABTestParams().duration_days, gt=0, le=365, description="How long the test runs."
+    )
     min_samples: int = Field(
         ABTestParams().min_samples,
         ge=1,
@@ -259,7 +263,9 @@ class CreateABTestRequest(_Strict):
     alpha: float = Field(
         ABTestParams().alpha, gt=0, lt=0.5, description="Significance level (two-sided z-test)."
     )
-    promote_winner: bool = Field(True, description="When the test ends and B won, move all traffic to B.")
+    promote_winner: bool = Field(
+        ABTestParams().promote_winner, description="When the test ends and B won, move all traffic to B."
+    )
     environment: str = Field("production", min_length=1, max_length=50, description="Environment.")
     check_seconds: float = Field(
         ABTestParams().check_seconds,

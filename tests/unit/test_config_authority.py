@@ -112,3 +112,31 @@ def test_a_strategy_typo_is_refused_before_any_work() -> None:
 
     with pytest.raises(ValidationError):
         DeployRequest(model_id="m", model_version=1, strategy="canery")
+
+
+def test_ab_test_defaults_are_the_strategy_settings() -> None:
+    """The HTTP request and the SDK take the A/B test's defaults from `ABTestParams`, never restate them."""
+    import inspect
+
+    from nfl_mlops.rollout.strategies import ABTestParams
+    from nfl_mlops.sdk import MLOpsService
+    from nfl_mlops.serving.schemas import CreateABTestRequest
+
+    d = ABTestParams()
+    fields = CreateABTestRequest.model_fields
+    for k in ("traffic_split", "duration_days", "min_samples", "alpha", "promote_winner", "check_seconds"):
+        assert fields[k].default == getattr(d, k), k
+    sdk = inspect.signature(MLOpsService.create_ab_test).parameters
+    assert sdk["traffic_split"].default is None and sdk["duration_days"].default is None
+
+
+def test_prefect_yaml_triggers_expect_the_library_event_names() -> None:
+    from nfl_mlops import events
+
+    expected = {
+        e for d in _spec()["deployments"] for t in d.get("triggers") or [] for e in t.get("expect") or []
+    }
+    assert expected == {
+        events.event_name(events.DRIFT_DETECTED),
+        events.event_name(events.PERFORMANCE_DEGRADED),
+    }

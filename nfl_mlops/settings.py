@@ -172,6 +172,11 @@ class Settings(BaseSettings):
         return self.deployments_dir or self.mlops_home / "deployments"
 
     @property
+    def datasets_path(self) -> Path:
+        """The dataset store: immutable training datasets, one folder per content-hash version."""
+        return self.mlops_home / "datasets"
+
+    @property
     def reports_path(self) -> Path:
         return self.mlops_home / "reports"
 

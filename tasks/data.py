@@ -21,7 +21,7 @@ def build_dataset(params: DataParams, model_name: str) -> tuple[TrainingData, Pa
     base = load_base(params.source)
     feedback = labelled_feedback(model_name, db_url=settings.db_url) if params.include_feedback else None
     data = build_training_data(params, base, feedback)
-    folder = data.save(settings.mlops_home / "datasets")
+    folder = data.save(settings.datasets_path)
     logger.info(
         "dataset %s: %s (feedback rows %s) -> %s",
         data.version,

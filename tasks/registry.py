@@ -28,7 +28,7 @@ def score_for_gate(candidate: Candidate, metric: Metric) -> tuple[VersionInfo | 
 
     registry = Registry.from_settings()
     champion = registry.get_alias(candidate.model_name, "champion")
-    data = TrainingData.load(Path(candidate.dataset_dir))
+    data = TrainingData.load_verified(Path(candidate.dataset_dir), get_settings().datasets_path)
     golden = load_golden(get_settings().mlops_home, candidate.model_name)
 
     def load_reference():
@@ -59,7 +59,7 @@ def score_for_gate(candidate: Candidate, metric: Metric) -> tuple[VersionInfo | 
 @task(name="fix-golden-set", cache_policy=NO_CACHE)
 def fix_golden_set(candidate: Candidate, version: int, metric: Metric, test_score: float) -> dict[str, Any]:
     """Keep this version's test split as the model's golden set, once (the first version that passes)."""
-    data = TrainingData.load(Path(candidate.dataset_dir))
+    data = TrainingData.load_verified(Path(candidate.dataset_dir), get_settings().datasets_path)
     golden = save_golden(
         get_settings().mlops_home,
         candidate.model_name,

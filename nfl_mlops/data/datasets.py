@@ -94,6 +94,32 @@ class TrainingData:
         manifest.pop("sizes", None)
         return cls(**frames, description=manifest)
 
+    @classmethod
+    def load_verified(cls, folder: Path, store: Path) -> TrainingData:
+        """A dataset the gate may score on: a version folder of the project's dataset store (`store`, where
+        the training flow writes them) whose content still hashes to its version.
+
+        The registration flow is a deployment: a caller names the candidate's dataset folder. Scoring only
+        stored, unchanged datasets means nobody can hand the gate easier rows than the training flow made.
+
+        Raises:
+            ValueError: the folder is outside the store, or its content was changed after it was written.
+        """
+        path, root = Path(folder).resolve(), Path(store).resolve()
+        if path.parent != root:
+            raise ValueError(
+                f"dataset folder {folder} is not a version of the dataset store {root}: the gate scores only "
+                "datasets written by the training flow"
+            )
+        if not (path / "manifest.json").is_file():
+            raise ValueError(f"no dataset version {path.name} in the dataset store {root}")
+        data = cls.load(path)
+        if data.version != path.name:
+            raise ValueError(
+                f"dataset {path.name} was changed after it was written (its content hashes to {data.version})"
+            )
+        return data
+
 
 def load_base(source: str) -> pd.DataFrame:
     """The prepared base data: the packaged corpus, or a user's CSV/Parquet (validated first)."""

@@ -147,3 +147,28 @@ def test_good_candidate_passes_with_recent_improvement(world, settings):
     info = Registry.from_settings().get(MODEL, result.version)
     assert info.status == "ready" and "challenger" in info.aliases
     assert info.lineage["gate"]["sets"]["recent"]["mcnemar"]["p_value"] < 0.05
+
+
+def test_the_gate_scores_only_unchanged_datasets_of_the_store(world):
+    """A caller of the registration deployment names the dataset: one copied elsewhere (rows of its choice)
+    or edited in place after it was written is refused before anything is scored or registered."""
+    import shutil
+
+    import pandas as pd
+
+    from flows.registration import registration_flow
+    from nfl_mlops.registry.store import Registry
+
+    model = Registry.from_settings().get(MODEL, 1).path
+    before = len(Registry.from_settings().list_versions(MODEL))
+    elsewhere = world.tmp / "elsewhere" / Path(world.dir2).name
+    shutil.copytree(world.dir2, elsewhere)
+    with pytest.raises(ValueError, match="not a version of the dataset store"):
+        registration_flow(_candidate(Path(model), elsewhere))
+    edited = Path(world.dir2).parent / ("0" * 16)
+    shutil.copytree(world.dir2, edited)
+    test = pd.read_parquet(edited / "test.parquet")
+    test.iloc[:20].to_parquet(edited / "test.parquet", index=False)  # easier rows, same folder name
+    with pytest.raises(ValueError, match="changed after it was written"):
+        registration_flow(_candidate(Path(model), edited))
+    assert len(Registry.from_settings().list_versions(MODEL)) == before

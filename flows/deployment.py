@@ -17,8 +17,10 @@ serves it (`nfl_mlops.rollout.replicas`); a replica that cannot load the version
 from __future__ import annotations
 
 from prefect import flow
+from prefect.runtime import flow_run as this_run
 
 from nfl_mlops.lineage import current_flow_run_id
+from nfl_mlops.naming import run_name
 from nfl_mlops.rollout.controller import report_markdown
 from nfl_mlops.rollout.replicas import CONFIRM_TIMEOUT_S
 from nfl_mlops.rollout.state import RolloutInfo, get_rollout
@@ -28,7 +30,7 @@ from tasks.alerts import emit, publish_markdown
 from tasks.rollout import hold_step, start_rollout, warm_and_smoke_test
 
 
-@flow(name="deployment", log_prints=True)
+@flow(name="deployment", log_prints=True, flow_run_name=lambda: run_name("deployment", this_run.parameters))
 def deployment_flow(
     version: str = "challenger",
     model_name: str | None = None,

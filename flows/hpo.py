@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run as this_run
 
 from flows.registration import registration_flow
 from flows.training import training_flow
@@ -20,12 +21,13 @@ from nfl_mlops.modeling.hpo import (
     search_summary,
 )
 from nfl_mlops.modeling.params import DataParams, TrainParams
+from nfl_mlops.naming import run_name
 from nfl_mlops.settings import get_settings
 from tasks.data import build_dataset
 from tasks.hpo import tracked_trial
 
 
-@flow(name="hpo", log_prints=True)
+@flow(name="hpo", log_prints=True, flow_run_name=lambda: run_name("hpo", this_run.parameters))
 def hpo_flow(
     data: DataParams = DataParams(max_train_samples=HPO_TRAIN_SAMPLES, max_eval_samples=HPO_EVAL_SAMPLES),
     train: TrainParams = TrainParams(),

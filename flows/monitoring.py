@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run as this_run
 from prefect.states import Completed, State
 
 from nfl_mlops.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED
@@ -23,6 +24,7 @@ from nfl_mlops.monitoring.thresholds import (
     PERFORMANCE_MAX_DROP,
 )
 from nfl_mlops.monitoring.window import LiveTarget
+from nfl_mlops.naming import run_name
 from nfl_mlops.settings import get_settings
 from tasks.alerts import emit, publish_link, publish_markdown
 from tasks.drift import (
@@ -40,7 +42,7 @@ from tasks.drift import (
 from tasks.jobs import reconcile_jobs
 
 
-@flow(name="monitoring", log_prints=True)
+@flow(name="monitoring", log_prints=True, flow_run_name=lambda: run_name("monitoring", this_run.parameters))
 def monitoring_flow(
     model_name: str | None = None,
     window_hours: float = 24.0,

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run as this_run
 
 from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.candidate import Candidate, RegistrationResult
+from nfl_mlops.naming import run_name
 from nfl_mlops.registry.gate import GateParams, independent_gate, reported_scores
 from nfl_mlops.reports import registration_markdown
 from tasks.alerts import publish_markdown
 from tasks.registry import fix_golden_set, mirror_to_hub, register_version, score_for_gate, set_alias
 
 
-@flow(name="registration", log_prints=True)
+@flow(
+    name="registration", log_prints=True, flow_run_name=lambda: run_name("registration", this_run.parameters)
+)
 def registration_flow(
     candidate: Candidate,
     gate: GateParams = GateParams(),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
+from prefect.runtime import flow_run as this_run
 from prefect.states import Completed, State
 
 from flows.deployment import deployment_flow
@@ -13,13 +14,14 @@ from flows.training import training_flow
 from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.params import DataParams, TrainParams
 from nfl_mlops.monitoring.thresholds import RETRAIN_COOLDOWN_MINUTES, RETRAIN_DAILY_BUDGET
+from nfl_mlops.naming import run_name, run_tags
 from nfl_mlops.retraining import champion_recipe, outcome_status, reason_kind, require_recent_improvement
 from nfl_mlops.rollout.strategies import CanaryParams, Strategy, retraining_canary
 from nfl_mlops.settings import get_settings
 from tasks.jobs import close_job, open_job, reconcile_jobs
 
 
-@flow(name="retraining", log_prints=True)
+@flow(name="retraining", log_prints=True, flow_run_name=lambda: run_name("retraining", this_run.parameters))
 def retraining_flow(
     reason: str = "scheduled",
     trigger: str = "manual",
@@ -110,10 +112,12 @@ def retraining_flow(
 
     # Train -> register -> deploy
     try:
-        candidate = training_flow(data=data, train=train, model_name=model_name)
-        registration = registration_flow(
-            candidate, require_recent_improvement=require_recent_improvement(kind)
-        )
+        labels = {"trigger": trigger, "reason": kind, "episode": admission.episode_id}
+        with tags(*run_tags(model_name, **labels)):
+            candidate = training_flow(data=data, train=train, model_name=model_name)
+            registration = registration_flow(
+                candidate, require_recent_improvement=require_recent_improvement(kind)
+            )
         result: dict[str, Any] = {
             "job_id": job_id,
             "version": registration.version,
@@ -125,14 +129,15 @@ def retraining_flow(
         }
         rollout = None
         if registration.passed:
-            rollout = deployment_flow(
-                version=str(registration.version),
-                model_name=model_name,
-                strategy=strategy,
-                api_url=api_url,
-                reason=f"retraining: {reason}",
-                canary=canary,
-            )
+            with tags(*run_tags(model_name, registration.version, **labels)):
+                rollout = deployment_flow(
+                    version=str(registration.version),
+                    model_name=model_name,
+                    strategy=strategy,
+                    api_url=api_url,
+                    reason=f"retraining: {reason}",
+                    canary=canary,
+                )
             result.update(deployment_id=rollout.id, strategy=str(strategy))
         status = outcome_status(
             registration.passed,

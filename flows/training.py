@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from prefect import flow
+from prefect.runtime import flow_run as this_run
 
 from nfl_mlops.lineage import current_flow_run_id, git_sha
 from nfl_mlops.modeling.candidate import Candidate
@@ -17,6 +18,7 @@ from nfl_mlops.modeling.report import (
     misclassified,
     tracker_summary,
 )
+from nfl_mlops.naming import run_name
 from nfl_mlops.reports import training_markdown
 from nfl_mlops.settings import get_settings
 from tasks.alerts import publish_markdown
@@ -28,7 +30,7 @@ from tasks.tracking import draw_model_plots, finish_tracking, start_tracking
 from tasks.training import fine_tune_model
 
 
-@flow(name="training", log_prints=True)
+@flow(name="training", log_prints=True, flow_run_name=lambda: run_name("training", this_run.parameters))
 def training_flow(
     data: DataParams = DataParams(),
     train: TrainParams = TrainParams(),

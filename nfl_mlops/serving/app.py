@@ -78,6 +78,10 @@ async def _drive_rollouts(app: FastAPI) -> None:
             log.warning("rollout driver: %s: %s", type(exc).__name__, exc)
 
 
+DOCS_ASSETS = "/mlops/docs-assets"
+"""Where the API serves the Swagger UI and ReDoc assets (fastapi-offline's packaged copies)."""
+
+
 def create_app(settings: Any = None) -> FastAPI:
     """Build the app; the model loads lazily when the first rollout is seen."""
     from nfl_mlops.serving.routes import routers
@@ -101,7 +105,11 @@ def create_app(settings: Any = None) -> FastAPI:
                 pass
             await service.stop()
 
-    app = FastAPI(
+    from fastapi_offline import FastAPIOffline
+
+    # /docs and /redoc load Swagger UI and ReDoc from assets packaged with the service, never from a CDN
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="NFL Sentiment MLOps",
         version="0.1.0",
         description="Predictions, model registry, rollouts (blue-green, canary, shadow, A/B), experiments, "

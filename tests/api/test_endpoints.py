@@ -462,3 +462,20 @@ def test_openapi_documents_every_endpoint(client):
     ):
         for field, prop in schemas[name]["properties"].items():
             assert prop.get("description"), f"{name}.{field} has no description"
+
+
+def test_api_docs_render_from_assets_the_service_serves_itself(client):
+    """/docs and /redoc work with no network: every script and stylesheet they load comes from this server."""
+    import re
+
+    for page in ("/docs", "/redoc"):
+        r = client.get(page)
+        assert r.status_code == 200 and "text/html" in r.headers["content-type"], page
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png))"', r.text)
+        assert assets, page
+        assert not [a for a in assets if a.startswith(("http://", "https://", "//"))], (page, assets)
+        for asset in assets:
+            got = client.get(asset)
+            assert got.status_code == 200 and len(got.content) > 1000, asset
+    spec = client.get("/openapi.json").json()
+    assert not [p for p in spec["paths"] if p.startswith("/mlops/docs-assets")]  # not part of the API

@@ -68,6 +68,23 @@ def test_pipeline_registers_and_deploys_a_real_model(v1, settings):
     assert rollout is not None and rollout.version == 1 and rollout.strategy == "blue_green"
 
 
+def test_runs_are_named_and_tagged_in_prefect(v1):
+    """The real server lists the pipeline's runs by what they did, the subflows tagged with model and version."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = {r.name: r for r in client.read_flow_runs(limit=200)}
+    for name in (
+        f"pipeline-{MODEL}-blue_green",
+        f"train-{MODEL}",
+        f"register-{MODEL}",
+        f"deploy-{MODEL}-v1-blue_green",
+    ):
+        assert name in runs, sorted(runs)
+    assert {f"model:{MODEL}", "trigger:pipeline"} <= set(runs[f"train-{MODEL}"].tags)
+    assert {f"model:{MODEL}", "version:v1"} <= set(runs[f"deploy-{MODEL}-v1-blue_green"].tags)
+
+
 def test_training_is_tracked_offline(v1, settings):
     from nfl_mlops.registry.store import Registry
     from nfl_mlops.tracking.experiments import list_experiments

@@ -15,9 +15,16 @@ from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.params import DataParams, TrainParams
 from nfl_mlops.monitoring.thresholds import RETRAIN_COOLDOWN_MINUTES, RETRAIN_DAILY_BUDGET
 from nfl_mlops.naming import run_name, run_tags
-from nfl_mlops.retraining import champion_recipe, outcome_status, reason_kind, require_recent_improvement
+from nfl_mlops.retraining import (
+    champion_recipe,
+    outcome_status,
+    reason_kind,
+    require_recent_improvement,
+    summary_markdown,
+)
 from nfl_mlops.rollout.strategies import CanaryParams, Strategy, retraining_canary
 from nfl_mlops.settings import get_settings
+from tasks.alerts import publish_markdown
 from tasks.jobs import close_job, open_job, reconcile_jobs
 
 
@@ -152,4 +159,11 @@ def retraining_flow(
         close_job(job_id, "failed", {"error": f"{type(exc).__name__}: {exc}"}, admission.episode_id)
         raise
     result["episode"] = close_job(job_id, status, result, admission.episode_id, registration.version)
+
+    # Report (on this run, beside the subflows' own)
+    publish_markdown(
+        "retraining-summary",
+        summary_markdown(model_name, trigger, reason, result),
+        f"{model_name} retraining: {status}, v{registration.version}",
+    )
     return Completed(message=f"retraining {status}: v{registration.version}", data=result)

@@ -627,3 +627,36 @@ def trigger_check(
         recent_episodes=[e.to_payload() for e in recent_eps],
         declared_from=source,
     )
+
+
+def summary_markdown(model_name: str, trigger: str, reason: str, result: dict[str, Any]) -> str:
+    """The retraining run's own report: what started it, the gate's decision with its intervals, the
+    rollout's outcome, and where the subflows' reports are (their runs are tagged with the model)."""
+    lines = [
+        f"# Retraining of {model_name}: {result.get('status', '?')}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| trigger | {trigger} ({result.get('kind', reason_kind(reason))}) |",
+        f"| reason | {_cell(reason)} |",
+        f"| drift episode | {result.get('episode_id') or '-'} |",
+        f"| job | {result.get('job_id', '-')} |",
+        f"| candidate | v{result.get('version', '?')} ({'passed' if result.get('passed') else 'rejected'} by the gate) |",
+    ]
+    if result.get("deployment_id"):
+        lines.append(
+            f"| rollout | {result.get('strategy')} {result['deployment_id']}: {result.get('status')} |"
+        )
+    if result.get("rollback_reason"):
+        lines.append(f"| rolled back because | {_cell(result['rollback_reason'])} |")
+    lines += ["", "## Gate", ""] + [f"- {_cell(r)}" for r in result.get("reasons") or []]
+    lines += [
+        "",
+        "Reports of the subflows: the `training-report`, `registration-gate` and rollout artifacts of the "
+        f"runs tagged `model:{model_name}` that this run started.",
+    ]
+    return "\n".join(lines)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")

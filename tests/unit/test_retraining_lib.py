@@ -108,3 +108,31 @@ def test_the_library_does_not_import_the_serving_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_retraining_summary_says_what_started_it_and_what_came_of_it() -> None:
+    from nfl_mlops.retraining import summary_markdown
+
+    result = {
+        "status": "rolled_back",
+        "kind": "drift",
+        "job_id": "job-1",
+        "episode_id": "ep-1",
+        "version": 3,
+        "passed": True,
+        "deployment_id": "dep-9",
+        "strategy": "canary",
+        "rollback_reason": "latency_p95 | 1200 ms > 300 ms",
+        "reasons": ["test: difference -0.0122 [-0.0495, +0.0241]; non-inferior"],
+    }
+    md = summary_markdown("m", "automation", "drift: 11/11 signals", result)
+    assert md.startswith("# Retraining of m: rolled_back")
+    for fragment in (
+        "automation (drift)",
+        "ep-1",
+        "v3 (passed by the gate)",
+        "canary dep-9",
+        "[-0.0495, +0.0241]",
+    ):
+        assert fragment in md, fragment
+    assert "latency_p95 \\| 1200 ms" in md  # a pipe in a reason does not break the table

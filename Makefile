@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-postgres lint up serve bench clean
+.PHONY: install demo test test-fast test-postgres lint up serve bench clean ops-tools
 
 install: $(STAMP)
 
@@ -40,6 +40,14 @@ test-fast: install
 # The whole suite once more with the state DB on PostgreSQL (CI sets the URL).
 test-postgres: install
 	MLOPS_TEST_DATABASE_URL=$${MLOPS_TEST_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} $(PY) -m pytest
+
+# promtool for the operations kit's tests (deployments/observability); Debian's prometheus package.
+ops-tools:
+	@command -v promtool >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus \
+		|| { $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }; }
+	@promtool --version | head -1
 
 up: install
 	$(VENV)/bin/nfl-mlops up

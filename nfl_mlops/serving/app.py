@@ -70,6 +70,7 @@ async def _drive_rollouts(app: FastAPI) -> None:
             out = await asyncio.to_thread(controller.tick, r.id, None, settings.db_url, svc.registry)
             if out.applied:
                 log.info("deployment %s: %s (%s)", r.id, out.decision.action, out.decision.reason)
+                svc.metrics.rollout_actions.labels(out.decision.action).inc()
                 await asyncio.to_thread(controller.emit_best_effort, out)
                 await svc.refresh()
         except asyncio.CancelledError:

@@ -47,3 +47,21 @@ class ServingMetrics:
             "nfl_mlops_prediction_log_queued", "Predictions waiting to be written", registry=r
         )
         self.serving_version = Gauge("nfl_mlops_serving_version", "Version of the stable arm", registry=r)
+        self.arm_weight = Gauge(
+            "nfl_mlops_arm_weight",
+            "Percent of traffic on each arm of the rollout this replica serves (shadow arms: 0)",
+            ["arm", "model_version"],
+            registry=r,
+        )
+        self.rollout_actions = Counter(
+            "nfl_mlops_rollout_actions_total",
+            "Rollout decisions this replica's driver applied (promote, rollback, step, confirm, ...)",
+            ["action"],
+            registry=r,
+        )
+
+    def set_arms(self, arms: dict) -> None:
+        """The served traffic split, replacing the previous one (arms that ended disappear)."""
+        self.arm_weight.clear()
+        for arm, spec in arms.items():
+            self.arm_weight.labels(arm, str(spec.get("version"))).set(float(spec.get("weight", 0.0) or 0.0))

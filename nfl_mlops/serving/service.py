@@ -277,6 +277,7 @@ class PredictionService:
                             await batcher.close()
                 stable = rollout.arms.get("stable", {}).get("version", rollout.version)
                 self.metrics.serving_version.set(int(stable))
+                self.metrics.set_arms(rollout.arms)
                 self.rollout = rollout
             else:
                 self.rollout = None

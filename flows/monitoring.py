@@ -26,7 +26,7 @@ from nfl_mlops.monitoring.thresholds import (
 from nfl_mlops.monitoring.window import LiveTarget
 from nfl_mlops.naming import run_name
 from nfl_mlops.settings import get_settings
-from tasks.alerts import emit, publish_link, publish_markdown
+from tasks.alerts import emit, publish_markdown
 from tasks.drift import (
     assess_window_performance,
     close_stale_episodes,
@@ -35,6 +35,7 @@ from tasks.drift import (
     load_targets,
     load_version_reference,
     load_window,
+    publish_drift_report,
     publish_to_workspace,
     record_run,
     update_episode,
@@ -168,13 +169,17 @@ def check_version(
     publish_markdown(
         "monitoring-report", result.to_markdown(title), f"{model_name} v{version}, {len(window)} predictions"
     )
-    if result.drift.html_path is not None:
-        publish_link(
-            "drift-report-html",
-            result.drift.html_path.resolve().as_uri(),
-            result.drift.html_path.name,
-            "Evidently HTML report",
-        )
+    report_url = publish_drift_report(
+        result,
+        title,
+        {
+            "model": model_name,
+            "version": f"v{version} ({target.arm})",
+            "window": f"{start:%Y-%m-%d %H:%M} .. {stop:%Y-%m-%d %H:%M} UTC",
+            "predictions": str(len(window)),
+            "drift share": f"{result.drift.drift_share:.2f} (threshold {result.drift.share_threshold:.2f})",
+        },
+    )
 
     # Episode -> alert
     kind = "drift" if result.drift.dataset_drift else "degraded"
@@ -203,6 +208,7 @@ def check_version(
         "monitoring_run_id": run_id,
         "events": emitted,
         "evidently_snapshots": snapshot_ids,
+        "report_url": report_url,
         "episode": step.to_payload(),
         **payload,
     }

@@ -20,13 +20,6 @@ def emit(event: str, model_name: str, payload: dict[str, Any]) -> str | None:
     return event_id
 
 
-@task(name="publish-link", cache_policy=NO_CACHE)
-def publish_link(key: str, link: str, link_text: str, description: str) -> None:
-    from prefect.artifacts import create_link_artifact
-
-    create_link_artifact(key=key, link=link, link_text=link_text, description=description)
-
-
 @task(name="publish-markdown", cache_policy=NO_CACHE)
 def publish_markdown(key: str, markdown: str, description: str) -> None:
     from prefect.artifacts import create_markdown_artifact

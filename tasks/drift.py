@@ -244,3 +244,30 @@ def save_reference_profile(
         folder,
     )
     return folder
+
+
+@task(name="publish-drift-report", cache_policy=NO_CACHE)
+def publish_drift_report(result: MonitoringResult, title: str, facts: dict[str, str]) -> str | None:
+    """Head the Evidently HTML report with what the check found, and link the Prefect run to its HTTP URL
+    (`GET /mlops/reports/{name}` on the API), never to a `file://` path."""
+    from prefect.artifacts import create_link_artifact
+
+    from nfl_mlops.monitoring.report_files import add_header, report_url
+
+    path = result.drift.html_path
+    if path is None:
+        return None
+    verdict = "drift detected" if result.drift.dataset_drift else "no drift"
+    if result.performance.degraded:
+        verdict += ", performance degraded"
+    add_header(path, title, {**facts, "verdict": verdict}, list(result.drift.drifted_columns))
+    settings = get_settings()
+    base = settings.api_url or f"http://{settings.api_host}:{settings.api_port}"
+    url = report_url(base, path.name)
+    create_link_artifact(
+        key="drift-report-html",
+        link=url,
+        link_text=f"Evidently report: {title}",
+        description=f"{verdict}; JSON: {report_url(base, path.with_suffix('.json').name)}",
+    )
+    return url

@@ -479,3 +479,22 @@ def test_api_docs_render_from_assets_the_service_serves_itself(client):
             assert got.status_code == 200 and len(got.content) > 1000, asset
     spec = client.get("/openapi.json").json()
     assert not [p for p in spec["paths"] if p.startswith("/mlops/docs-assets")]  # not part of the API
+
+
+def test_saved_reports_are_served_by_name_and_nothing_else(client, settings):
+    root = settings.reports_path
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "drift-endpoint-test.html").write_text("<html><body>drift report</body></html>")
+    (root / "drift-endpoint-test.json").write_text('{"metrics": []}')
+    r = client.get("/mlops/reports")
+    assert r.status_code == 200, r.text
+    listed = {x["name"]: x for x in r.json()}
+    assert listed["drift-endpoint-test.html"]["url"] == "/mlops/reports/drift-endpoint-test.html"
+    page = client.get("/mlops/reports/drift-endpoint-test.html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "drift report" in page.text
+    data = client.get("/mlops/reports/drift-endpoint-test.json")
+    assert data.status_code == 200 and data.json() == {"metrics": []}
+    for name in ("..%2Fmlops.db", "mlops.db", "nope.html", "%2Fetc%2Fpasswd"):
+        r = client.get(f"/mlops/reports/{name}")
+        assert r.status_code == 404 and "detail" in r.json(), (name, r.text)

@@ -201,7 +201,14 @@ def test_monitoring_flow_on_logged_nfl_traffic(scenario, settings):
     assert out["n_current"] == len(window) and out["embedding"]["drifted"]
     assert out["performance"]["source"] == "observed" and out["performance"]["n_labelled"] == len(window) // 2
     assert out["performance_degraded"] is True
-    assert Path(out["html_path"]).exists()
+    html_path = Path(out["html_path"])
+    assert html_path.exists()
+    # the report opens on what the check found, and the run links to it over HTTP (never file://)
+    page = html_path.read_text()
+    assert page.index("nfl-mlops report header") < page.index("</body>")
+    for fact in (MODEL, f"v{info.version} (stable)", "drift detected", "n_nfl_entities"):
+        assert fact in page, fact
+    assert out["report_url"] == f"http://127.0.0.1:{settings.api_port}/mlops/reports/{html_path.name}"
     with session_scope(settings.db_url) as s:
         row = s.get(MonitoringRun, out["monitoring_run_id"])
         assert row.drift_detected and row.summary["performance"]["performance_degraded"]

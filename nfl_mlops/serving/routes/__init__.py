@@ -12,6 +12,7 @@ def routers() -> list[APIRouter]:
         experiments,
         models,
         predictions,
+        reports,
         retraining,
         status,
     )
@@ -23,5 +24,6 @@ def routers() -> list[APIRouter]:
         abtests.router,
         experiments.router,
         retraining.router,
+        reports.router,
         status.router,
     ]

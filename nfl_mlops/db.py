@@ -7,6 +7,7 @@ MLOPS_DATABASE_URL. Tables are created on first use; there is no import-time wor
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +26,11 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
@@ -293,8 +296,52 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+MIGRATIONS = Path(__file__).parent / "migrations"
+BASELINE, HEAD = "0001", "0002"
+"""The baseline revision (the schema `create_all` made before migrations existed) and the newest one."""
+_MIGRATION_LOCK = 74_000_111  # PostgreSQL advisory lock key: one process migrates at a time
+
+
+def migrate(engine: Engine) -> str:
+    """Bring the state DB to the newest schema (Alembic, `nfl_mlops/migrations`); returns the revision.
+
+    A new database is built by the migrations. A database made by `create_all` before migrations existed
+    (no `alembic_version` table) is recognised by its columns, stamped as the revision it matches, and
+    upgraded, so an existing registry, its rollouts and prediction log are kept. Concurrent processes on
+    PostgreSQL serialise on an advisory lock; on SQLite the first writer's transaction does.
+    """
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+        current = MigrationContext.configure(conn).get_current_revision()
+        if current == HEAD:
+            return HEAD
+        cfg.attributes["connection"] = conn
+        if current is None:
+            inspector = inspect(conn)
+            tables = set(inspector.get_table_names())
+            if tables and "rollouts" not in tables:  # a partial create_all: complete it in today's shape
+                Base.metadata.create_all(conn)
+                inspector = inspect(conn)
+                tables = set(inspector.get_table_names())
+            if "rollouts" in tables:  # made by create_all: which generation?
+                columns = {c["name"] for c in inspector.get_columns("rollouts")}
+                made = HEAD if "revision" in columns and "drift_episodes" in tables else BASELINE
+                command.stamp(cfg, made)
+                if made == HEAD:
+                    return HEAD
+        command.upgrade(cfg, "head")
+    return HEAD
+
+
 def get_engine(url: str | None = None) -> Engine:
-    """One engine per URL per process; creates the schema the first time."""
+    """One engine per URL per process; brings the schema up to date the first time (`migrate`)."""
     if url is None:
         from nfl_mlops.settings import get_settings
 
@@ -312,7 +359,14 @@ def get_engine(url: str | None = None) -> Engine:
                 else:
                     url_ = url
                 engine = create_engine(url_, pool_pre_ping=True, pool_size=5, max_overflow=10)
-            Base.metadata.create_all(engine)
+            for attempt in range(3):
+                try:
+                    migrate(engine)
+                    break
+                except DBAPIError:  # another process built the schema at the same moment: look again
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.5 * (attempt + 1))
             _engines[url] = engine
         return engine
 

@@ -19,19 +19,9 @@ import pandas as pd
 from sqlalchemy import func, select
 
 from nfl_mlops.db import Prediction, Rollout, get_engine, session_scope
+from nfl_mlops.monitoring.feedback import LOG_COLUMNS
 
-COLUMNS = (
-    "id",
-    "created_at",
-    "model_version",
-    "arm",
-    "served",
-    "text",
-    "label",
-    "confidence",
-    "latency_ms",
-    "true_label",
-)
+COLUMNS = LOG_COLUMNS  # the prediction-log columns monitoring reads (one list, in feedback.py)
 
 
 @dataclass(frozen=True)

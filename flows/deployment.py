@@ -26,7 +26,7 @@ from nfl_mlops.rollout.replicas import CONFIRM_TIMEOUT_S
 from nfl_mlops.rollout.state import RolloutInfo, get_rollout
 from nfl_mlops.rollout.strategies import ABTestParams, CanaryParams, ShadowParams, Strategy
 from nfl_mlops.settings import get_settings
-from tasks.alerts import emit, publish_markdown
+from tasks.alerts import emit, publish_markdown, publish_model_status
 from tasks.rollout import hold_step, start_rollout, warm_and_smoke_test
 
 
@@ -72,6 +72,7 @@ def deployment_flow(
         info, strategy, environment, params, reason, current_flow_run_id(), test_name, confirm_timeout_s
     )
     if strategy == Strategy.AB_TEST:
+        publish_model_status(model_name)
         return rollout
 
     # Hold each step until the replicas serve it and its gates decide
@@ -89,4 +90,5 @@ def deployment_flow(
             report_markdown(final),
             f"{model_name} v{info.version} {strategy}: {final.status}",
         )
+    publish_model_status(model_name)
     return final

@@ -26,7 +26,7 @@ from nfl_mlops.monitoring.thresholds import (
 from nfl_mlops.monitoring.window import LiveTarget
 from nfl_mlops.naming import run_name
 from nfl_mlops.settings import get_settings
-from tasks.alerts import emit, publish_markdown
+from tasks.alerts import emit, publish_markdown, publish_model_status
 from tasks.drift import (
     assess_window_performance,
     close_stale_episodes,
@@ -103,6 +103,7 @@ def monitoring_flow(
     ]
 
     # Result: a run that decides nothing says so in its state's name
+    publish_model_status(model_name)
     name, message, out = summarize(outcomes, closed, orphaned)
     return Completed(name=name, message=message, data=out) if name else Completed(message=message, data=out)
 

@@ -10,7 +10,7 @@ from nfl_mlops.modeling.candidate import Candidate, RegistrationResult
 from nfl_mlops.naming import run_name
 from nfl_mlops.registry.gate import GateParams, independent_gate, reported_scores
 from nfl_mlops.reports import registration_markdown
-from tasks.alerts import publish_markdown
+from tasks.alerts import publish_markdown, publish_model_status
 from tasks.registry import fix_golden_set, mirror_to_hub, register_version, score_for_gate, set_alias
 
 
@@ -87,4 +87,5 @@ def registration_flow(
         f"{info.model_name} v{info.version}",
     )
     get_run_logger().info("%s v%d %s: %s", info.model_name, info.version, status, decision.reasons)
+    publish_model_status(info.model_name)
     return result

@@ -104,3 +104,76 @@ def registration_markdown(result: Any, candidate: Any, champion_metrics: dict[st
         ]
     lines += ["", "Gate:", *(f"- {r}" for r in result.reasons)]
     return "\n".join(lines)
+
+
+def model_status_markdown(
+    model_name: str,
+    versions: list[Any],
+    rollout: Any | None,
+    episodes: list[Any],
+    verdicts: list[Any],
+    at: Any = None,
+) -> str:
+    """One view of a model's state (the `model-status-<model>` artifact, refreshed by every registration,
+    rollout and monitoring run): versions with metrics and aliases, the live traffic split, the open drift
+    episode, the last monitoring verdicts.
+
+    Args:
+        versions: registry `VersionInfo`s (oldest first); rollout: the active `RolloutInfo` or None;
+        episodes: open `EpisodeInfo`s; verdicts: recent `MonitoringRun` rows (newest first).
+    """
+    champion = next((v.version for v in versions if "champion" in (v.aliases or [])), None)
+    lines = [
+        f"# {model_name}: champion {f'v{champion}' if champion else 'none'}"
+        + (f" (as of {at:%Y-%m-%d %H:%M} UTC)" if at is not None else ""),
+        "",
+        "## Versions",
+        "",
+        "| version | status | aliases | test macro-F1 | recent macro-F1 |",
+        "|---|---|---|---|---|",
+    ]
+    for v in reversed(versions[-10:]):
+        m = v.metrics or {}
+        f1 = [
+            f"{(m.get(k) or {}).get('macro_f1', float('nan')):.3f}" if m.get(k) else "-"
+            for k in ("test", "recent")
+        ]
+        lines.append(
+            f"| v{v.version} | {v.status} | {', '.join(v.aliases or []) or '-'} | {f1[0]} | {f1[1]} |"
+        )
+    lines += ["", "## Traffic", ""]
+    if rollout is None:
+        lines.append("Nothing serves (no active rollout).")
+    else:
+        phase = (rollout.config or {}).get("phase", rollout.status)
+        lines.append(f"Rollout {rollout.id} ({rollout.strategy}, {phase}):")
+        lines.append("")
+        for arm, spec in (rollout.arms or {}).items():
+            share = "shadow copy" if spec.get("shadow") else f"{float(spec.get('weight', 0.0)):g} %"
+            lines.append(f"- {arm}: v{spec.get('version')}, {share}")
+    lines += ["", "## Drift episode", ""]
+    if not episodes:
+        lines.append("None open.")
+    for e in episodes:
+        job = (
+            f"retraining job {e.retraining_job_id}"
+            if e.retraining_job_id
+            else f"{e.attempts} failed attempt(s)"
+        )
+        lines.append(f"- {e.id}: v{e.model_version} {e.kind} since {e.opened_at:%Y-%m-%d %H:%M} ({job})")
+    lines += [
+        "",
+        "## Last monitoring verdicts",
+        "",
+        "| at | version | drift share | drift | degraded |",
+        "|---|---|---|---|---|",
+    ]
+    for r in verdicts[:5]:
+        degraded = bool((r.summary or {}).get("performance_degraded"))
+        lines.append(
+            f"| {r.created_at:%Y-%m-%d %H:%M} | v{r.model_version} | {r.drift_share:.2f} | "
+            f"{'yes' if r.drift_detected else 'no'} | {'yes' if degraded else 'no'} |"
+        )
+    if not verdicts:
+        lines.append("| - | - | - | - | - |")
+    return "\n".join(lines)

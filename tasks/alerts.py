@@ -25,3 +25,41 @@ def publish_markdown(key: str, markdown: str, description: str) -> None:
     from prefect.artifacts import create_markdown_artifact
 
     create_markdown_artifact(key=key, markdown=markdown, description=description)
+
+
+@task(name="publish-model-status", cache_policy=NO_CACHE)
+def publish_model_status(model_name: str) -> str | None:
+    """Refresh the model's status artifact (stable key `model-status-<model>`): versions, champion, live
+    split, open drift episode, last verdicts. Never fails the flow that calls it."""
+    import re
+    from datetime import UTC, datetime
+
+    from prefect.artifacts import create_markdown_artifact
+
+    from nfl_mlops.monitoring.episodes import open_episodes
+    from nfl_mlops.monitoring.triggers import recent_verdicts
+    from nfl_mlops.registry.store import Registry
+    from nfl_mlops.reports import model_status_markdown
+    from nfl_mlops.rollout.state import active_rollout
+    from nfl_mlops.settings import get_settings
+
+    db = get_settings().db_url
+    try:
+        markdown = model_status_markdown(
+            model_name,
+            Registry.from_settings().list_versions(model_name),
+            active_rollout(model_name, db_url=db),
+            open_episodes(model_name, db),
+            recent_verdicts(model_name, 5, db),
+            at=datetime.now(UTC),
+        )
+        key = "model-status-" + (re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-") or "model")
+        create_markdown_artifact(
+            key=key, markdown=markdown, description=f"{model_name}: the model's state now"
+        )
+        return key
+    except Exception as exc:  # a status view must never fail the run that refreshes it
+        get_run_logger().warning(
+            "model status of %s not published: %s: %s", model_name, type(exc).__name__, exc
+        )
+        return None

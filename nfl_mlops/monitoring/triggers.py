@@ -173,3 +173,18 @@ def record_verdict(
         s.add(row)
         s.flush()
         return row.id
+
+
+def recent_verdicts(model_name: str, limit: int = 5, db_url: str | None = None) -> list[MonitoringRun]:
+    """The newest monitoring verdicts of a model (newest first), detached from the session."""
+    with session_scope(db_url) as s:
+        rows = list(
+            s.scalars(
+                select(MonitoringRun)
+                .where(MonitoringRun.model_name == model_name)
+                .order_by(MonitoringRun.created_at.desc())
+                .limit(limit)
+            )
+        )
+        s.expunge_all()
+        return rows

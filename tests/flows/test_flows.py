@@ -85,6 +85,20 @@ def test_runs_are_named_and_tagged_in_prefect(v1):
     assert {f"model:{MODEL}", "version:v1"} <= set(runs[f"deploy-{MODEL}-v1-blue_green"].tags)
 
 
+def test_the_model_status_artifact_shows_the_state_after_the_pipeline(v1):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"model-status-{MODEL}"]))
+        )
+    assert found, "no model-status artifact"
+    latest = max(found, key=lambda a: a.created)
+    assert f"# {MODEL}: champion v1" in latest.data and "- stable: v1, 100 %" in latest.data
+    assert "| v1 | ready | champion |" in latest.data
+
+
 def test_training_is_tracked_offline(v1, settings):
     from nfl_mlops.registry.store import Registry
     from nfl_mlops.tracking.experiments import list_experiments

@@ -140,3 +140,11 @@ def test_prefect_yaml_triggers_expect_the_library_event_names() -> None:
         events.event_name(events.DRIFT_DETECTED),
         events.event_name(events.PERFORMANCE_DEGRADED),
     }
+
+
+def test_automations_are_named_and_described() -> None:
+    """Their cards in the Prefect UI say what they do (not `retraining__automation_1`)."""
+    triggers = [t for d in _spec()["deployments"] for t in d.get("triggers") or []]
+    names = [t.get("name") for t in triggers]
+    assert names == ["retrain-on-drift", "retrain-on-degradation"]
+    assert all(len(t.get("description", "")) > 40 for t in triggers)

@@ -96,3 +96,49 @@ def test_the_check_interval_of_a_rollout() -> None:
     assert check_interval("canary", {"check_seconds": 0.5}) == 0.5
     assert check_interval("shadow", {"check_seconds": 2, "min_requests": 10}) == 2.0
     assert timedelta(seconds=check_interval("canary", None)) > timedelta(0)
+
+
+def test_the_model_status_view() -> None:
+    from types import SimpleNamespace as NS
+
+    from nfl_mlops.reports import model_status_markdown
+
+    versions = [
+        NS(version=1, status="ready", aliases=[], metrics={"test": {"macro_f1": 0.78}}),
+        NS(
+            version=2,
+            status="ready",
+            aliases=["champion"],
+            metrics={"test": {"macro_f1": 0.8}, "recent": {"macro_f1": 0.55}},
+        ),
+    ]
+    rollout = NS(
+        id="r1",
+        strategy="canary",
+        status="active",
+        config={"phase": "running"},
+        arms={"stable": {"version": 1, "weight": 90.0}, "canary": {"version": 2, "weight": 10.0}},
+    )
+    episode = NS(
+        id="e1",
+        model_version=1,
+        kind="drift",
+        opened_at=datetime(2026, 12, 1, 22, tzinfo=UTC),
+        retraining_job_id="j1",
+        attempts=0,
+    )
+    verdict = NS(
+        created_at=datetime(2026, 12, 1, 22, tzinfo=UTC),
+        model_version=1,
+        drift_share=1.0,
+        drift_detected=True,
+        summary={"performance_degraded": True},
+    )
+    md = model_status_markdown("m", versions, rollout, [episode], [verdict])
+    assert md.startswith("# m: champion v2")
+    assert md.index("| v2 | ready | champion | 0.800 | 0.550 |") < md.index("| v1 | ready | - | 0.780 | - |")
+    assert "- stable: v1, 90 %" in md and "- canary: v2, 10 %" in md and "(canary, running)" in md
+    assert "- e1: v1 drift since 2026-12-01 22:00 (retraining job j1)" in md
+    assert "| 2026-12-01 22:00 | v1 | 1.00 | yes | yes |" in md
+    empty = model_status_markdown("m", [], None, [], [])
+    assert "champion none" in empty and "Nothing serves" in empty and "None open." in empty

@@ -38,6 +38,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(ts: datetime) -> datetime:
+    """`ts` as an aware datetime: SQLite hands back naive UTC timestamps, PostgreSQL aware ones."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
 

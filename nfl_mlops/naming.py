@@ -76,3 +76,8 @@ def run_tags(model_name: str, version: int | None = None, **extra: Any) -> list[
         tags.append(f"version:v{version}")
     tags += [f"{k}:{_slug(v)}" for k, v in extra.items() if v not in (None, "")]
     return tags
+
+
+def artifact_key(prefix: str, model_name: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) for a model, e.g. `model-status-nfl-sentiment`."""
+    return f"{prefix}-" + (re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-") or "model")

@@ -12,14 +12,14 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from nfl_mlops.db import Episode, MonitoringRun, RetrainingJob, session_scope, utcnow
+from nfl_mlops.db import Episode, RetrainingJob, as_utc, session_scope, utcnow
 from nfl_mlops.events import prefect_api_url
 from nfl_mlops.monitoring import episodes as ep
 from nfl_mlops.monitoring.thresholds import (
@@ -28,7 +28,13 @@ from nfl_mlops.monitoring.thresholds import (
     RETRAIN_MAX_ATTEMPTS,
     RETRAIN_MAX_OPEN_HOURS,
 )
-from nfl_mlops.monitoring.triggers import create_job, job_history, retraining_allowed, update_job
+from nfl_mlops.monitoring.triggers import (
+    create_job,
+    job_history,
+    recent_verdicts,
+    retraining_allowed,
+    update_job,
+)
 
 log = logging.getLogger(__name__)
 
@@ -413,13 +419,15 @@ ENDED_RUN_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 """Prefect state types of a flow run that will never again write to its job."""
 
 
+def _open_jobs(model_name: str | None) -> Any:
+    q = select(RetrainingJob).where(RetrainingJob.status.in_(OPEN_JOB_STATUSES))
+    return q.where(RetrainingJob.model_name == model_name) if model_name else q
+
+
 def open_job_runs(model_name: str | None = None, db_url: str | None = None) -> dict[str, str | None]:
     """job id -> flow-run id (None when unknown) of the jobs still `scheduled` or `running`."""
     with session_scope(db_url) as s:
-        q = select(RetrainingJob).where(RetrainingJob.status.in_(OPEN_JOB_STATUSES))
-        if model_name:
-            q = q.where(RetrainingJob.model_name == model_name)
-        return {r.id: r.flow_run_id for r in s.scalars(q)}
+        return {r.id: r.flow_run_id for r in s.scalars(_open_jobs(model_name))}
 
 
 def reconcile_jobs(
@@ -443,13 +451,9 @@ def reconcile_jobs(
     now = now or utcnow()
     ended: list[tuple[str, str]] = []
     with session_scope(db_url) as s:
-        q = select(RetrainingJob).where(RetrainingJob.status.in_(OPEN_JOB_STATUSES))
-        if model_name:
-            q = q.where(RetrainingJob.model_name == model_name)
-        for job in s.scalars(q):
+        for job in s.scalars(_open_jobs(model_name)):
             state = run_states.get(job.flow_run_id or "")
-            created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=UTC)
-            age_h = (now - created).total_seconds() / 3600
+            age_h = (now - as_utc(job.created_at)).total_seconds() / 3600
             if state in ENDED_RUN_STATES:
                 why = f"its flow run {job.flow_run_id} ended {state} without closing the job"
             elif age_h > max_open_hours:
@@ -512,30 +516,24 @@ def trigger_check(
         LookupError: the model is unknown (not `known`, no monitoring run, no job, no episode).
     """
     now = utcnow()
-    with session_scope(db_url) as s:
-        run = s.scalar(
-            select(MonitoringRun)
-            .where(MonitoringRun.model_name == model_name)
-            .order_by(MonitoringRun.created_at.desc())
-            .limit(1)
-        )
-        latest: dict[str, Any] | None = None
-        if run is not None:
-            summary = dict(run.summary or {})
-            degraded = bool(summary.get("performance_degraded"))
-            latest = {
-                "monitoring_run_id": run.id,
-                "created_at": run.created_at.isoformat(),
-                "model_version": run.model_version,
-                "n_predictions": run.n_predictions,
-                "drift_share": run.drift_share,
-                "drift_detected": bool(run.drift_detected),
-                "performance_degraded": degraded,
-                "skipped": summary.get("skipped"),
-                "episode": (summary.get("episode") or {}).get("action"),
-                "drifted_columns": summary.get("drifted_columns"),
-                "report_path": run.report_path,
-            }
+    verdicts = recent_verdicts(model_name, 1, db_url)
+    run = verdicts[0] if verdicts else None
+    latest: dict[str, Any] | None = None
+    if run is not None:
+        summary = dict(run.summary or {})
+        latest = {
+            "monitoring_run_id": run.id,
+            "created_at": run.created_at.isoformat(),
+            "model_version": run.model_version,
+            "n_predictions": run.n_predictions,
+            "drift_share": run.drift_share,
+            "drift_detected": bool(run.drift_detected),
+            "performance_degraded": bool(summary.get("performance_degraded")),
+            "skipped": summary.get("skipped"),
+            "episode": (summary.get("episode") or {}).get("action"),
+            "drifted_columns": summary.get("drifted_columns"),
+            "report_path": run.report_path,
+        }
     history = job_history(model_name, db_url=db_url)
     open_eps = ep.open_episodes(model_name, db_url)
     recent_eps = ep.list_episodes(model_name, 5, db_url)

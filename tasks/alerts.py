@@ -31,13 +31,13 @@ def publish_markdown(key: str, markdown: str, description: str) -> None:
 def publish_model_status(model_name: str) -> str | None:
     """Refresh the model's status artifact (stable key `model-status-<model>`): versions, champion, live
     split, open drift episode, last verdicts. Never fails the flow that calls it."""
-    import re
     from datetime import UTC, datetime
 
     from prefect.artifacts import create_markdown_artifact
 
     from nfl_mlops.monitoring.episodes import open_episodes
     from nfl_mlops.monitoring.triggers import recent_verdicts
+    from nfl_mlops.naming import artifact_key
     from nfl_mlops.registry.store import Registry
     from nfl_mlops.reports import model_status_markdown
     from nfl_mlops.rollout.state import active_rollout
@@ -53,7 +53,7 @@ def publish_model_status(model_name: str) -> str | None:
             recent_verdicts(model_name, 5, db),
             at=datetime.now(UTC),
         )
-        key = "model-status-" + (re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-") or "model")
+        key = artifact_key("model-status", model_name)
         create_markdown_artifact(
             key=key, markdown=markdown, description=f"{model_name}: the model's state now"
         )

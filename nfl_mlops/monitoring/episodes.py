@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from nfl_mlops.db import Episode, MonitoringRun, session_scope, utcnow
+from nfl_mlops.db import Episode, MonitoringRun, as_utc, session_scope, utcnow
 from nfl_mlops.monitoring.thresholds import (
     EPISODE_CLEAR_CHECKS,
     EPISODE_PERSISTENCE,
@@ -161,7 +161,7 @@ class EpisodeInfo:
 
 
 def _aware(ts: datetime | None) -> datetime | None:
-    return None if ts is None else ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return None if ts is None else as_utc(ts)
 
 
 def _info(r: Episode) -> EpisodeInfo:

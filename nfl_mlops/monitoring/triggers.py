@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from nfl_mlops.db import MonitoringRun, RetrainingJob, session_scope, utcnow
+from nfl_mlops.db import MonitoringRun, RetrainingJob, as_utc, session_scope, utcnow
 from nfl_mlops.monitoring.episodes import backoff
 from nfl_mlops.monitoring.thresholds import RETRAIN_BACKOFF_BASE_MINUTES, RETRAIN_BACKOFF_MAX_MINUTES
 
@@ -94,13 +94,7 @@ def job_history(
                 RetrainingJob.model_name == model_name, RetrainingJob.created_at >= since
             )
         )
-        return [JobRecord(r.id, _aware(r.created_at), r.trigger, r.status) for r in rows if r.id != exclude]
-
-
-def _aware(ts: datetime) -> datetime:
-    from datetime import UTC
-
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        return [JobRecord(r.id, as_utc(r.created_at), r.trigger, r.status) for r in rows if r.id != exclude]
 
 
 def create_job(

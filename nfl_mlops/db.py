@@ -345,6 +345,23 @@ def migrate(engine: Engine) -> str:
     return HEAD
 
 
+@contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    """Processes migrating one SQLite file take turns (pysqlite runs DDL outside the transaction, so the
+    database alone cannot serialise them); other databases lock inside `migrate`."""
+    if not url.startswith("sqlite:///") or url == "sqlite:///:memory:":
+        yield
+        return
+    import fcntl
+
+    with open(url.removeprefix("sqlite:///") + ".migrate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def get_engine(url: str | None = None) -> Engine:
     """One engine per URL per process; brings the schema up to date the first time (`migrate`)."""
     if url is None:
@@ -366,7 +383,8 @@ def get_engine(url: str | None = None) -> Engine:
                 engine = create_engine(url_, pool_pre_ping=True, pool_size=5, max_overflow=10)
             for attempt in range(3):
                 try:
-                    migrate(engine)
+                    with _sqlite_file_lock(url):
+                        migrate(engine)
                     break
                 except DBAPIError:  # another process built the schema at the same moment: look again
                     if attempt == 2:

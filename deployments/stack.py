@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from deployments.automations import HEARTBEAT_SECONDS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,6 +61,7 @@ class LocalStack:
     api_port: int | None = None  # default: settings (MLOPS_API_PORT)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    automations: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from nfl_mlops.settings import get_settings
@@ -93,6 +96,9 @@ class LocalStack:
                 "DO_NOT_TRACK": "1",
                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
                 "PREFECT_WORKER_QUERY_SECONDS": "2",
+                # flow runs heartbeat so that `crash-unresponsive-runs` (deployments/automations.py) can mark
+                # a run whose process died `Crashed`
+                "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
                 "PREFECT_UI_API_URL": self.prefect_api_url,
                 "MLOPS_API_URL": self.api_url,
                 "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),
@@ -156,6 +162,18 @@ class LocalStack:
             "work-pool create",
         )
         self._run([prefect, "--no-prompt", "deploy", "--all"], "prefect deploy --all")
+        self.automations = self._ensure_automations()
+
+    def _ensure_automations(self) -> dict[str, str]:
+        """The code-kept automations (by name, ids stable across restarts), on this stack's server."""
+        import asyncio
+
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from deployments.automations import ensure_all
+
+        with temporary_settings({PREFECT_API_URL: self.prefect_api_url}):
+            return asyncio.run(ensure_all(HEARTBEAT_SECONDS))
 
     def start_worker(self) -> None:
         self._spawn("prefect-worker", [_prefect_bin(), "worker", "start", "--pool", self.work_pool])

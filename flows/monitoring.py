@@ -22,6 +22,7 @@ from nfl_mlops.monitoring.thresholds import (
     EPISODE_PERSISTENCE,
     EPISODE_STRONG_SHARE,
     PERFORMANCE_MAX_DROP,
+    RETRAIN_BACKOFF_BASE_MINUTES,
 )
 from nfl_mlops.monitoring.window import LiveTarget
 from nfl_mlops.naming import run_name
@@ -55,6 +56,7 @@ def monitoring_flow(
     persistence: int = EPISODE_PERSISTENCE,
     strong_share: float | None = EPISODE_STRONG_SHARE,
     clear_checks: int = EPISODE_CLEAR_CHECKS,
+    retry_backoff_minutes: float = RETRAIN_BACKOFF_BASE_MINUTES,
 ) -> State:
     """Judge each serving version on the predictions it served in the last `window_hours` since its rollout began.
 
@@ -74,6 +76,8 @@ def monitoring_flow(
         max_performance_drop: absolute drop of accuracy or macro-F1 that counts as degraded.
         persistence, strong_share, clear_checks: the episode rule (`nfl_mlops.monitoring.episodes`);
             strong_share None: only `persistence` consecutive alarms open an episode.
+        retry_backoff_minutes: an orphaned retraining job (its run died) gives its episode back after this
+            long (doubling per failed attempt), as the retraining flow's own parameter does.
     """
     settings = get_settings()
     model_name = model_name or settings.model_name
@@ -89,7 +93,7 @@ def monitoring_flow(
     start = stop - timedelta(hours=window_hours)
 
     # Jobs that no run will close (a killed worker): failed, their episodes free to retry after a back-off
-    orphaned = reconcile_jobs(model_name)
+    orphaned = reconcile_jobs(model_name, retry_backoff_minutes)
 
     # Versions: what serves now, each from its rollout on
     targets = load_targets(model_name, start, stop)

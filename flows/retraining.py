@@ -13,7 +13,11 @@ from flows.registration import registration_flow
 from flows.training import training_flow
 from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.params import DataParams, TrainParams
-from nfl_mlops.monitoring.thresholds import RETRAIN_COOLDOWN_MINUTES, RETRAIN_DAILY_BUDGET
+from nfl_mlops.monitoring.thresholds import (
+    RETRAIN_BACKOFF_BASE_MINUTES,
+    RETRAIN_COOLDOWN_MINUTES,
+    RETRAIN_DAILY_BUDGET,
+)
 from nfl_mlops.naming import run_name, run_tags
 from nfl_mlops.retraining import (
     champion_recipe,
@@ -43,6 +47,7 @@ def retraining_flow(
     episode_id: str | None = None,
     cooldown_minutes: float = RETRAIN_COOLDOWN_MINUTES,
     daily_budget: int = RETRAIN_DAILY_BUDGET,
+    retry_backoff_minutes: float = RETRAIN_BACKOFF_BASE_MINUTES,
     job_id: str | None = None,
 ) -> State:
     """Retrain on the champion's recipe plus labelled feedback; deploy only a challenger that passes the gate.
@@ -60,6 +65,9 @@ def retraining_flow(
         strategy, canary: how a challenger that passes goes out (default canary, 10 -> 50 -> 100 % under
             live traffic, the same through every door);
             a canary without `canary` settings uses `retraining_canary()` (no label-shift gate).
+        cooldown_minutes, daily_budget: the schedule's limits (see `nfl_mlops.monitoring.thresholds`).
+        retry_backoff_minutes: a failed retraining gives its episode back after this long (doubling per
+            failed attempt).
     """
     settings = get_settings()
     model_name = model_name or settings.model_name
@@ -82,7 +90,7 @@ def retraining_flow(
         params["canary"] = canary.model_dump(mode="json")
 
     # Admission (after ending the jobs of runs that died without closing them: their episodes come back)
-    reconcile_jobs(model_name)
+    reconcile_jobs(model_name, retry_backoff_minutes)
     job_id, admission = open_job(
         model_name,
         reason,
@@ -156,7 +164,8 @@ def retraining_flow(
         if status == "rolled_back":  # the canary's gates rolled it back: the champion keeps serving
             result["rollback_reason"] = rollout.reason if rollout else None
     except BaseException as exc:
-        close_job(job_id, "failed", {"error": f"{type(exc).__name__}: {exc}"}, admission.episode_id)
+        error = {"error": f"{type(exc).__name__}: {exc}"}
+        close_job(job_id, "failed", error, admission.episode_id, None, retry_backoff_minutes)
         raise
     result["episode"] = close_job(job_id, status, result, admission.episode_id, registration.version)
 

@@ -23,6 +23,7 @@ from nfl_mlops.db import Episode, RetrainingJob, as_utc, session_scope, utcnow
 from nfl_mlops.events import prefect_api_url
 from nfl_mlops.monitoring import episodes as ep
 from nfl_mlops.monitoring.thresholds import (
+    RETRAIN_BACKOFF_BASE_MINUTES,
     RETRAIN_COOLDOWN_MINUTES,
     RETRAIN_DAILY_BUDGET,
     RETRAIN_MAX_ATTEMPTS,
@@ -388,6 +389,7 @@ def finish(
     episode_id: str | None = None,
     version: int | None = None,
     db_url: str | None = None,
+    backoff_minutes: float = RETRAIN_BACKOFF_BASE_MINUTES,
 ) -> dict[str, Any]:
     """Record the job's outcome and what it means for its episode.
 
@@ -405,7 +407,7 @@ def finish(
             retrained_version=version,
         )
     elif status == "failed":
-        ep.release_failed(episode_id, job_id, db_url=db_url)
+        ep.release_failed(episode_id, job_id, base_minutes=backoff_minutes, db_url=db_url)
     info = ep.get_episode(episode_id, db_url)
     return info.to_payload() if info else {}
 
@@ -436,6 +438,7 @@ def reconcile_jobs(
     now: datetime | None = None,
     max_open_hours: float = RETRAIN_MAX_OPEN_HOURS,
     db_url: str | None = None,
+    backoff_minutes: float = RETRAIN_BACKOFF_BASE_MINUTES,
 ) -> list[dict[str, Any]]:
     """End the jobs that no run will close: their flow run ended (a killed worker or process leaves the
     run `Crashed`, or a server marks a lost run so) while the job still says `scheduled`/`running`, or the
@@ -447,6 +450,7 @@ def reconcile_jobs(
     Args:
         run_states: flow-run id -> Prefect state type (e.g. "CRASHED") of the open jobs' runs, as far as
             known; a run missing here is judged by age alone (e.g. Prefect unreachable).
+        backoff_minutes: the episode's first back-off (doubling per failed attempt).
     """
     now = now or utcnow()
     ended: list[tuple[str, str]] = []
@@ -466,7 +470,7 @@ def reconcile_jobs(
         with session_scope(db_url) as s:
             held = s.scalars(select(Episode.id).where(Episode.retraining_job_id == job_id)).all()
         update_job(job_id, "failed", {"error": f"orphaned: {why}"}, db_url=db_url)
-        episodes = [ep.release_failed(e, job_id, now, db_url=db_url) for e in held]
+        episodes = [ep.release_failed(e, job_id, now, backoff_minutes, db_url=db_url) for e in held]
         log.warning("retraining job %s ended failed: %s", job_id, why)
         out.append({"job_id": job_id, "reason": why, "episodes": [e.to_payload() for e in episodes if e]})
     return out

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from nfl_mlops.monitoring.thresholds import RETRAIN_BACKOFF_BASE_MINUTES
 from nfl_mlops.monitoring.triggers import create_job, update_job
 from nfl_mlops.retraining import Admission, admit, finish, open_job_runs
 from nfl_mlops.retraining import reconcile_jobs as reconcile
@@ -57,19 +58,22 @@ def close_job(
     result: dict[str, Any],
     episode_id: str | None = None,
     version: int | None = None,
+    backoff_minutes: float = RETRAIN_BACKOFF_BASE_MINUTES,
 ) -> dict[str, Any]:
     """Record the outcome; close the episode (served), release it with a back-off (failed) or keep it."""
-    return finish(job_id, status, result, episode_id, version, db_url=get_settings().db_url)
+    return finish(job_id, status, result, episode_id, version, get_settings().db_url, backoff_minutes)
 
 
 @task(name="reconcile-retraining-jobs", cache_policy=NO_CACHE)
-def reconcile_jobs(model_name: str | None = None) -> list[dict[str, Any]]:
+def reconcile_jobs(
+    model_name: str | None = None, backoff_minutes: float = RETRAIN_BACKOFF_BASE_MINUTES
+) -> list[dict[str, Any]]:
     """End the retraining jobs that no run will close (their flow run ended, e.g. `Crashed` after a killed
     worker, or they are older than the limit) as `failed`, and give their drift episodes back with a back-off."""
     db = get_settings().db_url
     runs = [r for r in open_job_runs(model_name, db).values() if r]
     states = flow_run_states(runs) if runs else {}
-    return reconcile(states, model_name, db_url=db)
+    return reconcile(states, model_name, db_url=db, backoff_minutes=backoff_minutes)
 
 
 def flow_run_states(flow_run_ids: list[str]) -> dict[str, str]:

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         description="Longest the batcher holds a batch open for more requests; it waits only "
         "while the batch is smaller than the last one (bench/README.md).",
     )
+    durable_predictions: bool = Field(
+        True,
+        validation_alias=_env("MLOPS_DURABLE_PREDICTIONS"),
+        description="Answer a prediction only after its log row is fsynced in the spool (MLOPS_HOME/spool), "
+        "one fsync per group of concurrent rows; false: rows wait in memory for the next DB write "
+        "(a crash loses up to half a second of them).",
+    )
     api_url: str | None = Field(
         None,
         validation_alias=_env("MLOPS_API_URL"),
@@ -179,6 +186,11 @@ class Settings(BaseSettings):
     @property
     def reports_path(self) -> Path:
         return self.mlops_home / "reports"
+
+    @property
+    def spool_path(self) -> Path:
+        """The prediction log's write-ahead segments (per model; shared by the replicas of one host)."""
+        return self.mlops_home / "spool" / self.model_name
 
     @property
     def wandb_dir(self) -> Path:

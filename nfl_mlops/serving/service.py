@@ -87,7 +87,9 @@ class PredictionService:
         self.model_name = settings.model_name
         self.environment = "production"
         self.registry = registry or Registry.from_settings(settings)
-        self.logger = PredictionLogWriter(settings.db_url)
+        self.logger = PredictionLogWriter(
+            settings.db_url, spool_dir=settings.spool_path if settings.durable_predictions else None
+        )
         self.metrics = ServingMetrics()
         # answers are cached per model name: replicas of one model share them, other models never see them
         self.cache = make_cache(settings.redis_url, namespace=self.model_name)
@@ -414,7 +416,7 @@ class PredictionService:
             self.counts["arm_errors"] += 1
             error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning("arm %s (v%s) failed, falling back to %s: %s", arm, version, control, error)
-            self.logger.put_many(
+            self.logger.log(
                 self._rows(
                     rollout,
                     request_id,
@@ -432,7 +434,7 @@ class PredictionService:
             answers = await self._predict_version(version, texts, hashes)
         latency_ms = (time.perf_counter() - started) * 1000.0
         rows = self._rows(rollout, request_id, arm, version, texts, hashes, answers, latency_ms, served=True)
-        self.logger.put_many(rows)
+        await asyncio.wrap_future(self.logger.log(rows))  # answered only once its rows are durable
         for name, spec in rollout.arms.items():
             if spec.get("shadow"):
                 task = asyncio.create_task(

@@ -13,18 +13,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.api.helpers import make_client, register_versions, wait_until
+from tests.api.processes import Replica
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -38,66 +35,6 @@ FOLLOW_TIMEOUT = 15.0  # a switch between two warm versions: the replicas only r
 def pg_url(postgres_url: str) -> str:
     """A database of this session's own on the local (or configured) PostgreSQL."""
     return postgres_url
-
-
-class Replica:
-    """One API process (a real uvicorn subprocess) on a free port."""
-
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.name = name
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "nfl_mlops.serving.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--timeout-graceful-shutdown",
-                "30",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def health(self) -> dict:
-        if self.proc.poll() is not None:
-            raise AssertionError(
-                f"{self.name} exited ({self.proc.returncode}):\n{self.log_path.read_text()[-3000:]}"
-            )
-        try:
-            return httpx.get(f"{self.base_url}/mlops/health", timeout=10).json()
-        except httpx.HTTPError:
-            return {}
-
-    def serving(self, version: int) -> bool:
-        h = self.health()
-        return h.get("status") == "healthy" and h.get("serving_version") == version
-
-    def stop(self) -> int:
-        """SIGTERM: uvicorn's graceful shutdown runs the lifespan, which writes the prediction log."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException
 
@@ -12,6 +14,7 @@ from nfl_mlops.serving.routes.deps import check_text, require_api_key, service, 
 from nfl_mlops.serving.service import NoModelDeployed, PredictionService
 
 router = APIRouter(tags=["predictions"])
+T = TypeVar("T")
 
 
 def _out(p: Any) -> sc.PredictionOut:
@@ -72,6 +75,23 @@ async def predict_batch(
     )
 
 
+CROSS_REPLICA_WAIT_S = 1.5
+"""A prediction answered by another replica is in the state DB within that replica's flush interval (0.5 s;
+its row is already durable in its spool): an id not found at once is looked up again for this long."""
+
+
+async def _after_flush(svc: PredictionService, lookup: Callable[[], T | None]) -> T | None:
+    """`lookup()` after this replica's queued rows are written; when it finds nothing, again for a moment
+    (another replica's rows reach the DB within its flush interval)."""
+    await asyncio.to_thread(svc.logger.flush)
+    deadline = time.monotonic() + CROSS_REPLICA_WAIT_S
+    while True:
+        found = await asyncio.to_thread(lookup)
+        if found or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(0.25)
+
+
 @router.post(
     "/feedback",
     response_model=sc.FeedbackOut,
@@ -85,8 +105,8 @@ async def feedback(
     """Attach the true sentiment to a logged prediction (monitoring, A/B outcomes and retraining read it)."""
     from nfl_mlops.monitoring.feedback import record_feedback
 
-    await asyncio.to_thread(svc.logger.flush)  # the prediction may still be queued
-    if not await asyncio.to_thread(record_feedback, body.prediction_id, body.label, cfg.db_url):
+    recorded = await _after_flush(svc, lambda: record_feedback(body.prediction_id, body.label, cfg.db_url))
+    if not recorded:
         raise HTTPException(404, f"no prediction with id {body.prediction_id!r}")
     return sc.FeedbackOut(prediction_id=body.prediction_id, label=body.label, recorded=True)
 
@@ -103,8 +123,16 @@ async def lineage(
     tracker run, the Prefect flow runs, the deployment that routed it and the code (git sha)."""
     from nfl_mlops.lineage import lineage_of_prediction
 
-    await asyncio.to_thread(svc.logger.flush)  # the prediction may still be queued
-    try:
-        return await asyncio.to_thread(lineage_of_prediction, prediction_id, cfg.db_url)
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from exc
+    missing: list[str] = []
+
+    def find() -> dict[str, Any] | None:
+        try:
+            return lineage_of_prediction(prediction_id, cfg.db_url)
+        except LookupError as exc:
+            missing[:] = [str(exc)]
+            return None
+
+    found = await _after_flush(svc, find)
+    if found is None:
+        raise HTTPException(404, missing[0] if missing else f"no prediction with id {prediction_id!r}")
+    return found

@@ -75,9 +75,9 @@ FAULTS = {
 class SoakConfig:
     days: list[str]
     faults: dict[int, list[str]] = field(default_factory=dict)
-    requests_per_day: int = 240
-    rate: float = 12.0  # requests per second over both replicas
-    feedback_share: float = 0.35
+    requests_per_day: int = 400
+    rate: float = 15.0  # requests per second over both replicas
+    feedback_share: float = 0.6  # of a day's answers get their true label by the day's end
     train_samples: int = 600
     eval_samples: int = 300
     epochs: float = 1.0
@@ -124,7 +124,6 @@ FULL = SoakConfig(
 SHORT = SoakConfig(
     days=["ordinary", "nfl", "nfl"],  # an episode, its retraining, then the accepted new normal
     faults={1: ["server-restart"], 3: ["replica-kill"]},
-    requests_per_day=200,
     train_samples=300,
     eval_samples=200,
     max_length=48,
@@ -368,7 +367,7 @@ def traffic_pools(seed: int) -> dict[str, list[tuple[str, str, str]]]:
 
 
 def send_feedback(replicas: list[Replica], answers: list[Answer], share: float, seed: int) -> int:
-    """True labels for a share of the answers (sent a day late, to the replica that answered)."""
+    """True labels for a share of the answers: to the replica that answered, else to the other one."""
     rng = random.Random(seed)
     by_name = {r.name: r for r in replicas}
     sent = 0
@@ -376,11 +375,16 @@ def send_feedback(replicas: list[Replica], answers: list[Answer], share: float, 
         for a in answers:
             if rng.random() >= share:
                 continue
-            r = client.post(
-                f"{by_name[a.replica].url}/mlops/feedback",
-                json={"prediction_id": a.prediction_id, "label": a.label},
-            )
-            sent += r.status_code == 200
+            order = [by_name[a.replica], *(r for r in replicas if r.name != a.replica)]
+            for rep in order:
+                try:
+                    r = client.post(
+                        f"{rep.url}/mlops/feedback", json={"prediction_id": a.prediction_id, "label": a.label}
+                    )
+                except httpx.HTTPError:
+                    continue
+                sent += r.status_code == 200
+                break
     return sent
 
 
@@ -556,6 +560,7 @@ class Soak:
         self.convergence: Convergence | None = None
         self.kinds: dict[int, str] = {}
         self.contexts = contextlib.ExitStack()
+        self.unplanned: list[dict[str, Any]] = []
 
     # -- bookkeeping
     def note(self, what: str, kind: str = "loop") -> None:
@@ -928,8 +933,30 @@ class Soak:
         raise TimeoutError("the deployment of the unloadable version did not end")
 
     # -- the days
+    def watchdog(self) -> None:
+        """A process of the stack that exited without a fault injected: noted (an invariant fails), restarted."""
+        procs = {f"api-{r.name}": r.proc for r in self.replicas}
+        procs["prefect-worker"] = self.stack.processes.get("prefect-worker")
+        procs["prefect-server"] = self.stack.processes.get("prefect-server")
+        for name, proc in procs.items():
+            if proc is None or proc.poll() is None:
+                continue
+            log = self.stack.logs / f"{name}.log"
+            tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
+            self.unplanned.append({"day": self.day, "process": name, "code": proc.returncode, "log": tail})
+            self.note(
+                f"UNPLANNED EXIT of {name} (code {proc.returncode}): {' | '.join(tail)[-300:]}", kind="fault"
+            )
+            if name.startswith("api-"):
+                rep = next(r for r in self.replicas if f"api-{r.name}" == name)
+                rep.start()
+                rep.wait_ready()
+            elif name == "prefect-worker":
+                self.stack.start_worker()
+
     def run_day(self, day: int, kind: str, state: dict[str, Any]) -> dict[str, Any]:
         self.day = day
+        self.watchdog()
         self.kinds[day] = kind
         faults = self.cfg.faults.get(day, [])
         if "server-restart" in faults:
@@ -964,6 +991,7 @@ class Soak:
         runs = self.wait_retrainings(end)
         for r in runs:
             self.note(f"retraining run {r.name}: {r.state.name}")
+        self.watchdog()
         return self.observe(state)
 
     def run(self) -> dict[str, Any]:
@@ -1065,6 +1093,7 @@ class Soak:
             "golden_macro_f1": golden,
             "gate_margin": GateParams().margin,
             "kinds": self.kinds,
+            "unplanned_exits": self.unplanned,
         }
         out["invariants"] = check_invariants(out)
         return out
@@ -1124,6 +1153,12 @@ def check_invariants(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
     stuck = [jid for jid, j in jobs.items() if j["status"] in ("scheduled", "running")]
     inv["no job stays running"] = {"ok": not stuck, "open jobs": stuck}
+    inv["no process exits unless a fault killed it"] = {
+        "ok": not r["unplanned_exits"],
+        "unplanned exits": [
+            f"{u['process']} (code {u['code']}, day {u['day']})" for u in r["unplanned_exits"]
+        ],
+    }
     return inv
 
 

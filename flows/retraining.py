@@ -115,6 +115,9 @@ def retraining_flow(
             },
         )
     kind = reason_kind(reason, admission.episode_kind)
+    if admission.traffic_since is not None and data.recent_since is None:
+        # the drifted traffic is the recent window (and the new version's reference), not every label ever
+        data = data.model_copy(update={"recent_since": admission.traffic_since})
     logger.info(
         "retraining %s (%s: %s, trigger %s, drift share %s, %s)",
         model_name,

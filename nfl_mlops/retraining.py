@@ -281,6 +281,7 @@ class Admission:
     reason: str
     episode_id: str | None = None
     episode_kind: str | None = None
+    traffic_since: datetime | None = None  # start of the claimed episode's first alarming window
 
 
 def admit(
@@ -327,6 +328,7 @@ def admit(
                 f"claimed drift episode {episode.id} (v{episode.model_version}, {episode.kind})",
                 episode.id,
                 episode.kind,
+                ep.traffic_since(episode, db_url),
             )
         current = ep.get_episode(episode.id, db_url) or episode
         if current.retraining_job_id:
@@ -351,6 +353,7 @@ def admit(
             f"{decision.reason}; for drift episode {episode_id}",
             episode_id,
             episode.kind if episode else None,
+            ep.traffic_since(episode, db_url) if episode else None,
         )
     return Admission(True, decision.reason)
 

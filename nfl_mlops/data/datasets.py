@@ -142,7 +142,8 @@ def build_training_data(
     "train"-role rows (`feedback_role`) join training and "evaluation"-role rows form the held-out
     `recent` window. Roles are fixed per row, never re-split, so no row an earlier version trained
     on can reach a later `recent` window. Evaluation rows that are also in the base training rows
-    are dropped from `recent`.
+    are dropped from `recent`; with `params.recent_since`, so are those served before it (the recent
+    window is the traffic the retraining is for, not every label ever given).
     """
     chosen = select(base, topics_include=params.topics_include, topics_exclude=params.topics_exclude)
     if chosen.empty:
@@ -170,7 +171,12 @@ def build_training_data(
         is_eval = fb["norm"].map(feedback_role) == "evaluation"
         base_norms = set(train["norm"])
         fresh = ~fb["norm"].isin(base_norms)
-        recent = fb[is_eval & fresh].sort_values("norm", kind="mergesort")
+        in_window = pd.Series(True, index=fb.index)
+        if params.recent_since is not None and "served_at" in fb.columns:
+            since = pd.Timestamp(params.recent_since)
+            since = since.tz_localize("UTC") if since.tzinfo is None else since.tz_convert("UTC")
+            in_window = pd.to_datetime(fb["served_at"], utc=True) >= since
+        recent = fb[is_eval & fresh & in_window].sort_values("norm", kind="mergesort")
         fb_train = fb[~is_eval & fresh]
         n_fb_train = len(fb_train)
         train = pd.concat([train, fb_train], ignore_index=True)
@@ -184,6 +190,7 @@ def build_training_data(
         "feedback_train_rows": n_fb_train,
         "feedback_evaluation_rows": len(recent),
         "feedback_evaluation_share": EVALUATION_SHARE,
+        "recent_since": params.recent_since.isoformat() if params.recent_since else None,
         "base_rows": len(chosen),
         "label_counts_train": train["label"].value_counts().to_dict(),
         "topic_counts_train": train["topic"].value_counts().to_dict(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -20,6 +21,12 @@ class DataParams(BaseModel):
     topics_exclude: list[str] | None = Field(None, description="Drop these topics.")
     include_feedback: bool = Field(
         False, description="Add labelled tweets from the prediction log (feedback) to the training split."
+    )
+    recent_since: datetime | None = Field(
+        None,
+        description="Only feedback on predictions served since then forms the held-out recent window (and so a "
+        "retrained version's reference): the traffic the retraining is for. A retraining for a drift "
+        "episode sets it to the start of the episode's first alarming window. None = all.",
     )
     max_train_samples: int | None = Field(
         None, ge=1, description="Cap on training rows (stratified sample); None = all."

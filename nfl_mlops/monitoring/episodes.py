@@ -355,6 +355,16 @@ def claim(
         return res.rowcount == 1  # type: ignore[attr-defined]
 
 
+def traffic_since(episode: EpisodeInfo, db_url: str | None = None) -> datetime | None:
+    """Start of the window of the episode's first alarming check: the traffic its retraining is for
+    (None when that check is unknown)."""
+    if not episode.first_run_id:
+        return None
+    with session_scope(db_url) as s:
+        run = s.get(MonitoringRun, episode.first_run_id)
+        return _aware(run.window_start) if run is not None else None
+
+
 def release_failed(
     episode_id: str,
     job_id: str,

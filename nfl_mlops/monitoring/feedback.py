@@ -62,19 +62,21 @@ def prediction_window(
 def labelled_feedback(
     model_name: str, since: datetime | None = None, db_url: str | None = None
 ) -> pd.DataFrame:
-    """Distinct (text, true label) pairs from feedback, for retraining and the recent-window gate.
+    """Distinct (text, true label) pairs from feedback, for retraining and the recent-window gate, with
+    when the labelled prediction was served (`served_at`, UTC).
 
     Each pair's role (train or evaluation) is fixed by its content when it arrives
     (`nfl_mlops.data.datasets.feedback_role`), so reading more feedback later never moves a row
     an earlier version trained on into a later evaluation window.
     """
-    q = select(Prediction.text, Prediction.true_label, Prediction.feedback_at).where(
+    q = select(Prediction.text, Prediction.true_label, Prediction.feedback_at, Prediction.created_at).where(
         Prediction.model_name == model_name, Prediction.true_label.is_not(None)
     )
     if since is not None:
         q = q.where(Prediction.feedback_at >= since)
     with get_engine(db_url).connect() as conn:
-        df = pd.DataFrame(conn.execute(q).all(), columns=["text", "label", "feedback_at"])
+        df = pd.DataFrame(conn.execute(q).all(), columns=["text", "label", "feedback_at", "served_at"])
     # the latest label wins when one text got several
     df = df.sort_values("feedback_at").drop_duplicates("text", keep="last")
-    return df[["text", "label"]].reset_index(drop=True)
+    df["served_at"] = pd.to_datetime(df["served_at"], utc=True)
+    return df[["text", "label", "served_at"]].reset_index(drop=True)

@@ -514,3 +514,29 @@ def test_feedback_never_evaluates_on_base_training_rows() -> None:
     data = build_training_data(params, base, pd.concat([repeats, _feedback(0, 50)]))
     assert not set(data.recent["norm"]) & set(data.train["norm"])
     assert not set(data.recent["norm"]) & (set(data.test["norm"]) | set(data.val["norm"]))
+
+
+def test_recent_since_keeps_only_the_drifted_traffic_in_the_recent_window() -> None:
+    """A retraining for an episode evaluates on (and is later monitored against) the traffic since the
+    episode's window began; older evaluation-role labels are neither recent nor ever trained on."""
+    from datetime import UTC, datetime, timedelta
+
+    from nfl_mlops.data.datasets import build_training_data
+    from nfl_mlops.modeling.params import DataParams
+
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    old, new = _feedback(0, 200), _feedback(200, 200)
+    fb = pd.concat(
+        [old.assign(served_at=start - timedelta(hours=30)), new.assign(served_at=start + timedelta(hours=2))]
+    )
+    base = _base_frame()
+    everything = build_training_data(DataParams(seed=1), base, fb)
+    windowed = build_training_data(DataParams(seed=1, recent_since=start), base, fb)
+    new_norms = set(normalize_texts(new["text"]))
+    assert set(windowed.recent["norm"]) <= new_norms and len(windowed.recent) > 0
+    assert set(windowed.recent["norm"]) == set(everything.recent["norm"]) & new_norms
+    assert len(everything.recent) > len(windowed.recent)
+    # training rows do not change, and never include an evaluation-role row
+    assert set(windowed.train["norm"]) == set(everything.train["norm"])
+    assert not set(windowed.train["norm"]) & set(everything.recent["norm"])
+    assert windowed.description["recent_since"] == start.isoformat()

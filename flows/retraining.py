@@ -80,8 +80,8 @@ def retraining_flow(
         "reason": reason,
         "trigger": trigger,
         "drift_share": drift_share,
-        "data": data.model_dump(),
-        "train": train.model_dump(),
+        "data": data.model_dump(mode="json"),
+        "train": train.model_dump(mode="json"),
         "strategy": str(strategy),
         "episode_id": episode_id or None,
     }

@@ -55,7 +55,10 @@ def training_flow(
     feature_lineage = feature_lineage_of(feature_group, training_set)
 
     # Train
-    params = {"data": data.model_dump(), "train": {**train.model_dump(), "base_model": base_model}}
+    params = {
+        "data": data.model_dump(mode="json"),
+        "train": {**train.model_dump(mode="json"), "base_model": base_model},
+    }
     tracker = start_tracking(
         run_name,
         {**params, "dataset_version": dataset.version, "sizes": dataset.sizes, **feature_lineage},

@@ -227,7 +227,7 @@ async def request_retraining(
 
 def champion_recipe(model_name: str, registry: Any = None) -> tuple[Any, Any]:
     """The data and training parameters (`DataParams`, `TrainParams`) of the current champion (defaults
-    when there is none)."""
+    when there is none). Its `recent_since` is not part of the recipe: each retraining's own episode sets it."""
     from nfl_mlops.modeling.params import DataParams, TrainParams
 
     if registry is None:
@@ -236,7 +236,8 @@ def champion_recipe(model_name: str, registry: Any = None) -> tuple[Any, Any]:
         registry = Registry.from_settings()
     champion = registry.get_alias(model_name, "champion")
     params = champion.params if champion else {}
-    return DataParams(**params.get("data", {})), TrainParams(**params.get("train", {}))
+    data = {k: v for k, v in (params.get("data") or {}).items() if k != "recent_since"}
+    return DataParams(**data), TrainParams(**params.get("train", {}))
 
 
 DRIFT_REASONS = ("drift", "degraded")

@@ -226,7 +226,13 @@ def save_reference_profile(
         dataset.test,
         dataset.recent,
         probas,
-        int(dataset.description.get("feedback_train_rows", 0) or 0),
+        # the feedback training rows of the traffic it was retrained for (the last rows of train)
+        int(
+            dataset.description.get(
+                "feedback_train_rows_in_window", dataset.description.get("feedback_train_rows", 0)
+            )
+            or 0
+        ),
     )
     try:
         profile = build_reference(rows.descriptor_texts, rows.texts, rows.proba, rows.labels, encoder=encoder)

@@ -162,7 +162,7 @@ def build_training_data(
     val = _cap(splits.val, params.max_eval_samples, params.seed)
     test = _cap(splits.test, params.max_eval_samples, params.seed)
     recent = train.iloc[0:0]
-    n_feedback = n_fb_train = 0
+    n_feedback = n_fb_train = n_fb_train_window = 0
     if feedback is not None and len(feedback):
         fb = prepare(feedback.assign(confidence=float("nan")))
         held = set(splits.val["norm"]) | set(splits.test["norm"])
@@ -177,8 +177,10 @@ def build_training_data(
             since = since.tz_localize("UTC") if since.tzinfo is None else since.tz_convert("UTC")
             in_window = pd.to_datetime(fb["served_at"], utc=True) >= since
         recent = fb[is_eval & fresh & in_window].sort_values("norm", kind="mergesort")
-        fb_train = fb[~is_eval & fresh]
+        # the window's training rows last: the reference of a retrained version reads the tail
+        fb_train = pd.concat([fb[~is_eval & fresh & ~in_window], fb[~is_eval & fresh & in_window]])
         n_fb_train = len(fb_train)
+        n_fb_train_window = int((~is_eval & fresh & in_window).sum())
         train = pd.concat([train, fb_train], ignore_index=True)
     cols = ["text", "label", "topic", "norm"]
     description = {
@@ -188,6 +190,7 @@ def build_training_data(
         "seed": params.seed,
         "feedback_rows": n_feedback,
         "feedback_train_rows": n_fb_train,
+        "feedback_train_rows_in_window": n_fb_train_window,  # the last rows of `train`
         "feedback_evaluation_rows": len(recent),
         "feedback_evaluation_share": EVALUATION_SHARE,
         "recent_since": params.recent_since.isoformat() if params.recent_since else None,

@@ -540,3 +540,7 @@ def test_recent_since_keeps_only_the_drifted_traffic_in_the_recent_window() -> N
     assert set(windowed.train["norm"]) == set(everything.train["norm"])
     assert not set(windowed.train["norm"]) & set(everything.recent["norm"])
     assert windowed.description["recent_since"] == start.isoformat()
+    # the window's training rows are the tail of train (what a retrained version's reference reads)
+    n = windowed.description["feedback_train_rows_in_window"]
+    assert 0 < n < windowed.description["feedback_train_rows"]
+    assert set(windowed.train.tail(n)["norm"]) == (set(windowed.train["norm"]) & new_norms)

@@ -136,3 +136,20 @@ def test_the_retraining_summary_says_what_started_it_and_what_came_of_it() -> No
     ):
         assert fragment in md, fragment
     assert "latency_p95 \\| 1200 ms" in md  # a pipe in a reason does not break the table
+
+
+def test_the_champion_recipe_does_not_carry_its_episode_window(settings, tiny_model_dir) -> None:
+    """A retraining sets `recent_since` from its own episode; the champion's (an earlier episode's window)
+    must not leak into the next retraining's recipe."""
+    from nfl_mlops.registry.store import Registry
+    from nfl_mlops.retraining import champion_recipe
+
+    name = f"recipe-{uuid.uuid4().hex[:8]}"
+    reg = Registry.from_settings(settings)
+    data = {"topics_exclude": ["nfl"], "max_train_samples": 300, "recent_since": "2026-12-01T00:00:00+00:00"}
+    info = reg.register(name, tiny_model_dir, params={"data": data, "train": {"epochs": 2.0}})
+    reg.promote(name, info.version)
+    recipe_data, recipe_train = champion_recipe(name, reg)
+    assert recipe_data.recent_since is None
+    assert recipe_data.topics_exclude == ["nfl"] and recipe_data.max_train_samples == 300
+    assert recipe_train.epochs == 2.0

@@ -109,7 +109,7 @@ def test_every_acknowledged_prediction_survives_kill_9(settings, tiny_model_dir,
             wait_until(
                 lambda: len(load.acked) >= moments[-1] + 20, timeout=120, what="answers after the last kill"
             )
-        assert replica.stop() == 0  # graceful: writes what it holds
+        assert replica.stop() in (0, -15)  # graceful (uvicorn re-raises SIGTERM after its shutdown)
     finally:
         if replica.proc.poll() is None:
             replica.kill9()

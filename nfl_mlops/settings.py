@@ -114,6 +114,19 @@ class Settings(BaseSettings):
         description="Longest the batcher holds a batch open for more requests; it waits only "
         "while the batch is smaller than the last one (bench/README.md).",
     )
+    max_queued_texts: int = Field(
+        1024,
+        ge=1,
+        validation_alias=_env("MLOPS_MAX_QUEUED_TEXTS"),
+        description="Most texts waiting for the model (per version) before requests are shed with 503 and "
+        "Retry-After (about 5 s of work at this model's batched throughput here).",
+    )
+    max_queue_wait_s: float = Field(
+        10.0,
+        gt=0,
+        validation_alias=_env("MLOPS_MAX_QUEUE_WAIT_S"),
+        description="A request that waited this long for its forward pass is answered 503 instead.",
+    )
     durable_predictions: bool = Field(
         True,
         validation_alias=_env("MLOPS_DURABLE_PREDICTIONS"),

@@ -55,10 +55,19 @@ class BatcherClosed(RuntimeError):
     """The batcher was closed; the request was not run."""
 
 
+class Overloaded(RuntimeError):
+    """The request was shed: too much is already waiting for the model, or it waited too long. The API
+    answers 503 with `Retry-After` (a fast refusal a load balancer can retry elsewhere, instead of a
+    latency that grows without bound)."""
+
+    retry_after_s = 1
+
+
 @dataclass
 class _Item:
     texts: list[str]
     future: asyncio.Future
+    at: float = 0.0  # time.monotonic() when queued
 
 
 _STOP = _Item([], None)  # type: ignore[arg-type]  # the sentinel that close() queues
@@ -73,6 +82,10 @@ class DynamicBatcher:
         max_wait_ms: the longest the worker holds a batch open for more requests (see module doc).
         on_batch: called with (texts in the batch, seconds in `infer`) after each successful batch.
         executor: where `infer` runs; shared by several batchers so forwards never overlap.
+        max_queued: most texts waiting (not yet in a batch); a request that would exceed it is refused
+            at once with `Overloaded` (a request to an empty queue is always taken).
+        max_queue_wait_s: a request that waited longer for its batch gets `Overloaded` instead of a
+            forward pass (its client has likely given up; the model's time goes to fresher requests).
     """
 
     def __init__(
@@ -82,6 +95,8 @@ class DynamicBatcher:
         max_wait_ms: float = _SETTINGS["max_wait_ms"].default,
         on_batch: Callable[[int, float], None] | None = None,
         executor: ThreadPoolExecutor | None = None,
+        max_queued: int = _SETTINGS["max_queued_texts"].default,
+        max_queue_wait_s: float = _SETTINGS["max_queue_wait_s"].default,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -89,6 +104,10 @@ class DynamicBatcher:
             raise ValueError("max_wait_ms must be >= 0")
         self.infer = infer
         self.max_batch_size = max_batch_size
+        self.max_queued = max_queued
+        self.max_queue_wait_s = max_queue_wait_s
+        self.waiting = 0  # texts queued, not yet taken into a batch
+        self.shed = 0  # requests refused or expired with Overloaded
         self.max_wait = max_wait_ms / 1000.0
         self.on_batch = on_batch
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -121,12 +140,20 @@ class DynamicBatcher:
         texts = list(texts)
         if not texts:
             return []
+        if self.waiting and self.waiting + len(texts) > self.max_queued:
+            self.shed += 1
+            raise Overloaded(
+                f"overloaded: {self.waiting} texts already wait for the model (limit {self.max_queued}); "
+                f"retry in {Overloaded.retry_after_s} s"
+            )
         queue = self._ensure_worker()
         loop = asyncio.get_running_loop()
         step = self.max_batch_size
-        items = [_Item(texts[i : i + step], loop.create_future()) for i in range(0, len(texts), step)]
+        now = time.monotonic()
+        items = [_Item(texts[i : i + step], loop.create_future(), now) for i in range(0, len(texts), step)]
         for item in items:
             queue.put_nowait(item)
+        self.waiting += len(texts)
         if len(items) == 1:
             return await items[0].future
         try:
@@ -146,6 +173,7 @@ class DynamicBatcher:
                 break
             if item is _STOP:
                 return size, None, True
+            self.waiting -= len(item.texts)
             if item.future.done():  # cancelled while queued
                 continue
             if size + len(item.texts) > self.max_batch_size:
@@ -168,6 +196,7 @@ class DynamicBatcher:
                 first = await queue.get()
                 if first is _STOP:
                     return
+                self.waiting -= len(first.texts)
                 if first.future.done():
                     continue
             batch, size = [first], len(first.texts)
@@ -188,6 +217,7 @@ class DynamicBatcher:
                     if item is _STOP:
                         stopping = True
                         break
+                    self.waiting -= len(item.texts)
                     if item.future.done():
                         continue
                     if size + len(item.texts) > self.max_batch_size:
@@ -197,10 +227,24 @@ class DynamicBatcher:
                     size += len(item.texts)
                     size, pending, stop = self._take(queue, batch, size)
                     stopping = stopping or stop
-            batch = [b for b in batch if not b.future.done()]
+            batch = [b for b in batch if not b.future.done() and not self._expired(b)]
             if not batch:
                 continue
             await self._run_batch(batch)
+
+    def _expired(self, item: _Item) -> bool:
+        """Fail an item that waited longer than `max_queue_wait_s` with `Overloaded` (True when it did)."""
+        waited = time.monotonic() - item.at
+        if waited <= self.max_queue_wait_s:
+            return False
+        self.shed += 1
+        item.future.set_exception(
+            Overloaded(
+                f"overloaded: the request waited {waited:.1f} s for the model (limit {self.max_queue_wait_s:g} s); "
+                f"retry in {Overloaded.retry_after_s} s"
+            )
+        )
+        return True
 
     async def _run_batch(self, batch: list[_Item]) -> None:
         texts = [t for b in batch for t in b.texts]
@@ -263,6 +307,8 @@ class DynamicBatcher:
                     item = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     break
+                if item is not _STOP:
+                    self.waiting -= len(item.texts)
                 if item is not _STOP and not item.future.done():
                     item.future.set_exception(BatcherClosed("the batcher closed before this request ran"))
         if self._own_executor:

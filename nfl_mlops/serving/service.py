@@ -35,7 +35,7 @@ from nfl_mlops.db import utcnow
 from nfl_mlops.registry.store import Registry
 from nfl_mlops.rollout import replicas
 from nfl_mlops.rollout.state import RolloutInfo, active_rollout, choose_arm
-from nfl_mlops.serving.batcher import DynamicBatcher, prefer_passive_openmp
+from nfl_mlops.serving.batcher import DynamicBatcher, Overloaded, prefer_passive_openmp
 from nfl_mlops.serving.cache import make_cache
 from nfl_mlops.serving.metrics import ServingMetrics
 from nfl_mlops.serving.predlog import PredictionLogWriter
@@ -320,6 +320,8 @@ class PredictionService:
                 max_wait_ms=self.settings.max_wait_ms,
                 on_batch=self._on_batch,
                 executor=self._executor,
+                max_queued=self.settings.max_queued_texts,
+                max_queue_wait_s=self.settings.max_queue_wait_s,
             )
             self._batchers[version] = batcher
         return batcher
@@ -410,8 +412,8 @@ class PredictionService:
             if arm != control:
                 _check_answers(answers)
         except Exception as exc:
-            if arm == control or control is None:
-                raise
+            if arm == control or control is None or isinstance(exc, Overloaded):
+                raise  # shed load is not the candidate's error
             # a broken candidate: record it for the gates, answer from the control version
             self.counts["arm_errors"] += 1
             error = f"{type(exc).__name__}: {exc}"[:500]

@@ -5,7 +5,8 @@
 - inference runs off the event loop: while a forward pass is held inside the model, the same
   process still answers /mlops/health;
 - a version is loaded and warmed before traffic switches to it, not on its first request;
-- repeated texts are answered from the cache without a forward pass.
+- repeated texts are answered from the cache without a forward pass;
+- overload is shed: a full queue answers 503 with Retry-After at once.
 """
 
 from __future__ import annotations
@@ -118,6 +119,44 @@ def test_inference_runs_off_the_event_loop(server: ServerHandle) -> None:
     finally:
         release.set()
         batcher.infer = real_infer
+
+
+def test_overload_is_a_fast_503_with_retry_after(server: ServerHandle) -> None:
+    """With the model busy and the queue full, a request is refused at once (503, Retry-After, a message
+    that says why), never queued without bound; the queued ones are answered once the model is free."""
+    service = server.service
+    batcher = service._batcher(1)
+    entered, release = threading.Event(), threading.Event()
+    real_infer, real_max = batcher.infer, batcher.max_queued
+
+    def held_infer(texts):
+        entered.set()
+        assert release.wait(60), "the test never released the forward pass"
+        return real_infer(texts)
+
+    batcher.infer, batcher.max_queued = held_infer, 2
+    try:
+        with make_client(server.base_url) as c, ThreadPoolExecutor(max_workers=3) as pool:
+            held = pool.submit(c.post, "/mlops/predict/sentiment", json={"text": "held (overload test)"})
+            assert entered.wait(60), "the request never reached the model"
+            queued = [
+                pool.submit(c.post, "/mlops/predict/sentiment", json={"text": f"queued {i} (overload test)"})
+                for i in range(2)
+            ]
+            threading.Event().wait(0.5)  # let both reach the batcher's queue
+            assert batcher.waiting == 2
+            with make_client(server.base_url) as other:
+                r = other.post("/mlops/predict/sentiment", json={"text": "one too many (overload test)"})
+                assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+                assert "overloaded" in r.json()["detail"] and "wait for the model" in r.json()["detail"]
+                metrics = other.get("/metrics").text
+                assert 'status="503"' in metrics
+            release.set()
+            assert held.result(timeout=60).status_code == 200
+            assert [q.result(timeout=60).status_code for q in queued] == [200, 200]
+    finally:
+        release.set()
+        batcher.infer, batcher.max_queued = real_infer, real_max
 
 
 def test_a_new_version_is_loaded_and_warmed_before_it_serves(server: ServerHandle, monkeypatch) -> None:

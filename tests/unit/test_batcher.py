@@ -349,3 +349,43 @@ def test_prefer_passive_openmp_only_acts_before_torch_and_respects_an_explicit_c
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == expected
+
+
+async def test_a_full_queue_sheds_new_requests_at_once_and_recovers() -> None:
+    from nfl_mlops.serving.batcher import Overloaded
+
+    model = Model(gated=True)
+    b = DynamicBatcher(model, max_batch_size=64, max_wait_ms=0, max_queued=4)
+    first = asyncio.create_task(b.submit(["a"]))
+    await model.entered()  # "a" runs; four texts may wait behind it
+    waiting = [asyncio.create_task(b.submit([f"q{i}"])) for i in range(2)]
+    waiting.append(asyncio.create_task(b.submit(["q2", "q3"])))
+    await _queued(b, 3)
+    assert b.waiting == 4
+    with pytest.raises(Overloaded, match="4 texts already wait"):
+        await b.submit(["one too many"])
+    assert b.shed == 1 and model.batches == [["a"]]  # refused without a forward pass
+    model.open()
+    assert await asyncio.wait_for(first, GUARD) == ["A"]
+    assert [await w for w in waiting] == [["Q0"], ["Q1"], ["Q2", "Q3"]]
+    assert b.waiting == 0
+    assert await b.submit(["again"]) == ["AGAIN"]  # room again
+    await b.close()
+
+
+async def test_a_request_that_waited_too_long_is_shed_not_computed() -> None:
+    from nfl_mlops.serving.batcher import Overloaded
+
+    model = Model(gated=True)
+    b = DynamicBatcher(model, max_batch_size=64, max_wait_ms=0, max_queue_wait_s=0.05)
+    first = asyncio.create_task(b.submit(["a"]))
+    await model.entered()
+    late = asyncio.create_task(b.submit(["stale"]))
+    await _queued(b, 1)
+    await asyncio.sleep(0.2)  # longer than max_queue_wait_s behind the running batch
+    model.open()
+    assert await asyncio.wait_for(first, GUARD) == ["A"]
+    with pytest.raises(Overloaded, match="waited"):
+        await asyncio.wait_for(late, GUARD)
+    assert model.batches == [["a"]] and b.shed == 1 and b.waiting == 0
+    await b.close()

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, HTTPException
 
 from nfl_mlops.serving import schemas as sc
+from nfl_mlops.serving.batcher import Overloaded
 from nfl_mlops.serving.routes.deps import check_text, require_api_key, service, settings
 from nfl_mlops.serving.service import NoModelDeployed, PredictionService
 
@@ -33,7 +34,10 @@ def _out(p: Any) -> sc.PredictionOut:
     "/predict/sentiment",
     response_model=sc.PredictionOut,
     summary="Score one tweet",
-    responses={413: {"description": "Text too long"}, 503: {"description": "Nothing deployed yet"}},
+    responses={
+        413: {"description": "Text too long"},
+        503: {"description": "Nothing deployed yet, or overloaded (Retry-After)"},
+    },
 )
 async def predict(
     body: sc.PredictRequest, svc: PredictionService = Depends(service), cfg: Any = Depends(settings)
@@ -44,6 +48,8 @@ async def predict(
         [p] = await svc.predict([body.text], key=body.key)
     except NoModelDeployed as exc:
         raise HTTPException(503, str(exc)) from exc
+    except Overloaded as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
     return _out(p)
 
 
@@ -53,7 +59,7 @@ async def predict(
     summary="Score many tweets",
     responses={
         413: {"description": "Too many texts or a text too long"},
-        503: {"description": "Nothing deployed yet"},
+        503: {"description": "Nothing deployed yet, or overloaded (Retry-After)"},
     },
 )
 async def predict_batch(
@@ -68,6 +74,8 @@ async def predict_batch(
         served = await svc.predict(body.texts, key=body.key)
     except NoModelDeployed as exc:
         raise HTTPException(503, str(exc)) from exc
+    except Overloaded as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc
     return sc.BatchPredictionOut(
         request_id=served[0].request_id,
         model_version=served[0].model_version,

@@ -64,6 +64,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         log_level="info",
+        # open connections get this long to finish; the service's own shutdown is bounded below 30 s
+        # (Kubernetes' default grace period): readiness 503 at once, queued requests <= 10 s, log <= 5 s
+        timeout_graceful_shutdown=10,
     )
     return 0
 

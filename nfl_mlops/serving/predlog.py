@@ -349,6 +349,13 @@ class PredictionLogWriter:
                     return
                 except Exception:
                     if time.monotonic() > deadline:
+                        if self.spool is not None:  # on disk: the next writer on the folder writes them
+                            log.warning(
+                                "prediction log: %d rows not written at shutdown stay in the spool %s",
+                                self.queued,
+                                self.spool.directory,
+                            )
+                            return
                         log.exception("prediction log: %d rows could not be written at shutdown", self.queued)
                         raise
                     time.sleep(0.5)

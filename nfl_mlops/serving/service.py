@@ -78,6 +78,14 @@ def _as_dict(p: Any) -> dict[str, Any]:
     return {"label": p.label, "confidence": p.confidence, "scores": p.scores}
 
 
+SHUTDOWN_BATCHES_S = 10.0
+"""Shutdown: longest the batchers take to answer what is queued (then the rest gets an error)."""
+SHUTDOWN_LOG_S = 5.0
+"""Shutdown: longest the prediction log tries the DB when a spool holds the rows (they stay there)."""
+SHUTDOWN_LOG_NO_SPOOL_S = 15.0
+"""...and without a spool (rows only in memory). Together well inside Kubernetes' 30 s grace period."""
+
+
 class PredictionService:
     """Loads versions on demand, keeps the previous one warm, and serves the active rollout."""
 
@@ -137,9 +145,12 @@ class PredictionService:
             log.warning("could not mark replica %s stopping: %s", self.replica_id, exc)
         if self._background:  # shadow predictions still running: let them finish and log
             await asyncio.gather(*self._background, return_exceptions=True)
-        for batcher in self._batchers.values():
-            await batcher.close()
-        await asyncio.to_thread(self.logger.close)
+        for batcher in self._batchers.values():  # queued requests are answered (each waits <= its deadline)
+            await batcher.close(timeout=SHUTDOWN_BATCHES_S)
+        # rows already in the spool are safe: the DB gets a short try, the next process writes the rest
+        await asyncio.to_thread(
+            self.logger.close, SHUTDOWN_LOG_S if self.logger.spool is not None else SHUTDOWN_LOG_NO_SPOOL_S
+        )
         self._executor.shutdown(wait=False)
         close_cache = getattr(self.cache, "close", None)
         if close_cache is not None:

@@ -127,6 +127,13 @@ class Settings(BaseSettings):
         validation_alias=_env("MLOPS_MAX_QUEUE_WAIT_S"),
         description="A request that waited this long for its forward pass is answered 503 instead.",
     )
+    max_spooled_rows: int = Field(
+        100_000,
+        ge=1,
+        validation_alias=_env("MLOPS_MAX_SPOOLED_ROWS"),
+        description="Most prediction-log rows waiting in the spool for the state DB (an outage); beyond it "
+        "predictions are answered 503 with Retry-After rather than logged nowhere.",
+    )
     durable_predictions: bool = Field(
         True,
         validation_alias=_env("MLOPS_DURABLE_PREDICTIONS"),

@@ -202,6 +202,11 @@ class PredictionLogWriter:
             self._wake.set()
 
     @property
+    def backlog(self) -> int:
+        """Rows not yet in the DB (spooled or queued): what an outage piles up."""
+        return self.spool.pending_rows if self.spool is not None else self.queued
+
+    @property
     def queued(self) -> int:
         return self._queue.qsize() + len(self._pending) + self._commits.qsize()
 

@@ -410,6 +410,12 @@ class PredictionService:
             raise NoModelDeployed(
                 "no model is deployed yet: run the deployment flow or POST /mlops/deployments"
             )
+        backlog = self.logger.backlog
+        if backlog >= self.settings.max_spooled_rows:  # the state DB has been away too long
+            raise Overloaded(
+                f"overloaded: {backlog} prediction-log rows wait for the state DB (limit "
+                f"{self.settings.max_spooled_rows}); retry in {Overloaded.retry_after_s} s"
+            )
         texts = list(texts)
         request_id = request_id or uuid.uuid4().hex
         hashes = [text_hash(t) for t in texts]

@@ -127,7 +127,7 @@ class Spool:
 
     @property
     def pending_rows(self) -> int:
-        return sum(s.pending for s in self.segments.values())
+        return sum(s.pending for s in list(self.segments.values()))
 
     # Recovery
     def claim_orphans(self) -> list[tuple[str, list[dict[str, Any]]]]:

@@ -14,6 +14,7 @@ from flows.training import training_flow
 from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.params import DataParams, TrainParams
 from nfl_mlops.monitoring.thresholds import (
+    PERFORMANCE_MAX_DROP,
     RETRAIN_BACKOFF_BASE_MINUTES,
     RETRAIN_COOLDOWN_MINUTES,
     RETRAIN_DAILY_BUDGET,
@@ -29,6 +30,7 @@ from nfl_mlops.retraining import (
 from nfl_mlops.rollout.strategies import CanaryParams, Strategy, retraining_canary
 from nfl_mlops.settings import get_settings
 from tasks.alerts import publish_markdown
+from tasks.drift import accept_new_normal
 from tasks.jobs import close_job, open_job, reconcile_jobs
 
 
@@ -51,6 +53,10 @@ def retraining_flow(
     job_id: str | None = None,
 ) -> State:
     """Retrain on the champion's recipe plus labelled feedback; deploy only a challenger that passes the gate.
+
+    A challenger rejected for a drift episode while the champion holds on the drifted traffic (within the
+    performance threshold of what it is monitored against) closes the episode as the accepted new normal:
+    the champion's reference becomes that traffic (`tasks.drift.accept_new_normal`).
 
     Ends `Completed` (the result dict: status completed | rejected | rolled_back), `Completed` named
     `Skipped` when admission refused (another run holds the episode, back-off, budget, no open episode),
@@ -171,6 +177,15 @@ def retraining_flow(
         close_job(job_id, "failed", error, admission.episode_id, None, retry_backoff_minutes)
         raise
     result["episode"] = close_job(job_id, status, result, admission.episode_id, registration.version)
+    if status == "rejected" and admission.episode_id and kind == "drift":
+        # no better model for the drifted traffic: if the champion holds on it, it is the new normal
+        result["new_normal"] = accept_new_normal(
+            model_name,
+            candidate.dataset_dir,
+            admission.episode_id,
+            PERFORMANCE_MAX_DROP,
+            train.base_model or settings.base_model,
+        )
 
     # Report (on this run, beside the subflows' own)
     publish_markdown(

@@ -28,7 +28,16 @@ from nfl_mlops.monitoring.monitor import (
     window_performance,
 )
 from nfl_mlops.monitoring.performance import PerformanceResult
-from nfl_mlops.monitoring.reference import ReferenceProfile, build_reference, load_reference, save_reference
+from nfl_mlops.monitoring.reference import (
+    ReferenceProfile,
+    build_reference,
+    holds_on,
+    latest_rebaseline,
+    load_reference,
+    rebaseline_root,
+    reference_rows,
+    save_reference,
+)
 from nfl_mlops.monitoring.triggers import record_verdict
 from nfl_mlops.monitoring.window import LiveTarget, targets_in_window, version_window
 from nfl_mlops.settings import get_settings
@@ -96,8 +105,10 @@ def load_version_reference(model_name: str, version: int) -> tuple[ReferenceProf
     """The version's reference profile and its test metrics (registry metrics["test"])."""
     from nfl_mlops.registry.store import Registry
 
-    info = Registry.from_settings().get(model_name, version)
-    reference = load_reference(Path(info.path))
+    settings = get_settings()
+    info = Registry.from_settings(settings).get(model_name, version)
+    refreshed = latest_rebaseline(settings.mlops_home, model_name, version)
+    reference = load_reference(refreshed or Path(info.path))
     get_run_logger().info(
         "reference of %s v%d: %d test rows, %d descriptor rows, %s embeddings (%s)",
         model_name,
@@ -107,6 +118,9 @@ def load_version_reference(model_name: str, version: int) -> tuple[ReferenceProf
         0 if reference.embeddings is None else len(reference.embeddings),
         reference.encoder,
     )
+    if refreshed is not None:  # the accepted new normal: its own traffic and its metrics there
+        get_run_logger().info("reference refreshed %s (%s)", refreshed.name, reference.meta.get("reason", ""))
+        return reference, reference.meta.get("metrics")
     basis = reference.meta.get("basis", "test")  # a retrained version is judged against its recent window
     return reference, info.metrics.get(basis) or info.metrics.get("test")
 
@@ -219,8 +233,6 @@ def save_reference_profile(
 
     From the traffic it was retrained for when the dataset has a recent feedback window, else from the
     training rows and the test split (`reference.reference_rows`)."""
-    from nfl_mlops.monitoring.reference import reference_rows
-
     rows = reference_rows(
         dataset.train,
         dataset.test,
@@ -277,3 +289,69 @@ def publish_drift_report(result: MonitoringResult, title: str, facts: dict[str, 
         description=f"{verdict}; JSON: {report_url(base, path.with_suffix('.json').name)}",
     )
     return url
+
+
+@task(name="accept-new-normal", cache_policy=NO_CACHE)
+def accept_new_normal(
+    model_name: str, dataset_dir: str, episode_id: str, max_drop: float, encoder: str | None
+) -> dict[str, Any] | None:
+    """After a retraining for a drift episode was rejected: does the serving champion hold on the drifted
+    traffic (its macro-F1 on the labelled recent window within `max_drop` of what it is monitored
+    against)? Then that traffic becomes its reference (a refreshed reference beside the registry; the
+    version's folder never changes) and the episode closes: the drift is the new normal, no model is
+    better for it. Otherwise None: the episode stays open with its one retraining (a person looks).
+    """
+    from datetime import UTC
+
+    from nfl_mlops.data.datasets import TrainingData
+    from nfl_mlops.modeling.metrics import evaluate
+    from nfl_mlops.modeling.predictor import SentimentModel
+    from nfl_mlops.monitoring import episodes as ep
+    from nfl_mlops.monitoring.reference import MIN_RECENT_REFERENCE
+    from nfl_mlops.registry.store import Registry
+
+    settings = get_settings()
+    logger = get_run_logger()
+    data = TrainingData.load(Path(dataset_dir))
+    if len(data.recent) < MIN_RECENT_REFERENCE:
+        logger.info(
+            "new normal not judged: %d labelled recent rows (< %d)", len(data.recent), MIN_RECENT_REFERENCE
+        )
+        return None
+    champion = Registry.from_settings(settings).get(model_name, "champion")
+    _, monitored_against = load_version_reference.fn(model_name, champion.version)
+    proba = SentimentModel.load(champion.path).predict_proba(data.recent["text"].tolist())
+    recent = evaluate(data.recent["label"].tolist(), proba).as_dict()
+    if not holds_on(recent, monitored_against, max_drop):
+        logger.info(
+            "v%d does not hold on the drifted traffic (macro-F1 %.3f vs %s): the episode stays open",
+            champion.version,
+            recent["macro_f1"],
+            (monitored_against or {}).get("macro_f1"),
+        )
+        return None
+    rows = reference_rows(
+        data.train,
+        data.test,
+        data.recent,
+        {"recent": proba},
+        int(data.description.get("feedback_train_rows_in_window", 0) or 0),
+    )
+    try:
+        profile = build_reference(rows.descriptor_texts, rows.texts, rows.proba, rows.labels, encoder=encoder)
+    except (OSError, RuntimeError, ValueError) as exc:
+        logger.warning("refreshed reference without embeddings (encoder %r: %s)", encoder, exc)
+        profile = build_reference(rows.descriptor_texts, rows.texts, rows.proba, rows.labels, encoder=None)
+    reason = (
+        f"v{champion.version} holds on the drifted traffic (macro-F1 {recent['macro_f1']:.3f} on "
+        f"{len(data.recent)} labelled rows vs {monitored_against['macro_f1']:.3f} it was monitored against, "
+        f"within {max_drop:g}) and no retrained model beat it: the new normal, accepted"
+    )
+    profile.meta.update(basis="recent", metrics=recent, reason=reason, episode_id=episode_id)
+    folder = rebaseline_root(settings.mlops_home, model_name, champion.version) / datetime.now(UTC).strftime(
+        "%Y%m%dT%H%M%S%f"
+    )
+    save_reference(profile, folder)
+    ep.close_episode(episode_id, reason, settings.db_url)
+    logger.info("episode %s closed: %s; reference refreshed -> %s", episode_id, reason, folder)
+    return {"version": champion.version, "reason": reason, "reference": str(folder), "recent": recent}

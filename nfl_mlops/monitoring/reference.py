@@ -255,3 +255,34 @@ def reference_rows(
         np.asarray(probas["test"]),
         test["label"].tolist(),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# A serving version's reference, refreshed when it holds on new traffic (the accepted new normal)
+# --------------------------------------------------------------------------------------------
+
+REBASELINE_DIR = "references"
+
+
+def rebaseline_root(home: Path, model_name: str, version: int) -> Path:
+    """Where refreshed references of a version live (outside its registry folder, which never changes)."""
+    return Path(home) / REBASELINE_DIR / model_name / f"v{version}"
+
+
+def latest_rebaseline(home: Path, model_name: str, version: int) -> Path | None:
+    """The newest refreshed reference of the version (a folder holding `reference/`), or None."""
+    root = rebaseline_root(home, model_name, version)
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.iterdir() if (p / REFERENCE_DIR / "meta.json").exists())
+    return done[-1] if done else None
+
+
+def holds_on(
+    recent_metrics: dict[str, float], reference_metrics: dict[str, float] | None, max_drop: float
+) -> bool:
+    """A version holds on new traffic when its macro-F1 there is within `max_drop` of what it is monitored
+    against (pure; no reference metrics: it does not)."""
+    if not reference_metrics or "macro_f1" not in reference_metrics:
+        return False
+    return recent_metrics["macro_f1"] >= reference_metrics["macro_f1"] - max_drop

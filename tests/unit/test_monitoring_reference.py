@@ -119,3 +119,25 @@ def test_mismatched_inputs_raise():
         build_reference(TRAIN, TEST, proba(60), ["negative"] * 3)
     with pytest.raises(FileNotFoundError):
         load_reference(Path("/nonexistent-model-dir"))
+
+
+def test_a_refreshed_reference_is_found_only_when_complete_and_the_newest_wins(tmp_path) -> None:
+    from nfl_mlops.monitoring.reference import REFERENCE_DIR, latest_rebaseline, rebaseline_root
+
+    assert latest_rebaseline(tmp_path, "m", 2) is None
+    root = rebaseline_root(tmp_path, "m", 2)
+    for name, complete in (("20261201T000000", True), ("20261203T000000", True), ("20261204T000000", False)):
+        folder = root / name / REFERENCE_DIR
+        folder.mkdir(parents=True)
+        if complete:
+            (folder / "meta.json").write_text("{}")
+    assert latest_rebaseline(tmp_path, "m", 2) == root / "20261203T000000"  # a half-written one is ignored
+    assert latest_rebaseline(tmp_path, "m", 3) is None  # per version
+
+
+def test_a_version_holds_on_new_traffic_within_the_drop() -> None:
+    from nfl_mlops.monitoring.reference import holds_on
+
+    assert holds_on({"macro_f1": 0.70}, {"macro_f1": 0.72}, 0.05)
+    assert not holds_on({"macro_f1": 0.60}, {"macro_f1": 0.72}, 0.05)
+    assert not holds_on({"macro_f1": 0.90}, None, 0.05)  # nothing to compare with: no

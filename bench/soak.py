@@ -904,7 +904,12 @@ class Soak:
                 active = rollouts.active_rollout(self.model, "production", self.db_url)
                 if paused and active and active.version == version and active.created_at >= since:
                     time.sleep(1.5)  # replica a loads it
-                    path.write_bytes(b"\x00damaged on disk after the smoke test" * 64)
+                    # a new, damaged file replaces it (as a sync tool would), never an in-place write: a
+                    # replica that mmapped the old weights keeps valid pages (truncating a mapped file
+                    # would SIGBUS it, a different fault)
+                    tmp = path.with_suffix(".damaged")
+                    tmp.write_bytes(b"\x00damaged on disk after the smoke test" * 64)
+                    os.replace(tmp, path)
                     break
                 if state and state.is_final():
                     raise RuntimeError(f"deployment run ended {state.name} before the rollout started")

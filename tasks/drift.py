@@ -238,13 +238,14 @@ def save_reference_profile(
         dataset.test,
         dataset.recent,
         probas,
-        # the feedback training rows of the traffic it was retrained for (the last rows of train)
+        # the feedback of the traffic it was retrained for (the last rows of train and of recent)
         int(
             dataset.description.get(
                 "feedback_train_rows_in_window", dataset.description.get("feedback_train_rows", 0)
             )
             or 0
         ),
+        n_recent_window=dataset.description.get("feedback_evaluation_rows_in_window"),
     )
     try:
         profile = build_reference(rows.descriptor_texts, rows.texts, rows.proba, rows.labels, encoder=encoder)
@@ -313,6 +314,9 @@ def accept_new_normal(
     settings = get_settings()
     logger = get_run_logger()
     data = TrainingData.load(Path(dataset_dir))
+    n_window = int(data.description.get("feedback_evaluation_rows_in_window") or 0)
+    if n_window >= MIN_RECENT_REFERENCE:  # the drifted traffic itself, not every label ever given
+        data.recent = data.recent.tail(n_window).reset_index(drop=True)
     if len(data.recent) < MIN_RECENT_REFERENCE:
         logger.info(
             "new normal not judged: %d labelled recent rows (< %d)", len(data.recent), MIN_RECENT_REFERENCE
@@ -334,7 +338,7 @@ def accept_new_normal(
         data.train,
         data.test,
         data.recent,
-        {"recent": proba},
+        {"recent": proba, "test": proba[:0]},
         int(data.description.get("feedback_train_rows_in_window", 0) or 0),
     )
     try:

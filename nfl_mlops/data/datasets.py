@@ -142,8 +142,9 @@ def build_training_data(
     "train"-role rows (`feedback_role`) join training and "evaluation"-role rows form the held-out
     `recent` window. Roles are fixed per row, never re-split, so no row an earlier version trained
     on can reach a later `recent` window. Evaluation rows that are also in the base training rows
-    are dropped from `recent`; with `params.recent_since`, so are those served before it (the recent
-    window is the traffic the retraining is for, not every label ever given).
+    are dropped from `recent`. With `params.recent_since`, the rows served since then (the traffic the
+    retraining is for) come last in `train`'s feedback and in `recent`, counted in the description: the
+    gate still judges on every held-out label, the new version's reference reads only that window.
     """
     chosen = select(base, topics_include=params.topics_include, topics_exclude=params.topics_exclude)
     if chosen.empty:
@@ -162,7 +163,7 @@ def build_training_data(
     val = _cap(splits.val, params.max_eval_samples, params.seed)
     test = _cap(splits.test, params.max_eval_samples, params.seed)
     recent = train.iloc[0:0]
-    n_feedback = n_fb_train = n_fb_train_window = 0
+    n_feedback = n_fb_train = n_fb_train_window = n_recent_window = 0
     if feedback is not None and len(feedback):
         fb = prepare(feedback.assign(confidence=float("nan")))
         held = set(splits.val["norm"]) | set(splits.test["norm"])
@@ -176,7 +177,14 @@ def build_training_data(
             since = pd.Timestamp(params.recent_since)
             since = since.tz_localize("UTC") if since.tzinfo is None else since.tz_convert("UTC")
             in_window = pd.to_datetime(fb["served_at"], utc=True) >= since
-        recent = fb[is_eval & fresh & in_window].sort_values("norm", kind="mergesort")
+        # every held-out label is the gate's recent window (power); the episode's window last (the reference)
+        recent = pd.concat(
+            [
+                fb[is_eval & fresh & ~in_window].sort_values("norm", kind="mergesort"),
+                fb[is_eval & fresh & in_window].sort_values("norm", kind="mergesort"),
+            ]
+        )
+        n_recent_window = int((is_eval & fresh & in_window).sum())
         # the window's training rows last: the reference of a retrained version reads the tail
         fb_train = pd.concat([fb[~is_eval & fresh & ~in_window], fb[~is_eval & fresh & in_window]])
         n_fb_train = len(fb_train)
@@ -192,6 +200,7 @@ def build_training_data(
         "feedback_train_rows": n_fb_train,
         "feedback_train_rows_in_window": n_fb_train_window,  # the last rows of `train`
         "feedback_evaluation_rows": len(recent),
+        "feedback_evaluation_rows_in_window": n_recent_window,  # the last rows of `recent`
         "feedback_evaluation_share": EVALUATION_SHARE,
         "recent_since": params.recent_since.isoformat() if params.recent_since else None,
         "base_rows": len(chosen),

@@ -229,6 +229,7 @@ def reference_rows(
     probas: dict[str, np.ndarray],
     n_feedback_train: int = 0,
     min_recent: int = MIN_RECENT_REFERENCE,
+    n_recent_window: int | None = None,
 ) -> ReferenceRows:
     """The rows a version is monitored against (pure).
 
@@ -241,7 +242,18 @@ def reference_rows(
     Args:
         train: the training rows; the last `n_feedback_train` of them came from feedback.
         probas: class probabilities per evaluation set ("test", and "recent" when it was scored).
+        n_recent_window: the last rows of `recent` are the drifted traffic (the episode's window); when
+            there are at least `min_recent` of them they alone are the reference.
     """
+    if (
+        recent is not None
+        and n_recent_window is not None
+        and n_recent_window >= min_recent
+        and n_recent_window < len(recent)
+        and "recent" in probas
+    ):
+        recent = recent.tail(n_recent_window)
+        probas = {**probas, "recent": np.asarray(probas["recent"])[-n_recent_window:]}
     if recent is not None and len(recent) >= min_recent and "recent" in probas:
         fb_train = train.tail(n_feedback_train)["text"].tolist() if n_feedback_train > 0 else []
         texts = recent["text"].tolist()

@@ -516,13 +516,15 @@ def test_feedback_never_evaluates_on_base_training_rows() -> None:
     assert not set(data.recent["norm"]) & (set(data.test["norm"]) | set(data.val["norm"]))
 
 
-def test_recent_since_keeps_only_the_drifted_traffic_in_the_recent_window() -> None:
-    """A retraining for an episode evaluates on (and is later monitored against) the traffic since the
-    episode's window began; older evaluation-role labels are neither recent nor ever trained on."""
+def test_recent_since_puts_the_drifted_traffic_last_and_counts_it() -> None:
+    """A retraining for an episode: the gate still judges on every held-out label (power), and the rows of
+    the traffic since the episode's window began come last in `recent` and in train's feedback, counted,
+    for the new version's reference; older evaluation-role labels are never trained on."""
     from datetime import UTC, datetime, timedelta
 
     from nfl_mlops.data.datasets import build_training_data
     from nfl_mlops.modeling.params import DataParams
+    from nfl_mlops.monitoring.reference import reference_rows
 
     start = datetime(2026, 12, 1, tzinfo=UTC)
     old, new = _feedback(0, 200), _feedback(200, 200)
@@ -533,14 +535,18 @@ def test_recent_since_keeps_only_the_drifted_traffic_in_the_recent_window() -> N
     everything = build_training_data(DataParams(seed=1), base, fb)
     windowed = build_training_data(DataParams(seed=1, recent_since=start), base, fb)
     new_norms = set(normalize_texts(new["text"]))
-    assert set(windowed.recent["norm"]) <= new_norms and len(windowed.recent) > 0
-    assert set(windowed.recent["norm"]) == set(everything.recent["norm"]) & new_norms
-    assert len(everything.recent) > len(windowed.recent)
-    # training rows do not change, and never include an evaluation-role row
+    assert set(windowed.recent["norm"]) == set(everything.recent["norm"])  # the gate's window: all
+    n = windowed.description["feedback_evaluation_rows_in_window"]
+    assert 0 < n < len(windowed.recent)
+    assert set(windowed.recent.tail(n)["norm"]) == set(everything.recent["norm"]) & new_norms
     assert set(windowed.train["norm"]) == set(everything.train["norm"])
     assert not set(windowed.train["norm"]) & set(everything.recent["norm"])
     assert windowed.description["recent_since"] == start.isoformat()
-    # the window's training rows are the tail of train (what a retrained version's reference reads)
-    n = windowed.description["feedback_train_rows_in_window"]
-    assert 0 < n < windowed.description["feedback_train_rows"]
-    assert set(windowed.train.tail(n)["norm"]) == (set(windowed.train["norm"]) & new_norms)
+    m = windowed.description["feedback_train_rows_in_window"]
+    assert 0 < m < windowed.description["feedback_train_rows"]
+    assert set(windowed.train.tail(m)["norm"]) == (set(windowed.train["norm"]) & new_norms)
+    # the reference reads the window only (enough rows), the gate the whole recent split
+    proba = np.full((len(windowed.recent), 3), 1 / 3)
+    rows = reference_rows(windowed.train, windowed.test, windowed.recent, {"recent": proba}, m, 10, n)
+    assert rows.basis == "recent" and len(rows.texts) == n and len(rows.proba) == n
+    assert set(normalize_texts(pd.Series(rows.texts))) <= new_norms

@@ -85,3 +85,12 @@ async def ensure_all(heartbeat_seconds: int = HEARTBEAT_SECONDS) -> dict[str, st
     async with get_client() as client:
         auto = crash_unresponsive_runs(heartbeat_seconds)
         return {auto.name: await ensure(client, auto)}
+
+
+if (
+    __name__ == "__main__"
+):  # `python -m deployments.automations`: upsert them on PREFECT_API_URL, print name -> id
+    import asyncio
+    import json
+
+    print(json.dumps(asyncio.run(ensure_all())))

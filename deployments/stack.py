@@ -165,15 +165,24 @@ class LocalStack:
         self.automations = self._ensure_automations()
 
     def _ensure_automations(self) -> dict[str, str]:
-        """The code-kept automations (by name, ids stable across restarts), on this stack's server."""
-        import asyncio
+        """The code-kept automations (by name, ids stable across restarts), on this stack's server. In a child
+        process: importing Prefect here would fix this process's Prefect settings before the caller points
+        them at the stack."""
+        import json
 
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        from deployments.automations import ensure_all
-
-        with temporary_settings({PREFECT_API_URL: self.prefect_api_url}):
-            return asyncio.run(ensure_all(HEARTBEAT_SECONDS))
+        out = subprocess.run(
+            [sys.executable, "-m", "deployments.automations"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(
+                f"creating the automations failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}"
+            )
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
     def start_worker(self) -> None:
         self._spawn("prefect-worker", [_prefect_bin(), "worker", "start", "--pool", self.work_pool])

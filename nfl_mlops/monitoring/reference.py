@@ -257,8 +257,10 @@ def reference_rows(
     if recent is not None and len(recent) >= min_recent and "recent" in probas:
         fb_train = train.tail(n_feedback_train)["text"].tolist() if n_feedback_train > 0 else []
         texts = recent["text"].tolist()
+        # the vocabulary and the extra descriptor rows from the feedback it trained on, never from the
+        # held-out rows themselves: their OOV share must be out of sample, as live traffic's is
         return ReferenceRows(
-            "recent", fb_train + texts, texts, np.asarray(probas["recent"]), recent["label"].tolist()
+            "recent", fb_train, texts, np.asarray(probas["recent"]), recent["label"].tolist()
         )
     return ReferenceRows(
         "test",

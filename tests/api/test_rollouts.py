@@ -126,7 +126,10 @@ def test_canary_promotes_a_good_candidate_step_by_step(client, on_v1, server):
             "min_requests": 8,
             "max_wait_s": 300,
             "check_seconds": FAST_CHECK,
-            "gates": {"latency_slack_ms": 5000},
+            # the traffic cycles 8 texts: which of them each arm happens to get decides its label mix, so
+            # a label-shift verdict here would judge the routing, not the model (seen on a loaded machine:
+            # TVD 0.30); this test is about the steps
+            "gates": {"latency_slack_ms": 5000, "max_label_tvd": 1.0},
         },
     }
     r = client.post("/mlops/deployments", json=body)

@@ -85,3 +85,36 @@ class Replica:
         if self._log.closed:
             self._log = self.log_path.open("ab")
         self._spawn()
+
+    def ready(self) -> bool:
+        """Readiness over HTTP; fails at once (with its log) when the process has exited."""
+        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+        try:
+            return httpx.get(f"{self.base_url}/mlops/health/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def one_version_replica(
+    name: str, db_url: str, home: Path, model_dir: Path, log_dir: Path, reason: str, **env: str
+) -> Replica:
+    """Register `model_dir` as v1 of `name` on `db_url`, activate it, and start one API process serving it
+    (one torch thread; `env` adds MLOPS_* settings)."""
+    import os
+
+    from nfl_mlops.registry.store import Registry
+    from nfl_mlops.rollout import state as rollouts
+    from nfl_mlops.settings import Settings
+
+    assert (
+        Registry.from_settings(Settings(model_name=name, database_url=db_url))
+        .register(name, model_dir)
+        .version
+        == 1
+    )
+    rollouts.activate(name, 1, reason=reason, db_url=db_url)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    environ.update(
+        MLOPS_HOME=str(home), MLOPS_DATABASE_URL=db_url, MLOPS_MODEL_NAME=name, MLOPS_TORCH_THREADS="1", **env
+    )
+    return Replica(name, environ, log_dir)

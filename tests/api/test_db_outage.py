@@ -21,21 +21,13 @@ import pytest
 from sqlalchemy import func, select
 
 from tests import pgcluster
-from tests.api.helpers import register_versions, wait_until
-from tests.api.processes import Replica
+from tests.api.helpers import wait_until
+from tests.api.processes import one_version_replica
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 OUTAGE_S = 60.0
 MAX_SPOOLED = 300
-
-
-def _ready(replica: Replica) -> bool:
-    assert replica.proc.poll() is None, replica.log_path.read_text()[-3000:]
-    try:
-        return httpx.get(f"{replica.base_url}/mlops/health/ready", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture
@@ -54,22 +46,17 @@ def cluster():
 
 def test_a_60_s_database_outage_loses_nothing(cluster, settings, tiny_model_dir, tmp_path):
     from nfl_mlops.db import Prediction, dispose_engines, session_scope
-    from nfl_mlops.rollout import state as rollouts
-    from nfl_mlops.settings import Settings
 
     name = f"outage-{uuid.uuid4().hex[:8]}"
-    s = Settings(model_name=name, database_url=cluster.url)
-    assert register_versions(name, tiny_model_dir, 1, s) == [1]
-    rollouts.activate(name, 1, reason="outage test", db_url=cluster.url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update(
-        MLOPS_HOME=str(settings.mlops_home),
-        MLOPS_DATABASE_URL=cluster.url,
-        MLOPS_MODEL_NAME=name,
-        MLOPS_TORCH_THREADS="1",
+    replica = one_version_replica(
+        name,
+        cluster.url,
+        settings.mlops_home,
+        tiny_model_dir,
+        tmp_path,
+        "outage test",
         MLOPS_MAX_SPOOLED_ROWS=str(MAX_SPOOLED),
     )
-    replica = Replica("outage", env, tmp_path)
     acked: list[str] = []
     statuses: Counter[tuple[str, int]] = Counter()
     retry_after: set[str] = set()
@@ -97,7 +84,7 @@ def test_a_60_s_database_outage_loses_nothing(cluster, settings, tiny_model_dir,
                 time.sleep(0.02)
 
     try:
-        wait_until(lambda: _ready(replica), timeout=180, what="ready")
+        wait_until(replica.ready, timeout=180, what="ready")
         thread = threading.Thread(target=load, daemon=True)
         thread.start()
         wait_until(lambda: len(acked) >= 30, timeout=60, what="answers before the outage")

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.api.helpers import register_versions, wait_until
-from tests.api.processes import Replica
+from tests.api.helpers import wait_until
+from tests.api.processes import one_version_replica
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -69,34 +69,17 @@ class Load:
             t.join(15)
 
 
-def _ready(replica: Replica) -> bool:
-    try:
-        return httpx.get(f"{replica.base_url}/mlops/health/ready", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_every_acknowledged_prediction_survives_kill_9(settings, tiny_model_dir, tmp_path):
     from nfl_mlops.db import Prediction, session_scope
-    from nfl_mlops.rollout import state as rollouts
-    from nfl_mlops.settings import Settings
 
     name = f"durable-{uuid.uuid4().hex[:8]}"
-    s = Settings(model_name=name, database_url=settings.db_url)
-    assert register_versions(name, tiny_model_dir, 1, s) == [1]
-    rollouts.activate(name, 1, reason="durable log test", db_url=settings.db_url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update(
-        MLOPS_HOME=str(settings.mlops_home),
-        MLOPS_DATABASE_URL=settings.db_url,
-        MLOPS_MODEL_NAME=name,
-        MLOPS_TORCH_THREADS="1",
+    replica = one_version_replica(
+        name, settings.db_url, settings.mlops_home, tiny_model_dir, tmp_path, "durable log test"
     )
-    replica = Replica("durable", env, tmp_path)
     rng = random.Random(int(os.environ.get("PYTEST_SEED", "0")) or None)
     moments = []
     try:
-        wait_until(lambda: _ready(replica), timeout=180, what="ready")
+        wait_until(replica.ready, timeout=180, what="ready")
         with Load(replica.base_url) as load:
             for _ in range(KILLS):
                 before = len(load.acked)
@@ -105,7 +88,7 @@ def test_every_acknowledged_prediction_survives_kill_9(settings, tiny_model_dir,
                 moments.append(len(load.acked))
                 replica.kill9()
                 replica.restart()
-                wait_until(lambda: _ready(replica), timeout=180, what="ready after kill -9")
+                wait_until(replica.ready, timeout=180, what="ready after kill -9")
             wait_until(
                 lambda: len(load.acked) >= moments[-1] + 20, timeout=120, what="answers after the last kill"
             )

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-postgres lint up serve bench clean ops-tools
+.PHONY: install demo test test-fast test-postgres lint up serve bench bench-tools browser-tools clean ops-tools
 
 install: $(STAMP)
 
@@ -49,15 +49,32 @@ ops-tools:
 		|| { $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }; }
 	@promtool --version | head -1
 
+# Chromium for the browser test (tests/e2e/test_browser.py); Debian's chromium package (its own headless mode).
+browser-tools:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium \
+		|| { $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }; }
+	@chromium --version
+
 up: install
 	$(VENV)/bin/nfl-mlops up
 
 serve: install
 	$(VENV)/bin/nfl-mlops serve
 
+# wrk, the serving benchmark's load generator (Debian's wrk package: one C thread, a few % of a core).
+bench-tools:
+	@command -v wrk >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk \
+		|| { $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk; }; }
+	@command -v wrk
+
 # The benchmarks (minutes each; run with nothing else on the machine). Results: bench/README.md.
-bench: install
-	$(PY) bench/serving.py
+bench: install bench-tools
+	$(PY) bench/serving.py --runtimes
+	$(PY) bench/training.py
 	$(PY) bench/monitoring.py
 
 clean:

@@ -419,6 +419,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
         help="OMP_WAIT_POLICY of every process: PASSIVE (what the service sets for itself) or ACTIVE",
     )
+    p.add_argument(
+        "--runtimes",
+        action="store_true",
+        help="export the model's ONNX fp32 and int8 variants; add their raw limits and one service process "
+        "per backend (service = torch, service(onnx), service(onnx-int8))",
+    )
     p.add_argument("--quick", action="store_true", help="3 s runs, 1 round")
     p.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     p.add_argument("--model-dir", type=Path, default=ROOT / ".mlops" / "bench" / "serving-model")
@@ -443,6 +449,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model_dir = prepare_model(args.model_dir)
     texts = Texts()
+    if args.runtimes:
+        from nfl_mlops.modeling.runtimes import export_runtimes
+
+        sample = texts.texts[-500:]  # checked on tweets the runs below reach only after many laps
+        record = export_runtimes(model_dir, sample, ["neutral"] * len(sample))
+        print(
+            "runtimes:", {k: v.get("admitted") for k, v in record.items() if isinstance(v, dict)}, flush=True
+        )
+        for backend in ("onnx", "onnx-int8"):
+            if record[backend]["admitted"]:
+                args.variant.append(f"{backend}:MLOPS_INFERENCE_BACKEND={backend}")
     home = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     settings = Settings(mlops_home=home, model_name=MODEL_NAME)
     Registry.from_settings(settings).register(MODEL_NAME, model_dir, description="serving benchmark")
@@ -455,6 +472,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         BENCH_MODEL_DIR=str(model_dir),
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
     )
+    if args.runtimes:
+        env["MLOPS_INFERENCE_BACKEND"] = "torch"  # "service" stays the torch service; variants add the others
     if args.max_batch_size:
         env["MLOPS_MAX_BATCH_SIZE"] = str(args.max_batch_size)
     max_batch_items = max(args.batch_texts, int(settings.max_batch_items))
@@ -490,6 +509,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     model = SentimentModel.load(model_dir)
     model.warmup((1, 8, 32, 64, args.batch_texts or 1))
+    raw_models = {"raw": model}
+    if args.runtimes:
+        from nfl_mlops.modeling.runtimes import admitted
+
+        for backend in admitted(model_dir):
+            if backend != "torch":
+                raw_models[f"raw-{backend}"] = SentimentModel.load(model_dir, backend=backend)
+                raw_models[f"raw-{backend}"].warmup((1, 8, 32, 64))
     mean_tokens = texts.mean_tokens(model.tokenizer)
     rows: list[Row] = []
     started = time.time()
@@ -504,7 +531,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for c in levels:
             runs: dict[str, list[Run]] = {}
             for _ in range(args.rounds):
-                runs.setdefault("raw", []).append(raw_forward(model, texts, c, args.seconds, args.warmup))
+                for raw_name, raw_model in raw_models.items():
+                    runs.setdefault(raw_name, []).append(
+                        raw_forward(raw_model, texts, c, args.seconds, args.warmup)
+                    )
                 for name, s in servers.items():
                     if name == "naive-serial" and c not in serial_levels:
                         continue
@@ -512,7 +542,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     runs.setdefault(name, []).append(
                         http_run(s, path, single, c, 1, args.seconds, args.warmup)
                     )
-            rows.extend(_level_rows(runs, c, lambda name, c=c: c if name == "raw" else 1))
+            rows.extend(_level_rows(runs, c, lambda name, c=c: c if name.startswith("raw") else 1))
         service = next(iter(servers.values()))
         if args.cached:
             pool = texts.take(500)
@@ -630,7 +660,7 @@ def _report(
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for c in levels:
-        for name in ["raw", "naive", "naive-serial", *services]:
+        for name in ["raw", "raw-onnx", "raw-onnx-int8", "naive", "naive-serial", *services]:
             r = _find(rows, name, c)
             if r is None:
                 continue

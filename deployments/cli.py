@@ -55,13 +55,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from nfl_mlops.security import is_loopback_bind, loopback_only
     from nfl_mlops.settings import get_settings
 
     settings = get_settings()
+    host = args.host or settings.api_host
+    if loopback_only(settings) and not is_loopback_bind(host):
+        print(
+            f"error: refusing to serve on {host} without an API key: set MLOPS_API_KEY (clients send it as "
+            "X-API-Key), or MLOPS_ALLOW_NO_AUTH=true to serve every client without one",
+            file=sys.stderr,
+        )
+        return 2
     uvicorn.run(
         "nfl_mlops.serving.app:create_app",
         factory=True,
-        host=args.host or settings.api_host,
+        host=host,
         port=args.port or settings.api_port,
         log_level="info",
         # open connections get this long to finish; the service's own shutdown is bounded below 30 s
@@ -71,9 +80,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _note_temporary_server() -> None:
+    """Without a Prefect server to talk to, Prefect starts a temporary one for the run. Say so, once, and turn
+    off its telemetry: its heartbeat meets the run's own writes on the temporary SQLite file and printed two
+    long "database is locked" tracebacks before the flow's output, for a run that succeeds."""
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    print(
+        "note: no Prefect server is configured (PREFECT_API_URL), so this run uses a temporary one and its "
+        "history ends with it; `nfl-mlops up` keeps a server, the UI and the automations running",
+        file=sys.stderr,
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     """Run one flow in this process (against PREFECT_API_URL, or a temporary server)."""
     params = json.loads(args.params) if args.params else {}
+    _note_temporary_server()
     if args.flow == "pipeline":
         from flows.pipeline import pipeline_flow as flow
     elif args.flow == "training":
@@ -233,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--nfl-tweets", type=int, default=1200, help="NFL tweets sent through the API and labelled"
     )
     d.add_argument("--epochs", type=float, default=1.0)
+    d.add_argument(
+        "--label-budget",
+        type=int,
+        default=400,
+        help="tweets the drift episode queues for labelling (MLOPS_LABELING_BUDGET for the demo's stack): with "
+        "200 the held-out third (about 60 rows) is too small for the gate to show v2 better",
+    )
     d.add_argument("--prefect-port", type=int, default=None, help="default MLOPS_PREFECT_PORT (4200)")
     d.add_argument("--api-port", type=int, default=None, help="default MLOPS_API_PORT (8000)")
     d.set_defaults(func=_cmd_demo)

@@ -2,10 +2,12 @@
 
 1. start a local Prefect server (SQLite), a process work pool + worker, deploy prefect.yaml, start the API;
 2. run the `pipeline` deployment: v1 trained on non-NFL tweets, registered, deployed (blue-green);
-3. send NFL tweets through the HTTP API and label them (feedback);
-4. run the `monitoring` deployment: Evidently finds drift and emits `nfl-mlops.drift.detected`;
-5. the automation (not this script) starts the `retraining` deployment; v2 is trained on the
-   same recipe plus the labelled NFL tweets, gated against v1, registered and deployed;
+3. send NFL tweets through the HTTP API (unlabelled);
+4. run the `monitoring` deployment: Evidently finds drift, the drift episode queues the served tweets most
+   worth labelling (up to MLOPS_LABELING_BUDGET), `nfl-mlops.drift.detected` goes out; the corpus' labels
+   stand in for annotators and label only the queued tweets (Label Studio export -> import);
+5. the automation (not this script) starts the `retraining` deployment, which waits for the queue's labels;
+   v2 is trained on the same recipe plus the labelled NFL tweets, gated against v1, registered and deployed;
 6. send the same NFL tweets to the retrained version and run monitoring again: the accepted new normal
    opens no new drift episode;
 7. print a summary and stop everything that was started.
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 T0 = time.monotonic()
+LABEL_WAIT_MINUTES = 10.0
+"""How long the demo's retraining waits for the annotators (here the corpus' labels, seconds away)."""
 
 
 def say(msg: str) -> None:
@@ -98,8 +102,8 @@ def latest_monitoring(model_name: str) -> Any:
         )
 
 
-def send_traffic(api_url: str, texts: list[str], labels: list[str], chunk: int = 64) -> int:
-    """Score texts through the batch endpoint, then send their true labels as feedback."""
+def send_traffic(api_url: str, texts: list[str], labels: list[str] | None = None, chunk: int = 64) -> int:
+    """Score texts through the batch endpoint (and, when `labels` are given, send them all as feedback)."""
     import httpx
 
     ids: list[str] = []
@@ -108,9 +112,47 @@ def send_traffic(api_url: str, texts: list[str], labels: list[str], chunk: int =
             r = http.post("/mlops/predict/sentiment/batch", json={"texts": texts[i : i + chunk]})
             r.raise_for_status()
             ids.extend(p["prediction_id"] for p in r.json()["predictions"])
-        for pid, label in zip(ids, labels, strict=True):
+        for pid, label in zip(ids, labels or [], strict=False):
             http.post("/mlops/feedback", json={"prediction_id": pid, "label": label}).raise_for_status()
     return len(ids)
+
+
+def label_the_queue(api_url: str, truth: dict[str, str]) -> dict[str, int]:
+    """The annotators' part, played by the corpus' labels: the episode's queue goes out as Label Studio tasks
+    (`GET /mlops/labeling/export`), each gets the label a person would give, and the export comes back
+    (`POST /mlops/labeling/import`). Only the queued tweets are labelled, not the whole traffic."""
+    import httpx
+
+    with httpx.Client(base_url=api_url, timeout=60) as http:
+        tasks = http.get("/mlops/labeling/export", params={"limit": 10000}).raise_for_status().json()
+        for task in tasks:
+            if task["data"]["text"] not in truth:
+                continue  # not a tweet of this demo's traffic: left for a person
+            task["annotations"] = [
+                {
+                    "result": [
+                        {
+                            "from_name": "sentiment",
+                            "to_name": "text",
+                            "type": "choices",
+                            "value": {"choices": [truth[task["data"]["text"]]]},
+                        }
+                    ]
+                }
+            ]
+        imported = http.post("/mlops/labeling/import", json=tasks).raise_for_status().json()
+        queue = http.get("/mlops/labeling/queue", params={"status": "all", "limit": 1}).json()
+    return {"queued": queue["total"], "labelled": imported["labelled"]}
+
+
+async def wait_for_labels_in_retraining(client: Any, deployment_id: Any, minutes: float) -> None:
+    """Retraining runs of this demo wait (up to `minutes`) for the episode's queue to be labelled: a
+    deployment default, so the automation's runs get it too (`label_wait_minutes`)."""
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    deployment = await client.read_deployment(deployment_id)
+    parameters = {**(deployment.parameters or {}), "label_wait_minutes": minutes}
+    await client.update_deployment(deployment_id, DeploymentUpdate(parameters=parameters))
 
 
 class CanaryTraffic:
@@ -227,7 +269,8 @@ def summary(info: dict[str, Any]) -> str:
         f"Drift found: share {info['drift_share']:.2f} of signals (threshold {info['threshold']:.2f}); "
         f"drifted: {', '.join(info['drifted_columns'])}",
         f"Evidently report: {info.get('report')}",
-        f"Predictions served and labelled: {info['n_traffic']}",
+        f"Predictions served: {info['n_traffic']}; queued for labelling by the episode: "
+        f"{info.get('n_queued', 0)}; labelled: {info.get('n_labelled', 0)}",
         f"Rollout: {info.get('rollout')}",
         "Flow runs:",
         f"  pipeline (v1):        {info['pipeline_run']}",
@@ -277,16 +320,15 @@ async def run_story(stack: Any, args: Any) -> dict[str, Any]:
         # Traffic
         say(
             f"3/6 sending {args.nfl_tweets} NFL tweets through {stack.api_url}/mlops/predict/sentiment/batch "
-            "and labelling them via /mlops/feedback"
+            "(unlabelled: labels come later, for the tweets monitoring picks)"
         )
         nfl = select(prepare(load_corpus()), topics_include=["nfl"], max_rows=args.nfl_tweets, seed=7)
-        info["n_traffic"] = await asyncio.to_thread(
-            send_traffic, stack.api_url, nfl["text"].tolist(), nfl["label"].tolist()
-        )
+        info["n_traffic"] = await asyncio.to_thread(send_traffic, stack.api_url, nfl["text"].tolist())
 
         # Monitoring
         say("4/6 monitoring: Evidently drift of the served window vs. v1's reference profile")
         retraining = await client.read_deployment_by_name("retraining/retraining")
+        await wait_for_labels_in_retraining(client, retraining.id, LABEL_WAIT_MINUTES)
         since = datetime.now(UTC)
         run = await run_deployment("monitoring/monitoring", timeout=0, parameters={"window_hours": 1})
         run = await wait_flow_run(client, run.id, "monitoring")
@@ -301,6 +343,16 @@ async def run_story(stack: Any, args: Any) -> dict[str, Any]:
             threshold=result.summary["share_threshold"],
             drifted_columns=result.summary["drifted_columns"],
             report=result.report_path,
+        )
+
+        # Labels for the episode's queue only (the retraining waits for them)
+        truth = dict(zip(nfl["text"], nfl["label"], strict=True))
+        labelled = await asyncio.to_thread(label_the_queue, stack.api_url, truth)
+        info.update(n_queued=labelled["queued"], n_labelled=labelled["labelled"])
+        say(
+            f"  the drift episode queued {labelled['queued']} of the {info['n_traffic']} served tweets for "
+            f"labelling (uncertain, diverse, no near-duplicates); annotators labelled {labelled['labelled']} "
+            "(Label Studio export -> import; the corpus' labels stand in for people)"
         )
 
         # Retraining, started by the automation
@@ -326,7 +378,7 @@ async def run_story(stack: Any, args: Any) -> dict[str, Any]:
                 f"6/6 the same NFL tweets again, served by v{serving}, and the next monitoring check "
                 "(the accepted new normal must not open a new drift episode)"
             )
-            await asyncio.to_thread(send_traffic, stack.api_url, nfl["text"].tolist(), nfl["label"].tolist())
+            await asyncio.to_thread(send_traffic, stack.api_url, nfl["text"].tolist())
             run = await run_deployment("monitoring/monitoring", timeout=0, parameters={"window_hours": 1})
             run = await wait_flow_run(client, run.id, "monitoring")
             info["after_check"] = after_check_line(settings.model_name, serving, run)
@@ -367,6 +419,7 @@ def main(args: Any) -> int:
     if home.exists() and not args.keep:
         shutil.rmtree(home)
     home.mkdir(parents=True, exist_ok=True)
+    os.environ["MLOPS_LABELING_BUDGET"] = str(args.label_budget)  # the stack's processes inherit it
     stack = LocalStack(home=home, prefect_port=args.prefect_port, api_port=args.api_port)
     say(f"1/6 starting the local stack under {home} (Prefect server, work pool, deployments, worker, API)")
     try:

@@ -42,6 +42,7 @@ from tasks.drift import (
     update_episode,
 )
 from tasks.jobs import reconcile_jobs
+from tasks.labeling import queue_for_labelling
 
 
 @flow(name="monitoring", log_prints=True, flow_run_name=lambda: run_name("monitoring", this_run.parameters))
@@ -155,7 +156,7 @@ def check_version(
     embedding = compute_embedding_drift(reference, window["text"].tolist(), config)
 
     # Performance
-    performance = assess_window_performance(reference, test_metrics, window, config)
+    performance = assess_window_performance(reference, test_metrics, window, config, embedding)
     result = MonitoringResult.combine(reference, current, drift, embedding, performance)
     payload = {**result.payload(), **base, "n_predictions": len(window)}
 
@@ -189,6 +190,10 @@ def check_version(
     # Episode -> alert
     kind = "drift" if result.drift.dataset_drift else "degraded"
     step = update_episode(model_name, target, result.alarm, kind, payload["reason"], run_id, rule)
+    labelling = None
+    if step.episode is not None and step.action in ("opened", "continued", "open"):
+        # before the event: the retraining it starts finds the episode's queue (and waits for its labels)
+        labelling = queue_for_labelling(model_name, version, step.episode.id, start, stop)
     emitted = []
     if step.emit and step.episode is not None:
         event = DRIFT_DETECTED if step.episode.kind == "drift" else PERFORMANCE_DEGRADED
@@ -215,5 +220,6 @@ def check_version(
         "evidently_snapshots": snapshot_ids,
         "report_url": report_url,
         "episode": step.to_payload(),
+        "labelling": labelling,
         **payload,
     }

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as this_run
 
 from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.candidate import Candidate, RegistrationResult
 from nfl_mlops.naming import run_name
+from nfl_mlops.registry.behaviour import BehaviourParams, BehaviourResult, check_model_folder
 from nfl_mlops.registry.gate import GateParams, independent_gate, reported_scores
 from nfl_mlops.reports import registration_markdown
 from tasks.alerts import publish_markdown, publish_model_status
-from tasks.registry import fix_golden_set, mirror_to_hub, register_version, score_for_gate, set_alias
+from tasks.registry import (
+    export_runtimes,
+    fix_golden_set,
+    mirror_to_hub,
+    register_version,
+    score_for_gate,
+    set_alias,
+)
+
+
+@task(name="behavioural-tests", cache_policy=NO_CACHE)
+def behavioural_tests(candidate: Candidate, params: BehaviourParams) -> BehaviourResult:
+    """The behavioural tests on the candidate's folder, loaded as the gate scores it (a checkpoint: a model load)."""
+    result = check_model_folder(candidate.model_dir, params)
+    get_run_logger().info(
+        "behavioural tests of %s: %s", candidate.model_name, {t.name: t.pass_rate for t in result.tests}
+    )
+    return result
 
 
 @flow(
@@ -21,21 +40,26 @@ def registration_flow(
     candidate: Candidate,
     gate: GateParams = GateParams(),
     require_recent_improvement: bool = False,
+    export_onnx: bool = True,
 ) -> RegistrationResult:
     """Register the candidate: `challenger` when it passes the gate, else `rejected`.
 
     Args:
         candidate: what training handed over; its model and dataset folders are read, its own
             metrics are only reported beside the measured ones.
-        gate: how the gate judges (margin, per-class floor, bootstrap).
-        require_recent_improvement: the candidate must also be better than the champion on the
-            recent labelled window (retraining for drift or degradation).
+        gate: how the gate judges (margin, per-class floor, bootstrap, behavioural tests and their
+            pass rates; `behaviour=False` skips them).
+        require_recent_improvement: the candidate must also be an improvement on the recent labelled
+            window (retraining for drift or degradation; see `independent_gate`).
+        export_onnx: a passing candidate also gets ONNX fp32 and int8 variants, each admitted only when
+            it matches torch on the test split (`MLOPS_INFERENCE_BACKEND` picks what serves).
     """
     # Score (both models, from their folders, on the same rows)
     champion, evidence = score_for_gate(candidate, gate.metric)
+    behaviour = behavioural_tests(candidate, gate.behaviour_params) if gate.runs_behaviour() else None
 
     # Gate
-    decision = independent_gate(evidence.sets, gate, require_recent_improvement, evidence.golden)
+    decision = independent_gate(evidence.sets, gate, require_recent_improvement, evidence.golden, behaviour)
     gate_record = {
         **decision.as_dict(),
         "require_recent_improvement": require_recent_improvement,
@@ -46,6 +70,10 @@ def registration_flow(
     # Register
     status = "ready" if decision.passed else "rejected"
     measured = {k: v for k, v in evidence.candidate_metrics.items() if k != "golden"}
+    if behaviour is not None:  # kept with the version's metrics; its model card lists pass rates and failures
+        measured["behaviour"] = behaviour.as_dict()
+    if decision.passed and export_onnx:  # a rejected version never serves: nothing to export
+        measured["runtimes"] = export_runtimes(candidate)
     info = register_version(
         candidate,
         status,

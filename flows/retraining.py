@@ -32,6 +32,7 @@ from nfl_mlops.settings import get_settings
 from tasks.alerts import publish_markdown
 from tasks.drift import accept_new_normal
 from tasks.jobs import close_job, open_job, reconcile_jobs
+from tasks.labeling import wait_for_labels
 
 
 @flow(name="retraining", log_prints=True, flow_run_name=lambda: run_name("retraining", this_run.parameters))
@@ -51,6 +52,7 @@ def retraining_flow(
     daily_budget: int = RETRAIN_DAILY_BUDGET,
     retry_backoff_minutes: float = RETRAIN_BACKOFF_BASE_MINUTES,
     job_id: str | None = None,
+    label_wait_minutes: float = 0.0,
 ) -> State:
     """Retrain on the champion's recipe plus labelled feedback; deploy only a challenger that passes the gate.
 
@@ -74,6 +76,8 @@ def retraining_flow(
         cooldown_minutes, daily_budget: the schedule's limits (see `nfl_mlops.monitoring.thresholds`).
         retry_backoff_minutes: a failed retraining gives its episode back after this long (doubling per
             failed attempt).
+        label_wait_minutes: a retraining for an episode first waits up to this long for the episode's
+            labelling queue to be labelled (`GET /mlops/labeling/queue`); 0 = train on the labels there are.
     """
     settings = get_settings()
     model_name = model_name or settings.model_name
@@ -121,6 +125,9 @@ def retraining_flow(
             },
         )
     kind = reason_kind(reason, admission.episode_kind)
+    labels_waited = None
+    if admission.episode_id and label_wait_minutes > 0:
+        labels_waited = wait_for_labels(model_name, admission.episode_id, label_wait_minutes)
     if admission.traffic_since is not None and data.recent_since is None:
         # the drifted traffic is the recent window (and the new version's reference), not every label ever
         data = data.model_copy(update={"recent_since": admission.traffic_since})
@@ -150,6 +157,7 @@ def retraining_flow(
             "reasons": registration.reasons,
             "metrics": candidate.metrics,
             "episode_id": admission.episode_id,
+            "labelling": labels_waited,
         }
         rollout = None
         if registration.passed:

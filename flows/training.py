@@ -24,7 +24,7 @@ from nfl_mlops.settings import get_settings
 from tasks.alerts import publish_markdown
 from tasks.data import build_dataset
 from tasks.drift import save_reference_profile
-from tasks.evaluation import evaluate_model, train_baseline
+from tasks.evaluation import evaluate_model, explain_mistakes, train_baseline
 from tasks.features import create_training_dataset, write_feature_group
 from tasks.tracking import draw_model_plots, finish_tracking, start_tracking
 from tasks.training import fine_tune_model
@@ -70,8 +70,21 @@ def training_flow(
     metrics, probas = evaluate_model(output_dir, eval_sets)
     baseline = train_baseline(dataset.train, eval_sets, seed=data.seed)
     save_reference_profile(dataset, probas, base_model, output_dir)
+    explained = explain_mistakes(output_dir, dataset.test, probas["test"])
+    recent = (dataset.recent["label"].tolist(), probas["recent"]) if "recent" in probas else None
     plots = draw_model_plots(
-        output_dir, dataset.test["label"].tolist(), probas["test"], result.losses, f"{model_name} {run_name}"
+        output_dir,
+        dataset.test["label"].tolist(),
+        probas["test"],
+        result.losses,
+        f"{model_name} {run_name}",
+        f1={**metrics["test"]["f1"], "macro": metrics["test"]["macro_f1"]},
+        baseline_f1={**baseline["test"]["f1"], "macro": baseline["test"]["macro_f1"]}
+        if "test" in baseline
+        else None,
+        recent=recent,
+        val_history=result.val_curve,
+        best_step=result.best_step,
     )
 
     # Track
@@ -93,6 +106,7 @@ def training_flow(
         confusion=confusion_ids(dataset.test["label"].tolist(), probas["test"]),
         artifacts=artifacts,
         images=plots,
+        tables={"test/explained_mistakes": explained},
     )
 
     # Hand over

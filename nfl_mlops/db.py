@@ -289,6 +289,22 @@ class ServingReplica(Base):
     stopping: Mapped[bool] = mapped_column(default=False)
 
 
+class LabelingTask(Base):
+    """One served prediction queued for a human label for an episode (`monitoring.labeling`); it counts as
+    labelled once its prediction has a `true_label`."""
+
+    __tablename__ = "labeling_tasks"
+    __table_args__ = (UniqueConstraint("prediction_id", name="uq_labeling_tasks_prediction"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    episode_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    prediction_id: Mapped[str] = mapped_column(String(32))
+    rank: Mapped[int] = mapped_column(Integer)  # order of selection within the episode (0 = first picked)
+    margin: Mapped[float] = mapped_column(Float)  # top-1 minus top-2 probability of the served version
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -302,7 +318,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-BASELINE, HEAD = "0001", "0002"
+BASELINE, HEAD = "0001", "0003"
 """The baseline revision (the schema `create_all` made before migrations existed) and the newest one."""
 _MIGRATION_LOCK = 74_000_111  # PostgreSQL advisory lock key: one process migrates at a time
 
@@ -337,7 +353,13 @@ def migrate(engine: Engine) -> str:
                 tables = set(inspector.get_table_names())
             if "rollouts" in tables:  # made by create_all: which generation?
                 columns = {c["name"] for c in inspector.get_columns("rollouts")}
-                made = HEAD if "revision" in columns and "drift_episodes" in tables else BASELINE
+                made = (
+                    HEAD
+                    if "labeling_tasks" in tables
+                    else "0002"
+                    if "revision" in columns and "drift_episodes" in tables
+                    else BASELINE
+                )
                 command.stamp(cfg, made)
                 if made == HEAD:
                     return HEAD

@@ -42,12 +42,37 @@ def training_markdown(candidate: Any) -> str:
     )
 
 
+def runtimes_lines(record: dict[str, Any] | None) -> list[str]:
+    """The version's inference runtimes and the checks that admitted (or did not admit) each."""
+    if not record:
+        return []
+    lines = [
+        "",
+        "Runtimes (checked on the test split; `MLOPS_INFERENCE_BACKEND=auto` serves the fastest admitted):",
+        "",
+    ]
+    for name in ("torch", "onnx", "onnx-int8"):
+        r = record.get(name) or {}
+        figures = ", ".join(
+            f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in r.items()
+            if k not in ("admitted", "rule")
+        )
+        verdict = "admitted" if r.get("admitted") else "not admitted"
+        lines.append(
+            f"- **{name}**: {verdict}"
+            + (f" ({figures})" if figures else "")
+            + (f"; rule: {r['rule']}" if r.get("rule") else "")
+        )
+    return lines
+
+
 def registration_markdown(result: Any, candidate: Any, champion_metrics: dict[str, Any]) -> str:
     """The registration gate: measured metrics, paired intervals, per-class floors, golden floor."""
     comps = getattr(result, "comparisons", {}) or {}
     measured = comps.get("candidate") or candidate.metrics
     gate = comps.get("gate") or {}
-    rows = [(f"candidate / {k}", v) for k, v in measured.items()]
+    rows = [(f"candidate / {k}", v) for k, v in measured.items() if isinstance(v, dict) and "accuracy" in v]
     rows += [(f"champion v{result.champion_version} / {k}", v) for k, v in champion_metrics.items()]
     verdict = "passed" if result.passed else "REJECTED"
     params = gate.get("params", {})
@@ -58,6 +83,7 @@ def registration_markdown(result: Any, candidate: Any, champion_metrics: dict[st
         "Measured by registration on the same rows (candidate and champion loaded from their folders):",
         "",
         metrics_table(rows),
+        *runtimes_lines(measured.get("runtimes")),
     ]
     sets = gate.get("sets") or {}
     if sets:

@@ -490,5 +490,41 @@ class MLOpsService:
 
         return await asyncio.to_thread(lineage_of_prediction, prediction_id, self.settings.db_url)
 
+    # Labelling
+    async def labeling_queue(
+        self,
+        model_name: str | None = None,
+        episode_id: str | None = None,
+        status: str = "pending",
+        offset: int = 0,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """A page of the labelling queue monitoring filled for drift/degradation episodes (most informative
+        first), with counts; the same as `GET /mlops/labeling/queue`."""
+        from nfl_mlops.monitoring.labeling import read_queue
+
+        name = model_name or self.settings.model_name
+        page = await asyncio.to_thread(
+            read_queue, name, episode_id, status, offset, limit, self.settings.db_url
+        )
+        return {
+            "model_name": name,
+            "episode_id": episode_id,
+            "total": page.total,
+            "pending": page.pending,
+            "labelled": page.labelled,
+            "items": [item.as_dict() for item in page.items],
+        }
+
+    async def import_labels(
+        self, tasks: list[dict[str, Any]], model_name: str | None = None
+    ) -> dict[str, Any]:
+        """Record a Label Studio JSON export as feedback (all or nothing; `LabelImportError` on a bad file)."""
+        from nfl_mlops.monitoring.labeling import import_label_studio
+
+        name = model_name or self.settings.model_name
+        result = await asyncio.to_thread(import_label_studio, tasks, name, self.settings.db_url)
+        return result.as_dict()
+
 
 mlops_service = MLOpsService()

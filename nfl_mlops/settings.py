@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+def _plain(value: SecretStr | str | None) -> str | None:
+    """A secret URL's text (also when a copy made with `model_copy(update=...)` holds a plain string)."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 class Settings(BaseSettings):
@@ -39,20 +44,42 @@ class Settings(BaseSettings):
         validation_alias=_env("DEPLOYMENTS_DIR"),
         description="Rollout records and reports; default MLOPS_HOME/deployments.",
     )
-    database_url: str | None = Field(
+    database_url: SecretStr | None = Field(
         None,
         validation_alias=_env("MLOPS_DATABASE_URL"),
-        description="SQLAlchemy URL of the state DB; default a SQLite file under MLOPS_HOME.",
+        description="SQLAlchemy URL of the state DB; default a SQLite file under MLOPS_HOME. A secret (it may "
+        "carry a password): masked wherever it is shown.",
     )
-    redis_url: str | None = Field(
+    redis_url: SecretStr | None = Field(
         None,
         validation_alias=_env("MLOPS_REDIS_URL"),
-        description="Redis for the prediction cache; default an in-process LRU.",
+        description="Redis for the prediction cache; default an in-process LRU. A secret, like the DB URL.",
     )
+
+    # Access to the API
     api_key: SecretStr | None = Field(
         None,
         validation_alias=_env("MLOPS_API_KEY"),
-        description="Key required by mutating /mlops endpoints (header X-API-Key).",
+        description="Key (header X-API-Key) required by mutating /mlops endpoints and by reads that reveal "
+        "internals. Without it the API answers loopback clients only (see MLOPS_ALLOW_NO_AUTH).",
+    )
+    allow_no_auth: bool = Field(
+        False,
+        validation_alias=_env("MLOPS_ALLOW_NO_AUTH"),
+        description="Serve clients on other hosts although MLOPS_API_KEY is unset (everything open to them).",
+    )
+    open_endpoints: Annotated[frozenset[Literal["health", "predictions", "reads"]], NoDecode] = Field(
+        frozenset({"health", "predictions"}),
+        validation_alias=_env("MLOPS_OPEN_ENDPOINTS"),
+        description="Comma-separated groups answered without the key when one is set: `health` (probes, "
+        "/metrics), `predictions` (scoring), `reads` (registry, deployments, experiments, lineage, status, "
+        "reports, jobs). Mutations always need the key.",
+    )
+    import_roots: Annotated[tuple[Path, ...], NoDecode] = Field(
+        (),
+        validation_alias=_env("MLOPS_IMPORT_ROOTS"),
+        description="Comma-separated folders below which `POST /models/register` may read a model folder "
+        "(symbolic links refused); default MLOPS_HOME.",
     )
 
     # Model
@@ -90,10 +117,10 @@ class Settings(BaseSettings):
     hopsworks_host: str = Field("https://c.app.hopsworks.ai", validation_alias=_env("HOPSWORKS_HOST"))
 
     # Hyperparameter search
-    optuna_storage: str | None = Field(
+    optuna_storage: SecretStr | None = Field(
         None,
         validation_alias=_env("MLOPS_OPTUNA_STORAGE"),
-        description="Optuna storage URL; default a SQLite file under MLOPS_HOME.",
+        description="Optuna storage URL; default a SQLite file under MLOPS_HOME. A secret, like the DB URL.",
     )
 
     # Serving
@@ -158,6 +185,13 @@ class Settings(BaseSettings):
         validation_alias=_env("MLOPS_API_PORT"),
         description="Port of the serving API (`serve`, `up`, `demo`; another free one when taken).",
     )
+    inference_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
+        validation_alias=_env("MLOPS_INFERENCE_BACKEND"),
+        description="Runtime the API serves a version with: `auto` = the fastest variant admitted at its "
+        "registration (ONNX int8, then ONNX fp32, then torch; torch on CUDA); a variant the version lacks "
+        "falls back to torch, logged.",
+    )
     torch_threads: int = Field(
         0,
         ge=0,
@@ -170,6 +204,22 @@ class Settings(BaseSettings):
         validation_alias=_env("MLOPS_ROLLOUT_POLL_SECONDS"),
         description="How often an API process re-reads the active rollout.",
     )
+    gate_behaviour: bool = Field(
+        True,
+        validation_alias=_env("MLOPS_GATE_BEHAVIOUR"),
+        description="Whether the registration gate runs the behavioural tests (`registry.behaviour`) when the "
+        "flow's `GateParams.behaviour` is left unset. Off only where every registered model is a toy (the "
+        "test suite's models, a few hundred rows for one epoch, learn too little to pass them).",
+    )
+
+    # Labelling under a budget (monitoring.labeling)
+    labeling_budget: int = Field(
+        200,
+        ge=0,
+        validation_alias=_env("MLOPS_LABELING_BUDGET"),
+        description="Served predictions an episode queues for human labelling (uncertain and diverse); "
+        "0 = no queue.",
+    )
 
     # Orchestration (the local stack)
     prefect_port: int = Field(
@@ -179,6 +229,30 @@ class Settings(BaseSettings):
         validation_alias=_env("MLOPS_PREFECT_PORT"),
         description="Port of the local Prefect server (`up`, `demo`; another free one when taken).",
     )
+
+    @field_validator("open_endpoints", mode="before")
+    @classmethod
+    def _groups(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(p.strip().lower() for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("import_roots", mode="before")
+    @classmethod
+    def _roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(Path(p.strip()) for p in value.split(",") if p.strip())
+        return value
+
+    @property
+    def import_root_paths(self) -> tuple[Path, ...]:
+        """Where `POST /models/register` may read model folders."""
+        return self.import_roots or (self.mlops_home,)
+
+    @property
+    def redis_dsn(self) -> str | None:
+        """The Redis URL itself (for the client only; show `security.mask_url` of it)."""
+        return _plain(self.redis_url)
 
     def backends(self) -> dict[str, Any]:
         """Which backend each concern uses with these settings (for status answers; no secret in it)."""
@@ -223,17 +297,24 @@ class Settings(BaseSettings):
     @property
     def optuna_url(self) -> str:
         if self.optuna_storage:
-            return self.optuna_storage
+            return str(_plain(self.optuna_storage))
         return f"sqlite:///{(self.mlops_home / 'optuna.db').resolve()}"
 
     @property
     def db_url(self) -> str:
         if self.database_url:
-            return self.database_url
+            return str(_plain(self.database_url))
         return f"sqlite:///{(self.mlops_home / 'mlops.db').resolve()}"
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
-    return Settings()
+    """The process-wide settings; tests call `get_settings.cache_clear()` after changing env.
+
+    Reading them also teaches the process their secrets' values, which its logs then never show
+    (`security.protect`)."""
+    from nfl_mlops.security import protect
+
+    settings = Settings()
+    protect(settings)
+    return settings

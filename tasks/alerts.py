@@ -24,7 +24,9 @@ def emit(event: str, model_name: str, payload: dict[str, Any]) -> str | None:
 def publish_markdown(key: str, markdown: str, description: str) -> None:
     from prefect.artifacts import create_markdown_artifact
 
-    create_markdown_artifact(key=key, markdown=markdown, description=description)
+    from nfl_mlops.security import redact
+
+    create_markdown_artifact(key=key, markdown=redact(markdown), description=redact(description))
 
 
 @task(name="publish-model-status", cache_policy=NO_CACHE)

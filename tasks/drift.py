@@ -176,9 +176,11 @@ def assess_window_performance(
     test_metrics: dict[str, Any] | None,
     window: pd.DataFrame,
     config: MonitoringConfig,
+    embedding: EmbeddingDrift | None = None,
 ) -> PerformanceResult:
-    """Observed metrics from feedback labels, else the label-free estimate; the degradation verdict."""
-    result = window_performance(reference, test_metrics, window, config)
+    """Observed metrics from feedback labels, else the label-free estimate; the degradation verdict. The
+    embedding drift's domain-classifier AUC says whether that estimate can be trusted."""
+    result = window_performance(reference, test_metrics, window, config, embedding)
     get_run_logger().info("performance (%s): %s", result.source, result.reason)
     return result
 
@@ -289,24 +291,52 @@ def publish_drift_report(result: MonitoringResult, title: str, facts: dict[str, 
         link_text=f"Evidently report: {title}",
         description=f"{verdict}; JSON: {report_url(base, path.with_suffix('.json').name)}",
     )
+    columns = list(result.drift.columns)
+    if result.embedding is not None and all(c.kind != "emb" for c in columns):
+        columns.append(result.embedding.as_column())
+    if columns:  # the chart: inline in the artifact, and beside the report for the API to serve
+        import base64
+
+        from prefect.artifacts import create_markdown_artifact
+
+        from nfl_mlops.registry.plots import drift_signals_png
+
+        png = drift_signals_png(columns, f"{title}: {verdict}")
+        path.with_suffix(".png").write_bytes(png)
+        drifted = [c.column for c in columns if c.drifted]
+        create_markdown_artifact(
+            key="drift-signals",
+            markdown="\n".join(
+                [
+                    f"# Drift per signal: {title}",
+                    "",
+                    f"{verdict}; drifted: {', '.join(drifted) or 'none'}. [Evidently report]({url}) · "
+                    f"[chart]({report_url(base, path.with_suffix('.png').name)})",
+                    "",
+                    f"![drift per signal](data:image/png;base64,{base64.b64encode(png).decode('ascii')})",
+                ]
+            ),
+            description=f"{verdict}: each signal's score against its threshold",
+        )
     return url
 
 
 @task(name="accept-new-normal", cache_policy=NO_CACHE)
 def accept_new_normal(
     model_name: str, dataset_dir: str, episode_id: str, max_drop: float, encoder: str | None
-) -> dict[str, Any] | None:
+) -> dict[str, Any]:
     """After a retraining for a drift episode was rejected: does the serving champion hold on the drifted
     traffic (its macro-F1 on the labelled recent window within `max_drop` of what it is monitored
     against)? Then that traffic becomes its reference (a refreshed reference beside the registry; the
     version's folder never changes) and the episode closes: the drift is the new normal, no model is
-    better for it. Otherwise None: the episode stays open with its one retraining (a person looks).
+    better for it. Otherwise the episode closes as unresolved (its one retraining is spent; the next alarm
+    opens a new one, retrained on the labels gathered since), with a warning for a person to look.
     """
     from datetime import UTC
 
     from nfl_mlops.data.datasets import TrainingData
     from nfl_mlops.modeling.metrics import evaluate
-    from nfl_mlops.modeling.predictor import SentimentModel
+    from nfl_mlops.modeling.predictor import load_as_served
     from nfl_mlops.monitoring import episodes as ep
     from nfl_mlops.monitoring.reference import MIN_RECENT_REFERENCE
     from nfl_mlops.registry.store import Registry
@@ -314,41 +344,54 @@ def accept_new_normal(
     settings = get_settings()
     logger = get_run_logger()
     data = TrainingData.load(Path(dataset_dir))
-    n_window = int(data.description.get("feedback_evaluation_rows_in_window") or 0)
-    if n_window >= MIN_RECENT_REFERENCE:  # the drifted traffic itself, not every label ever given
-        data.recent = data.recent.tail(n_window).reset_index(drop=True)
-    if len(data.recent) < MIN_RECENT_REFERENCE:
-        logger.info(
-            "new normal not judged: %d labelled recent rows (< %d)", len(data.recent), MIN_RECENT_REFERENCE
-        )
-        return None
-    champion = Registry.from_settings(settings).get(model_name, "champion")
-    _, monitored_against = load_version_reference.fn(model_name, champion.version)
-    proba = SentimentModel.load(champion.path).predict_proba(data.recent["text"].tolist())
-    recent = evaluate(data.recent["label"].tolist(), proba).as_dict()
-    if not holds_on(recent, monitored_against, max_drop):
-        logger.info(
-            "v%d does not hold on the drifted traffic (macro-F1 %.3f vs %s): the episode stays open",
-            champion.version,
-            recent["macro_f1"],
-            (monitored_against or {}).get("macro_f1"),
-        )
-        return None
-    rows = reference_rows(
-        data.train,
-        data.test,
-        data.recent,
-        {"recent": proba, "test": proba[:0]},
-        int(data.description.get("feedback_train_rows_in_window", 0) or 0),
+    # the champion trained on none of the episode's feedback: every labelled row of the window, whatever
+    # role the retraining gave it, is out of sample for it
+    n_train = int(data.description.get("feedback_train_rows_in_window") or 0)
+    n_eval = int(data.description.get("feedback_evaluation_rows_in_window") or 0)
+    window = pd.concat(
+        [
+            data.train.tail(n_train) if n_train else data.train.iloc[:0],
+            data.recent.tail(n_eval) if n_eval else data.recent.iloc[:0],
+        ],
+        ignore_index=True,
     )
+    champion = Registry.from_settings(settings).get(model_name, "champion")
+
+    def unresolved(why: str) -> dict[str, Any]:
+        # one retraining per episode: this one is spent. Closing it (not leaving it open for good) lets the
+        # next alarm open a new episode whose retraining has the labels gathered since.
+        reason = (
+            f"unresolved: no retrained model beat v{champion.version} and {why}; a person should look "
+            "(the next alarm opens a new episode, retrained with the labels gathered since)"
+        )
+        ep.close_episode(episode_id, reason, settings.db_url)
+        logger.warning("episode %s closed: %s", episode_id, reason)
+        return {"version": champion.version, "accepted": False, "reason": reason}
+
+    if len(window) < MIN_RECENT_REFERENCE:
+        return unresolved(
+            f"its hold could not be judged on {len(window)} labelled rows (< {MIN_RECENT_REFERENCE})"
+        )
+    current, monitored_against = load_version_reference.fn(model_name, champion.version)
+    # on the runtime that serves it: the refreshed reference calibrates the label-free estimate on the
+    # confidences the replicas log
+    proba = load_as_served(champion.path).predict_proba(window["text"].tolist())
+    recent = evaluate(window["label"].tolist(), proba).as_dict()
+    if not holds_on(recent, monitored_against, max_drop):
+        return unresolved(
+            f"it does not hold on the drifted traffic (macro-F1 {recent['macro_f1']:.3f} on {len(window)} rows vs "
+            f"{(monitored_against or {}).get('macro_f1', float('nan')):.3f})"
+        )
+    texts, labels = window["text"].tolist(), window["label"].tolist()
+    kwargs: dict[str, Any] = {"train_descriptors": False, "vocabulary": current.vocabulary}
     try:
-        profile = build_reference(rows.descriptor_texts, rows.texts, rows.proba, rows.labels, encoder=encoder)
+        profile = build_reference([], texts, proba, labels, encoder=encoder, **kwargs)
     except (OSError, RuntimeError, ValueError) as exc:
         logger.warning("refreshed reference without embeddings (encoder %r: %s)", encoder, exc)
-        profile = build_reference(rows.descriptor_texts, rows.texts, rows.proba, rows.labels, encoder=None)
+        profile = build_reference([], texts, proba, labels, encoder=None, **kwargs)
     reason = (
         f"v{champion.version} holds on the drifted traffic (macro-F1 {recent['macro_f1']:.3f} on "
-        f"{len(data.recent)} labelled rows vs {monitored_against['macro_f1']:.3f} it was monitored against, "
+        f"{len(window)} labelled rows vs {monitored_against['macro_f1']:.3f} it was monitored against, "
         f"within {max_drop:g}) and no retrained model beat it: the new normal, accepted"
     )
     profile.meta.update(basis="recent", metrics=recent, reason=reason, episode_id=episode_id)
@@ -358,4 +401,10 @@ def accept_new_normal(
     save_reference(profile, folder)
     ep.close_episode(episode_id, reason, settings.db_url)
     logger.info("episode %s closed: %s; reference refreshed -> %s", episode_id, reason, folder)
-    return {"version": champion.version, "reason": reason, "reference": str(folder), "recent": recent}
+    return {
+        "version": champion.version,
+        "accepted": True,
+        "reason": reason,
+        "reference": str(folder),
+        "recent": recent,
+    }

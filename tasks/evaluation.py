@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -28,6 +29,23 @@ def evaluate_model(model_dir: Path | str, eval_sets: dict[str, pd.DataFrame]) ->
         "model %s: %s", Path(model_dir).name, {k: round(v["macro_f1"], 4) for k, v in metrics.items()}
     )
     return metrics, probas
+
+
+@task(name="explain-mistakes", cache_policy=NO_CACHE)
+def explain_mistakes(
+    model_dir: Path | str, test: pd.DataFrame, proba: Any, k: int = 5
+) -> tuple[list[str], list[list[Any]]]:
+    """Explain the `k` most confident test mistakes (occlusion) and save them beside the weights, so the
+    version's model card shows them; returns (columns, rows) for the tracker's table. Never fails the
+    training: an explanation is an aid."""
+    from nfl_mlops.modeling.explain import explain_test_mistakes
+
+    try:
+        explained = explain_test_mistakes(model_dir, test["text"].tolist(), test["label"].tolist(), proba, k)
+    except Exception as exc:
+        get_run_logger().warning("mistakes not explained: %s: %s", type(exc).__name__, exc)
+        return [], []
+    return list(explained.columns), [list(r) for r in explained.rows()]
 
 
 @task(name="baseline", cache_policy=NO_CACHE)

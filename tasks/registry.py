@@ -80,6 +80,22 @@ def fix_golden_set(candidate: Candidate, version: int, metric: Metric, test_scor
     return golden.meta
 
 
+@task(name="export-runtimes", cache_policy=NO_CACHE)
+def export_runtimes(candidate: Candidate) -> dict[str, Any]:
+    """ONNX fp32 and dynamic int8 beside the candidate's weights, each admitted only when it matches torch on
+    the candidate's test split (`nfl_mlops.modeling.runtimes`). Never fails: torch serving remains."""
+    from nfl_mlops.modeling.runtimes import export_runtimes as export
+
+    data = TrainingData.load_verified(Path(candidate.dataset_dir), get_settings().datasets_path)
+    record = export(candidate.model_dir, data.test["text"].tolist(), data.test["label"].tolist())
+    get_run_logger().info(
+        "runtimes of %s: %s",
+        candidate.model_name,
+        {k: v.get("admitted") for k, v in record.items() if isinstance(v, dict) and "admitted" in v},
+    )
+    return record
+
+
 @task(name="register-version", cache_policy=NO_CACHE)
 def register_version(
     candidate: Candidate,

@@ -191,7 +191,8 @@ def run_trial(
     metric: str = "macro_f1",
     keep_model: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune with `params`, score on the validation rows; the model folder is removed unless kept.
+    """Fine-tune with `params` (the checkpoint chosen on the validation rows, as the training flow does),
+    score on the validation rows; the model folder is removed unless kept.
 
     Returns:
         {"value": validation metric, "metrics": flat validation metrics, "seconds", "steps", "final_loss"}.
@@ -207,7 +208,16 @@ def run_trial(
             tracker.log(values, step=step)
 
     try:
-        result = fine_tune(train_texts, train_labels, params, work_dir, base_model=base_model, on_log=on_log)
+        result = fine_tune(
+            train_texts,
+            train_labels,
+            params,
+            work_dir,
+            base_model=base_model,
+            on_log=on_log,
+            val_texts=val_texts,
+            val_labels=val_labels,
+        )
         model = SentimentModel.load(work_dir)
         m = evaluate(val_labels, model.predict_proba(val_texts))
     finally:

@@ -15,6 +15,7 @@ used: it always renders a t-SNE picture, which took 15-35 s for 1000 points on t
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Sequence
@@ -26,69 +27,118 @@ import numpy as np
 
 from nfl_mlops.monitoring.thresholds import EMBEDDING_AUC_THRESHOLD, EMBEDDING_NULL_Z, EMBEDDING_SAMPLE_SIZE
 
+log = logging.getLogger(__name__)
+
 EMBEDDING_COLUMN = "embedding"
 """The signal name of embedding drift in drift results."""
 
 
 class SentenceEncoder:
-    """Mean-pooled, L2-normalised sentence embeddings from a transformers encoder."""
+    """Mean-pooled, L2-normalised sentence embeddings from a transformers encoder.
 
-    def __init__(self, model: Any, tokenizer: Any, name: str, max_length: int = 64) -> None:
-        self.model = model.eval()
+    With `session` (an ONNX Runtime session of the same encoder, admitted by `runtimes.encoder_graph`'s
+    parity check) the forward passes run there: about 2x faster on a CPU, and the same embeddings within
+    1e-4, so references made with torch stay comparable."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, name: str, max_length: int = 64, session: Any = None
+    ) -> None:
+        self.model = model.eval() if model is not None else None
         self.tokenizer = tokenizer
         self.name = name
         self.max_length = max_length
+        self.session = session
+        self._dim = int(model.config.hidden_size) if model is not None else 0
         self._lock = threading.Lock()
 
+    @property
+    def backend(self) -> str:
+        return "onnx" if self.session is not None else "torch"
+
     @classmethod
-    def load(cls, name: str, max_length: int = 64) -> SentenceEncoder:
-        """Load the encoder `name` (a Hub id or folder; MiniLM resolves offline to the packaged copy)."""
+    def load(cls, name: str, max_length: int = 64, backend: str | None = None) -> SentenceEncoder:
+        """Load the encoder `name` (a Hub id or folder; MiniLM resolves offline to the packaged copy).
+
+        `backend`: "torch", or anything else (default: `MLOPS_INFERENCE_BACKEND`) for the ONNX graph when one
+        is admitted (exported once per host under MLOPS_HOME/cache/onnx-encoders), torch otherwise."""
         from transformers import AutoModel, AutoTokenizer
 
         from nfl_mlops.modeling.base import resolve_base_model
         from nfl_mlops.modeling.predictor import configure_torch_threads, quiet_transformers
+        from nfl_mlops.settings import get_settings
 
-        configure_torch_threads()
         quiet_transformers()
+        settings = get_settings()
+        backend = backend or settings.inference_backend
         source = resolve_base_model(name)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        if backend != "torch":
+            try:
+                import os
+
+                from nfl_mlops.modeling.runtimes import encoder_graph, session
+
+                graph = encoder_graph(
+                    source, settings.mlops_home / "cache" / "onnx-encoders", max_length=max_length
+                )
+                if graph is not None:
+                    sess = session(graph, threads=settings.torch_threads or (os.cpu_count() or 1))
+                    enc = cls(None, tokenizer, name=name, max_length=max_length, session=sess)
+                    enc._dim = int(sess.get_outputs()[0].shape[-1])
+                    return enc
+            except Exception as exc:  # the ONNX path is an optimisation: torch always works
+                log.warning(
+                    "encoder %s on ONNX Runtime failed (%s: %s); using torch", name, type(exc).__name__, exc
+                )
+        configure_torch_threads()
         model = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False)
         return cls(model, tokenizer, name=name, max_length=max_length)
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+        return self._dim
+
+    def _embed(self, batch: list[str]) -> np.ndarray:
+        if self.session is not None:
+            from nfl_mlops.modeling.runtimes import _pooled
+
+            enc = self.tokenizer(
+                batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+            )
+            names = {i.name for i in self.session.get_inputs()}
+            feed = {k: v.astype(np.int64) for k, v in enc.items() if k in names}
+            return _pooled(self.session.run(None, feed)[0], feed["attention_mask"])
+        import torch
+
+        model = self.model
+        assert model is not None  # either a session or a torch model
+        enc = self.tokenizer(
+            batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(model.device)
+        with torch.inference_mode():
+            hidden = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            return torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embeddings (n x dim, float32); texts are sorted by length so batches pad little."""
-        import torch
-
         texts = ["" if not isinstance(t, str) else t for t in texts]
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         order = np.argsort([len(t) for t in texts], kind="stable")
-        with self._lock, torch.inference_mode():
+        with self._lock:
             for start in range(0, len(texts), batch_size):
                 idx = order[start : start + batch_size]
-                enc = self.tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.model.device)
-                hidden = self.model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
-                out[idx] = pooled.cpu().numpy()
+                out[idx] = self._embed([texts[i] for i in idx])
         return out
 
 
 @lru_cache(maxsize=2)
 def get_encoder(name: str) -> SentenceEncoder:
-    """The process-wide encoder for `name` (loaded once: a few seconds)."""
+    """The process-wide encoder for `name` (loaded once: a few seconds; the first ONNX export on a host
+    adds about 10 s)."""
     return SentenceEncoder.load(name)
 
 

@@ -34,7 +34,12 @@ from nfl_mlops.monitoring.embeddings import (
     get_encoder,
     sample_indices,
 )
-from nfl_mlops.monitoring.performance import PerformanceResult, assess_performance
+from nfl_mlops.monitoring.performance import (
+    ESTIMATE_MAX_SEPARABILITY,
+    PERFORMANCE_ESTIMATOR,
+    PerformanceResult,
+    assess_performance,
+)
 from nfl_mlops.monitoring.reference import (
     CATEGORICAL,
     DESCRIPTORS,
@@ -88,6 +93,10 @@ class MonitoringConfig:
     max_drop: float = PERFORMANCE_MAX_DROP
     judge_level: float = PERFORMANCE_JUDGE_LEVEL
     min_labelled: int = MIN_LABELLED
+    estimator: str = PERFORMANCE_ESTIMATOR
+    """The label-free estimate that decides without enough feedback labels (the other is reported beside it)."""
+    max_separability: float = ESTIMATE_MAX_SEPARABILITY
+    """At or above this embedding-drift AUC the estimate is not trusted to decide degradation alone."""
     seed: int = 0
     groups: Mapping[str, str] = field(default_factory=lambda: dict(SIGNAL_GROUPS), hash=False)
     exclude: tuple[str, ...] = ()
@@ -173,8 +182,13 @@ def window_performance(
     test_metrics: Mapping[str, Any] | None,
     window: pd.DataFrame,
     config: MonitoringConfig = MonitoringConfig(),
+    embedding: EmbeddingDrift | None = None,
 ) -> PerformanceResult:
-    """Observed (feedback) and estimated (label-free) performance of the window vs. the test metrics."""
+    """Observed (feedback) and estimated (label-free) performance of the window vs. the test metrics.
+
+    The embedding-drift domain classifier's AUC (`embedding`) says whether the estimate can be trusted: a
+    window it tells apart from the reference almost perfectly gets `trusted: false`.
+    """
     true = window["true_label"].tolist() if "true_label" in window.columns else None
     return assess_performance(
         reference.frame,
@@ -187,6 +201,9 @@ def window_performance(
         min_labelled=config.min_labelled,
         judge_level=config.judge_level,
         seed=config.seed,
+        estimator=config.estimator,
+        separability=embedding.score if embedding is not None else None,
+        max_separability=config.max_separability,
     )
 
 
@@ -294,6 +311,9 @@ class MonitoringResult:
             "max_drop",
             "n_window",
             "n_labelled",
+            "estimator",
+            "trusted",
+            "trust_reason",
         )
         out = {k: v for k, v in full.items() if k not in ("signals", "predictions", "performance")}
         out["performance"] = {k: perf[k] for k in keep}
@@ -430,7 +450,7 @@ def monitor_window(
         "evidently_drift", descriptor_drift, reference, current, config, report_dir, name, timestamp
     )
     emb = timed("embeddings", window_embedding_drift, reference, window["text"].tolist(), config, encoder)
-    perf = timed("performance", window_performance, reference, test_metrics, window, config)
+    perf = timed("performance", window_performance, reference, test_metrics, window, config, emb)
     result = timed("combine", MonitoringResult.combine, reference, current, drift, emb, perf)
     return result, timings
 

@@ -20,6 +20,18 @@ on the test set. That holds under covariate shift the model handles, and fails w
 confidently wrong on new data (topic drift, changed labelling): then the estimate stays high while
 observed metrics fall. The scenario table in bench/README.md shows both cases.
 
+Estimated, second method (ATC, Garg et al., ICLR 2022), `ThresholdedConfidence`: per predicted class, a
+confidence threshold fitted on the test set so that the share of its predictions above it equals its
+precision there; on the window, the share above the threshold is the estimated precision, and the test
+set's error spread gives the expected confusion matrix and macro-F1. The window's label mix is
+re-estimated by EM on the calibrated posteriors (Saerens et al. 2002, `reestimate_prior`) and reported;
+adjusting the estimates for it (`prior_shift`) is measured in the bench but off by default (it helped
+under a pure label shift and hurt more on topic subpopulations). Both methods are computed and
+reported; `PERFORMANCE_ESTIMATOR`'s value decides, with an interval over both bootstraps (`combined`).
+Neither is trustworthy on a window that shares nothing with the test set: when the domain classifier of
+the embedding-drift signal separates them almost perfectly (`ESTIMATE_MAX_SEPARABILITY`), the estimate is
+marked untrusted and cannot call degradation alone (`estimate_trust`): label the queue instead.
+
 Degradation (pure, `judge`): a metric (any of `PERFORMANCE_METRICS`) is more than
 `PERFORMANCE_MAX_DROP` below its baseline and the drop is real: the baseline is itself a metric of a few
 hundred test rows, so its bootstrap noise and the window's are combined into an interval of the
@@ -50,6 +62,17 @@ from nfl_mlops.monitoring.thresholds import (
 
 METRICS = ("accuracy", "macro_f1")
 OBSERVED, ESTIMATED, UNAVAILABLE = "observed", "estimated", "unavailable"
+CBPE, ATC = "cbpe", "atc"
+ESTIMATORS = (CBPE, ATC)
+PERFORMANCE_ESTIMATOR = ATC
+"""The label-free estimate whose value decides degradation when feedback labels are too few (its interval
+spans both estimators' bootstraps, `combined`); the other is reported beside it. ATC had the smaller
+error on the corpus's shift scenarios (bench/README.md, label-free estimates)."""
+ESTIMATE_MAX_SEPARABILITY = 0.95
+"""The estimate is not trusted when a domain classifier tells window from reference with ROC AUC at or above
+this (the monitor's embedding-drift AUC): no label-free method transfers what it learnt on the reference to
+data that share nothing with it, so the estimate alone does not decide degradation (drift still alarms)."""
+UNTRUSTED_REASON = "windows are almost perfectly separable; label the queue"
 _GRID = 400  # confidence bins of the bootstrap (width 0.0025)
 
 
@@ -113,11 +136,7 @@ class ConfidenceCalibrator:
             m = predicted == c
             ok = m.sum() >= min_class_rows and 0 < correct[m].sum() < m.sum()
             self.per_class.append(_isotonic(confidence[m], correct[m]) if ok else self.pooled)
-        wrong = np.full((k, k), 0.5)  # Laplace-style prior: every other class possible
-        np.fill_diagonal(wrong, 0.0)
-        miss = correct < 0.5
-        np.add.at(wrong, (predicted[miss], true[miss]), 1.0)
-        self.error_spread = wrong / wrong.sum(axis=1, keepdims=True)  # [predicted k, true j], j != k
+        self.error_spread = error_spread(predicted, correct, true)  # [predicted k, true j], j != k
 
     @classmethod
     def from_reference(cls, frame: pd.DataFrame) -> ConfidenceCalibrator:
@@ -153,6 +172,18 @@ class ConfidenceCalibrator:
         cm[np.arange(k), np.arange(k)] = right
         return cm
 
+    def posteriors(self, predicted: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """P(true class | predicted class, confidence) per row (n x classes), under the reference's label mix.
+
+        What the log allows: the calibrated P(correct) on the predicted class, the rest spread as the
+        reference's errors of that predicted class were.
+        """
+        predicted = np.asarray(predicted, dtype=np.int64)
+        p = np.clip(self.p_correct(confidence, predicted), 0.0, 1.0)
+        post = (1.0 - p)[:, None] * self.error_spread[predicted]
+        post[np.arange(len(predicted)), predicted] = p
+        return post
+
 
 class _Isotonic:
     """A non-decreasing step map fitted by pool-adjacent-violators, evaluated by linear interpolation.
@@ -186,6 +217,118 @@ def _isotonic(x: np.ndarray, y: np.ndarray) -> _Isotonic:
     return _Isotonic(x, y)
 
 
+def error_spread(predicted: np.ndarray, correct: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """How the reference's errors of each predicted class spread over the true classes ([predicted, true]).
+
+    Laplace-style: every other class gets half a count, so a class never seen as an error stays possible.
+    """
+    k = len(LABELS)
+    wrong = np.full((k, k), 0.5)
+    np.fill_diagonal(wrong, 0.0)
+    miss = np.asarray(correct) < 0.5
+    np.add.at(wrong, (np.asarray(predicted)[miss], np.asarray(true)[miss]), 1.0)
+    return wrong / wrong.sum(axis=1, keepdims=True)
+
+
+def fit_atc_threshold(scores: np.ndarray, correct: np.ndarray) -> float:
+    """ATC's threshold (Garg et al., ICLR 2022): the share of reference scores above it equals the reference accuracy.
+
+    The accuracy of a new window is then estimated as the share of its scores above the threshold.
+    """
+    s = np.sort(np.asarray(scores, dtype=float))
+    if len(s) == 0:
+        raise ValueError("no reference scores")
+    n = len(s)
+    m = int(round(float(np.mean(correct)) * n))  # how many reference rows must lie above
+    if m >= n:
+        return float(np.nextafter(s[0], -np.inf))
+    if m <= 0:
+        return float(s[-1])
+    return float((s[n - m - 1] + s[n - m]) / 2)
+
+
+class ThresholdedConfidence:
+    """Average Thresholded Confidence (ATC) on the logged top-label confidence, one threshold per predicted class.
+
+    Why a threshold instead of a calibration map: the map says how often a prediction of confidence c
+    was right on the reference, which shifts with the data; ATC only assumes that the share of
+    confident predictions moves with accuracy, which held better under natural shift (Garg et al.;
+    bench/README.md, label-free estimates). Per predicted class, the threshold matches that class's
+    reference precision (the share above it estimates the class's precision on the window), so the
+    estimated confusion matrix gives macro-F1 too; a class with fewer than `min_class_rows` reference
+    predictions, or none right or none wrong, uses the pooled threshold. Only the top-label confidence
+    is logged, so the score is the maximum confidence (ATC-MC), not the negative entropy.
+    """
+
+    def __init__(
+        self,
+        confidence: np.ndarray,
+        predicted: np.ndarray,
+        correct: np.ndarray,
+        true: np.ndarray,
+        min_class_rows: int = 30,
+    ) -> None:
+        self.threshold = fit_atc_threshold(confidence, correct)
+        self.per_class = []
+        for c in range(len(LABELS)):
+            m = predicted == c
+            ok = m.sum() >= min_class_rows and 0 < correct[m].sum() < m.sum()
+            self.per_class.append(fit_atc_threshold(confidence[m], correct[m]) if ok else self.threshold)
+        self.error_spread = error_spread(predicted, correct, true)
+
+    @classmethod
+    def from_reference(cls, frame: pd.DataFrame) -> ThresholdedConfidence:
+        rows = frame[frame["true_label"].notna()]
+        return cls(
+            rows["confidence"].to_numpy(float),
+            _ids(rows["predicted_label"]),
+            rows["correct"].to_numpy(float),
+            _ids(rows["true_label"]),
+        )
+
+    def precision(self, predicted: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """Estimated precision per predicted class: the share of its predictions above its threshold."""
+        k = len(LABELS)
+        n = np.bincount(predicted, minlength=k).astype(float)
+        above = np.bincount(
+            predicted, weights=confidence > np.asarray(self.per_class)[predicted], minlength=k
+        )
+        return np.divide(above, n, out=np.zeros(k), where=n > 0)
+
+
+def reestimate_prior(
+    posteriors: np.ndarray,
+    prior: np.ndarray,
+    weights: np.ndarray | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+) -> np.ndarray:
+    """The class prior of a window by EM (Saerens, Latinne & Decaestecker 2002).
+
+    `posteriors` (rows x classes) were calibrated under `prior`; each step reweights them by the
+    current estimate's ratio to `prior`, renormalises and averages. Under pure label shift this
+    converges to the window's label mix; `weights` are row counts (for binned rows).
+    """
+    post = np.asarray(posteriors, dtype=float)
+    prior = np.clip(np.asarray(prior, dtype=float), 1e-6, None)
+    w = np.ones(len(post)) if weights is None else np.asarray(weights, dtype=float)
+    if w.sum() <= 0:
+        return prior / prior.sum()
+    q = prior / prior.sum()
+    for _ in range(max_iter):
+        r = _reweight(post, q / prior)
+        new = (w[:, None] * r).sum(axis=0) / w.sum()
+        if np.abs(new - q).max() < tol:
+            return new
+        q = new
+    return q
+
+
+def _reweight(posteriors: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    r = posteriors * np.asarray(ratio)[None, :]
+    return r / np.maximum(r.sum(axis=1, keepdims=True), 1e-12)
+
+
 @dataclass(frozen=True)
 class PerformanceResult:
     """Observed and/or estimated performance of a window, compared with the version's test metrics.
@@ -211,6 +354,16 @@ class PerformanceResult:
     max_drop: float
     reason: str
     notes: tuple[str, ...] = field(default=())
+    estimator: str = CBPE  # which label-free method `estimated` holds (the decisive one)
+    estimates: dict[str, Estimate] = field(default_factory=dict)  # every method, for comparison
+    reference_estimates: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # per method, on the test set
+    separability: float | None = None  # domain-classifier ROC AUC of window vs. reference (None: unknown)
+    trusted: bool | None = (
+        None  # False: the estimate may not decide (see `estimate_trust`); None: no estimate
+    )
+    trust_reason: str = ""
 
     @property
     def decisive(self) -> MetricValue | None:
@@ -246,6 +399,19 @@ class PerformanceResult:
             "reference": {k: _r(v) for k, v in self.reference.items()},
             "reference_estimate": {k: _r(v) for k, v in (self.reference_estimate or {}).items()},
             "calibration": self.calibration.to_payload() if self.calibration else None,
+            "estimator": self.estimator,
+            "estimates": {
+                name: {
+                    **{k: v.to_payload() for k, v in e.metrics.items()},
+                    "baseline": {k: _r(v) for k, v in self.reference_estimates.get(name, {}).items()},
+                    "prior": {k: _r(v) for k, v in e.prior.items()},
+                    "prior_applied": e.prior_applied,
+                }
+                for name, e in self.estimates.items()
+            },
+            "separability": _r(self.separability),
+            "trusted": self.trusted,
+            "trust_reason": self.trust_reason,
             "notes": list(self.notes),
         }
 
@@ -254,7 +420,8 @@ class PerformanceResult:
         lines = [
             f"{verdict} ({self.source}): {self.reason}",
             "",
-            "| metric | test | observed (feedback) | estimated (label-free) | estimator on test | drop | judged on |",
+            f"| metric | test | observed (feedback) | estimated (label-free, {self.estimator}) | estimator on test "
+            "| drop | judged on |",
             "|---|---:|---:|---:|---:|---:|---|",
         ]
         for name in METRICS:
@@ -283,6 +450,30 @@ class PerformanceResult:
                 f"{c.mean_confidence:.3f}, ECE {c.ece_raw:.3f} raw -> {c.ece_calibrated:.3f} "
                 "isotonic (cross-fitted)."
             )
+        for name, e in self.estimates.items():
+            if name != self.estimator:
+                base = self.reference_estimates.get(name, {})
+                lines.append(
+                    f"Beside it, {name}: "
+                    + ", ".join(f"{m} {v.fmt()} (on test {_f(base.get(m))})" for m, v in e.metrics.items())
+                    + "."
+                )
+        decisive = self.estimates.get(self.estimator)
+        if decisive:
+            lines.append(
+                f"The estimate's value is {self.estimator}'s; its interval spans every estimator's bootstrap."
+            )
+            lines.append(
+                "Label mix re-estimated (EM, if only the mix moved): "
+                + "/".join(f"{100 * decisive.prior[n]:.0f}" for n in LABELS)
+                + " vs. "
+                + "/".join(f"{100 * decisive.reference_prior[n]:.0f}" for n in LABELS)
+                + " on the test set (negative/neutral/positive %)."
+            )
+        if self.trusted is False:
+            lines.append(f"**Estimate not trusted**: {self.trust_reason}.")
+        elif self.trust_reason:
+            lines.append(f"Estimate trusted: {self.trust_reason}.")
         lines += [f"- {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
@@ -336,37 +527,208 @@ def estimate_metrics(
     level: float = PERFORMANCE_CONFIDENCE,
     n_boot: int = 200,
     seed: int = 0,
+    method: str = CBPE,
+    prior_shift: bool | None = None,
 ) -> dict[str, MetricValue]:
-    """Label-free accuracy and macro-F1 of a window (CBPE-style), with intervals (see the module docstring)."""
+    """Label-free accuracy and macro-F1 of a window, with intervals (see the module docstring).
+
+    Args:
+        method: `cbpe` (calibrated confidence) or `atc` (thresholded confidence, `ThresholdedConfidence`).
+        prior_shift: adjust for the window's label mix re-estimated by EM (`reestimate_prior`); None = no
+            (measured on the corpus, the adjustment helped under a pure label shift and hurt more on topic
+            subpopulations, where EM runs to the boundary: bench/README.md, label-free estimates).
+    """
+    return estimate(reference, predicted, confidence, level, n_boot, seed, method, prior_shift).metrics
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One label-free estimate of a window: its metrics and the label mix it assumed."""
+
+    method: str
+    metrics: dict[str, MetricValue]
+    prior: dict[str, float]  # the window's label mix re-estimated by EM (assumes a pure label shift)
+    reference_prior: dict[str, float]
+    prior_applied: bool = False  # whether the metrics were adjusted for `prior`
+
+
+def estimate(
+    reference: pd.DataFrame,
+    predicted: Sequence[str],
+    confidence: Sequence[float],
+    level: float = PERFORMANCE_CONFIDENCE,
+    n_boot: int = 200,
+    seed: int = 0,
+    method: str = CBPE,
+    prior_shift: bool | None = None,
+) -> Estimate:
+    """`estimate_metrics` with the re-estimated label mix (the bootstrap refits everything per draw).
+
+    Interval: each draw resamples the reference rows (the fit's uncertainty: isotonic maps, thresholds,
+    error spread, the EM prior) and draws the window's outcomes from the fitted P(right) per (predicted
+    class, confidence bin) (sampling noise of the window's own accuracy).
+    """
+    from sklearn import config_context
+
+    if method not in ESTIMATORS:
+        raise ValueError(f"method must be one of {ESTIMATORS}, got {method!r}")
+    shift = bool(prior_shift)
     ref = reference[reference["true_label"].notna()].reset_index(drop=True)
     if len(ref) < 20:
         raise ValueError(f"the reference has {len(ref)} labelled rows; the estimate needs at least 20")
     pred, conf = _ids(predicted), np.asarray(confidence, dtype=float)
     if len(pred) == 0:
         raise ValueError("empty window")
-    point = _scores(ConfidenceCalibrator.from_reference(ref).expected_confusion(pred, conf))
+    r = _reference_arrays(ref)
     k = len(LABELS)
+    point, prior, ref_prior = _point_estimate(method, shift, r, pred, conf)
     # the window on a (predicted class, confidence bin) grid: the bootstrap works on counts, not rows
     bins = np.minimum((conf * _GRID).astype(int), _GRID - 1)
     counts = np.zeros((k, _GRID), dtype=np.int64)
     np.add.at(counts, (pred, bins), 1)
-    centres = (np.arange(_GRID) + 0.5) / _GRID
+    cls, cell = np.nonzero(counts)  # only the occupied (class, bin) cells: a window of n rows has at most n
+    g_conf, g_n = (cell + 0.5) / _GRID, counts[cls, cell]
     rng = np.random.default_rng(seed)
-    r_conf, r_pred = ref["confidence"].to_numpy(float), _ids(ref["predicted_label"])
-    r_correct, r_true = ref["correct"].to_numpy(float), _ids(ref["true_label"])
     dist = []
     for _ in range(n_boot):
         i = rng.integers(0, len(ref), len(ref))
-        cal = ConfidenceCalibrator(r_conf[i], r_pred[i], r_correct[i], r_true[i])
-        p = np.clip(np.stack([cal.p_correct(centres, c) for c in range(k)]), 0.0, 1.0)
-        right = rng.binomial(counts, p).sum(axis=1)
-        wrong = counts.sum(axis=1) - right
-        cm = np.zeros((k, k))
+        with config_context(skip_parameter_validation=True, assume_finite=True):  # hundreds of small fits
+            p, sp, _, _ = _estimator_parts(
+                method, shift, r[0][i], r[1][i], r[2][i], r[3][i], cls, g_conf, g_n.astype(float)
+            )
+        right_n = np.bincount(cls, weights=rng.binomial(g_n, np.clip(p, 0.0, 1.0)), minlength=k).astype(
+            np.int64
+        )
+        wrong_n = np.bincount(cls, weights=g_n, minlength=k).astype(np.int64) - right_n
+        draw = np.zeros((k, k))
         for c in range(k):
-            cm[:, c] = rng.multinomial(wrong[c], cal.error_spread[c])
-            cm[c, c] = right[c]
-        dist.append(_scores(cm))
-    return {name: _interval(name, point[name], [d[name] for d in dist], level) for name in METRICS}
+            m = cls == c
+            mass = ((g_n[m] * (1.0 - p[m]))[:, None] * sp[m]).sum(axis=0)
+            if mass.sum() > 0:  # clipped: one class alone can come out 1 + 1e-16, which numpy refuses
+                draw[:, c] = rng.multinomial(wrong_n[c], np.clip(mass / mass.sum(), 0.0, 1.0))
+            draw[c, c] = right_n[c]
+        dist.append(_scores(draw))
+    metrics = {name: _interval(name, point[name], [d[name] for d in dist], level) for name in METRICS}
+    if prior is None:  # reported either way: how the label mix moved, if only the mix moved
+        _, _, prior, _ = _estimator_parts(CBPE, True, *r, pred, conf, np.ones(len(pred)))
+    named = lambda v: {name: float(x) for name, x in zip(LABELS, v, strict=True)}  # noqa: E731
+    return Estimate(
+        method=method,
+        metrics=metrics,
+        prior=named(prior),
+        reference_prior=named(ref_prior),
+        prior_applied=shift,
+    )
+
+
+def combined(decisive: MetricValue, *others: MetricValue) -> MetricValue:
+    """The decisive estimate's value with an interval over every estimator's bootstrap (their mixture).
+
+    Why: each interval covers only its own estimator's sampling noise, not the bias its assumption brings
+    under shift; where two estimators with different assumptions disagree, the truth was found between or
+    near them (bench/README.md), so the verdict should be that much less sure.
+    """
+    samples = np.concatenate([np.asarray(v.samples, dtype=float) for v in (decisive, *others)])
+    if not len(samples):
+        return decisive
+    tail = (1 - decisive.level) / 2
+    lo, hi = np.quantile(samples, [tail, 1 - tail])
+    return MetricValue(
+        name=decisive.name,
+        value=decisive.value,
+        lower=float(min(lo, decisive.lower, *(v.lower for v in others))),
+        upper=float(max(hi, decisive.upper, *(v.upper for v in others))),
+        level=decisive.level,
+        samples=tuple(float(v) for v in samples),
+    )
+
+
+def _point_estimate(
+    method: str, prior_shift: bool, ref: tuple[np.ndarray, ...], pred: np.ndarray, conf: np.ndarray
+) -> tuple[dict[str, float], np.ndarray | None, np.ndarray]:
+    """Estimated metrics of a window's rows, its re-estimated label mix and the reference's (no interval)."""
+    k = len(LABELS)
+    right, spread, prior, ref_prior = _estimator_parts(
+        method, prior_shift, ref[0], ref[1], ref[2], ref[3], pred, conf, np.ones(len(pred))
+    )
+    cm = np.zeros((k, k))
+    for c in range(k):
+        m = pred == c
+        cm[:, c] = ((1.0 - right[m])[:, None] * spread[m]).sum(axis=0)
+        cm[c, c] = right[m].sum()
+    return _scores(cm), prior, ref_prior
+
+
+def reference_estimate_of(
+    reference: pd.DataFrame, method: str = CBPE, prior_shift: bool | None = None
+) -> dict[str, float]:
+    """The estimator applied to the labelled reference rows themselves: its own bias, the baseline a
+    window's estimate is judged against (so that the bias cancels)."""
+    ref = reference[reference["true_label"].notna()].reset_index(drop=True)
+    r = _reference_arrays(ref)
+    return _point_estimate(method, bool(prior_shift), r, r[1], r[0])[0]
+
+
+def _reference_arrays(ref: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled reference rows as the estimators read them: (confidence, predicted id, correct, true id)."""
+    return (
+        ref["confidence"].to_numpy(float),
+        _ids(ref["predicted_label"]),
+        ref["correct"].to_numpy(float),
+        _ids(ref["true_label"]),
+    )
+
+
+def _estimator_parts(
+    method: str,
+    prior_shift: bool,
+    r_conf: np.ndarray,
+    r_pred: np.ndarray,
+    r_correct: np.ndarray,
+    r_true: np.ndarray,
+    pred: np.ndarray,
+    conf: np.ndarray,
+    weights: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """Per window row (or weighted bin): P(right), how its wrong mass spreads over the true classes, the
+    window's re-estimated label mix (None without `prior_shift`) and the reference's."""
+    cal = ConfidenceCalibrator(r_conf, r_pred, r_correct, r_true)
+    ref_prior = cal.posteriors(r_pred, r_conf).mean(axis=0)
+    post = cal.posteriors(pred, conf)
+    prior = ratio = None
+    if prior_shift:
+        prior = reestimate_prior(post, ref_prior, weights)
+        ratio = prior / np.clip(ref_prior, 1e-6, None)
+    # a wrong prediction of class k is of true class j as on the reference, in the window's label mix
+    base = cal.error_spread if ratio is None else cal.error_spread * ratio[None, :]
+    spread = base[pred] / np.maximum(base[pred].sum(axis=1, keepdims=True), 1e-12)
+    if method == CBPE:
+        right = (
+            post[np.arange(len(pred)), pred]
+            if ratio is None
+            else _reweight(post, ratio)[np.arange(len(pred)), pred]
+        )
+    else:
+        atc = ThresholdedConfidence(r_conf, r_pred, r_correct, r_true)
+        right = (conf > np.asarray(atc.per_class)[pred]).astype(float)
+    return right, spread, prior, ref_prior
+
+
+def estimate_trust(
+    separability: float | None, max_separability: float = ESTIMATE_MAX_SEPARABILITY
+) -> tuple[bool | None, str]:
+    """(trusted, why): whether a label-free estimate may decide, from the domain classifier's ROC AUC.
+
+    None when the separability is unknown (no embeddings): the estimate decides as before, and says so.
+    """
+    if separability is None or not math.isfinite(separability):
+        return None, "separability unknown (no embedding drift score)"
+    if separability >= max_separability:
+        return (
+            False,
+            f"{UNTRUSTED_REASON} (domain classifier AUC {separability:.3f} >= {max_separability:.2f})",
+        )
+    return True, f"domain classifier AUC {separability:.3f} < {max_separability:.2f}"
 
 
 def judge(
@@ -447,6 +809,9 @@ def assess_performance(
     level: float = PERFORMANCE_CONFIDENCE,
     seed: int = 0,
     judge_level: float = PERFORMANCE_JUDGE_LEVEL,
+    estimator: str = PERFORMANCE_ESTIMATOR,
+    separability: float | None = None,
+    max_separability: float = ESTIMATE_MAX_SEPARABILITY,
 ) -> PerformanceResult:
     """Observed and estimated performance of a window and the degradation verdict.
 
@@ -457,7 +822,12 @@ def assess_performance(
         predicted, confidence: the window's logged predictions.
         true: the window's feedback labels (None/NaN where none came).
         metrics: the metrics judged; degraded when any of them is (see `judge`).
+        estimator: the label-free method that decides (`ESTIMATORS`); every method is computed and reported.
+        separability: the domain classifier's ROC AUC of window vs. reference (the embedding-drift score);
+            at or above `max_separability` the estimate is not trusted and cannot call degradation alone.
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     metrics = tuple(metrics)
     if not metrics or any(m not in METRICS for m in metrics):
         raise ValueError(f"metrics must be a non-empty subset of {METRICS}, got {metrics!r}")
@@ -491,13 +861,20 @@ def assess_performance(
             [cast(str, true[i]) for i in labelled], [predicted[i] for i in labelled], level=level, seed=seed
         )
     estimated = calibration = reference_estimate = None
+    estimates: dict[str, Estimate] = {}
+    reference_estimates: dict[str, dict[str, float]] = {}
+    trusted, trust_reason = None, ""
     if has_ref_labels and predicted:
-        estimated = estimate_metrics(reference, predicted, confidence, level=level, seed=seed)
+        for name in ESTIMATORS:
+            estimates[name] = estimate(reference, predicted, confidence, level=level, seed=seed, method=name)
+            reference_estimates[name] = reference_estimate_of(ref_rows, name)
+        others = [e for name, e in estimates.items() if name != estimator]
+        estimated = {
+            m: combined(v, *(e.metrics[m] for e in others)) for m, v in estimates[estimator].metrics.items()
+        }
+        reference_estimate = reference_estimates[estimator]
         calibration = calibration_check(reference, seed=seed)
-        cal = ConfidenceCalibrator.from_reference(ref_rows)
-        reference_estimate = _scores(
-            cal.expected_confusion(_ids(ref_rows["predicted_label"]), ref_rows["confidence"].to_numpy(float))
-        )
+        trusted, trust_reason = estimate_trust(separability, max_separability)
     elif not has_ref_labels:
         notes.append("the reference profile has no test labels: no label-free estimate")
 
@@ -522,6 +899,12 @@ def assess_performance(
         calibration=calibration,
         reference_estimate=reference_estimate,
         max_drop=max_drop,
+        estimator=estimator,
+        estimates=estimates,
+        reference_estimates=reference_estimates,
+        separability=separability,
+        trusted=trusted,
+        trust_reason=trust_reason,
     )
     if not judged:
         return PerformanceResult(
@@ -542,6 +925,11 @@ def assess_performance(
     }
     drops = {m: v[1] for m, v in verdicts.items()}
     degraded = tuple(m for m in judged if verdicts[m][0])
+    vetoed: tuple[str, ...] = ()
+    if source == ESTIMATED and trusted is False:
+        # an estimate that cannot be trusted does not call degradation alone (drift still alarms)
+        vetoed, degraded = degraded, ()
+        notes.append(f"estimate not trusted: {trust_reason}")
     headline = max(degraded, key=lambda m: drops[m]) if degraded else judged[-1]
     against = "on the test set" if source == OBSERVED else "estimated the same way on the test set"
     reason = "; ".join(
@@ -550,6 +938,12 @@ def assess_performance(
     )
     if source == OBSERVED:
         reason += f"; {len(labelled)} labelled predictions"
+    if source == ESTIMATED and trusted is False:
+        reason = (
+            f"estimate not trusted, {UNTRUSTED_REASON}"
+            + (f" (alone it would call {', '.join(vetoed)} degraded)" if vetoed else "")
+            + f": {reason}"
+        )
     return PerformanceResult(
         source=source,
         metric=headline,

@@ -122,6 +122,7 @@ def build_reference(
     seed: int = 0,
     train_descriptors: bool = True,
     max_train_rows: int = REFERENCE_MAX_TRAIN_ROWS,
+    vocabulary: frozenset[str] | None = None,
 ) -> ReferenceProfile:
     """The reference profile of a version from its training texts and its test-set predictions.
 
@@ -132,6 +133,8 @@ def build_reference(
         embedding_sample: how many test texts are embedded (a seeded sample).
         train_descriptors: add the descriptors of (a sample of up to `max_train_rows`) training texts, so
             the descriptor distributions rest on more rows; their prediction columns are NaN.
+        vocabulary: the vocabulary for the out-of-vocabulary share; default that of `train_texts` (a refreshed
+            reference keeps the vocabulary of what its version was trained on).
     """
     from nfl_mlops.monitoring.embeddings import get_encoder, sample_indices
 
@@ -140,7 +143,7 @@ def build_reference(
     if len(test_texts) != len(test_proba):
         raise ValueError(f"{len(test_texts)} test texts but {len(test_proba)} probability rows")
     train_texts = list(train_texts)
-    vocab = build_vocabulary(train_texts)
+    vocab = vocabulary if vocabulary is not None else build_vocabulary(train_texts)
     labels = [LABELS[i] for i in test_proba.argmax(axis=1)]
     conf = test_proba.max(axis=1)
     frame = monitoring_frame(test_texts, labels, conf, vocab)
@@ -210,6 +213,11 @@ def load_reference(model_dir: Path) -> ReferenceProfile:
 MIN_RECENT_REFERENCE = 50
 """A dataset's recent (feedback) window of at least this many rows becomes the version's reference."""
 
+MIN_WINDOW_REFERENCE = 30
+"""The episode's own held-out rows are the reference from this many on: a small window of the right traffic
+is a better reference than a large mix that includes the traffic before the drift (one soak run rebuilt the
+reference from 48 window rows plus 294 older NFL rows, and every ordinary day after alarmed on topic)."""
+
 
 @dataclass(frozen=True)
 class ReferenceRows:
@@ -230,6 +238,7 @@ def reference_rows(
     n_feedback_train: int = 0,
     min_recent: int = MIN_RECENT_REFERENCE,
     n_recent_window: int | None = None,
+    min_window: int = MIN_WINDOW_REFERENCE,
 ) -> ReferenceRows:
     """The rows a version is monitored against (pure).
 
@@ -243,18 +252,20 @@ def reference_rows(
         train: the training rows; the last `n_feedback_train` of them came from feedback.
         probas: class probabilities per evaluation set ("test", and "recent" when it was scored).
         n_recent_window: the last rows of `recent` are the drifted traffic (the episode's window); when
-            there are at least `min_recent` of them they alone are the reference.
+            there are at least `min_window` of them they alone are the reference.
     """
+    windowed = False
     if (
         recent is not None
         and n_recent_window is not None
-        and n_recent_window >= min_recent
-        and n_recent_window < len(recent)
+        and n_recent_window >= min_window
+        and n_recent_window <= len(recent)
         and "recent" in probas
     ):
         recent = recent.tail(n_recent_window)
         probas = {**probas, "recent": np.asarray(probas["recent"])[-n_recent_window:]}
-    if recent is not None and len(recent) >= min_recent and "recent" in probas:
+        windowed = True
+    if recent is not None and (windowed or len(recent) >= min_recent) and "recent" in probas:
         fb_train = train.tail(n_feedback_train)["text"].tolist() if n_feedback_train > 0 else []
         texts = recent["text"].tolist()
         # the vocabulary and the extra descriptor rows from the feedback it trained on, never from the

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPORTS_ROUTE = "/mlops/reports"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.(html|json)$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}\.(html|json|png)$")
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".json": "application/json", ".png": "image/png"}
 HEADER_MARK = "<!-- nfl-mlops report header -->"
 
 
@@ -43,7 +44,7 @@ def find_report(root: Path, name: str) -> Path:
         ReportNotFound: the name is not a report file name (e.g. has a slash or `..`), or no such file.
     """
     if not NAME.match(name):
-        raise ReportNotFound(f"{name!r} is not a report name (<name>.html or <name>.json)")
+        raise ReportNotFound(f"{name!r} is not a report name (<name>.html, .json or .png)")
     path = Path(root) / name
     if path.is_symlink() or not path.is_file() or path.resolve().parent != Path(root).resolve():
         raise ReportNotFound(f"no report named {name!r}")

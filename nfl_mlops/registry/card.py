@@ -133,12 +133,46 @@ def _metrics_table(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _behaviour_lines(behaviour: dict[str, Any]) -> list[str]:
+    """The "Behavioural tests" section: each test's pass rate against its threshold, then failing examples."""
+    lines = [
+        "",
+        "## Behavioural tests",
+        "",
+        f"Passed: **{behaviour.get('passed')}**. Templated NFL tweets (`nfl_mlops.registry.behaviour`): minimum "
+        "functionality, invariance to names and links, directional expectations on "
+        "P(positive) - P(negative).",
+        "",
+        "| test | kind | cases | pass rate | threshold | passed |",
+        "|---|---|---|---|---|---|",
+    ]
+    tests = behaviour.get("tests") or []
+    for t in tests:
+        lines.append(
+            f"| {t['name']} | {t['kind']} | {t['n']} | {t['pass_rate']:.2f} | {t['threshold']:.2f} | "
+            f"{'yes' if t['passed'] else '**no**'} |"
+        )
+    failing = [t for t in tests if t.get("failures") and not t["passed"]]
+    if failing:  # of the tests below their threshold (a passing test's few misses stay in the metrics)
+        lines += ["", "### Failing examples", ""]
+        for t in failing:
+            for f in t["failures"]:
+                was = f" (original: `{f['original']}`)" if f.get("original") else ""
+                proba = ", ".join(f"{k} {v:.2f}" for k, v in (f.get("proba") or {}).items())
+                lines.append(
+                    f"- **{t['name']}**: `{f['text']}`{was}: expected {f['expected']}, got {f['got']} ({proba})"
+                )
+    return lines
+
+
 def render_model_card(
     info: Any,
     hub_repo: str | None = None,
     image: str | None = CONFUSION_PNG,
     reliability_image: str | None = None,
     loss_image: str | None = None,
+    extra_images: dict[str, str] | None = None,
+    explained_mistakes: str | None = None,
 ) -> str:
     """The README.md of a version: metadata header, usage, metrics and plots, lineage, limits.
 
@@ -149,8 +183,11 @@ def render_model_card(
             only when the test metrics have a confusion matrix).
         reliability_image: file name of the reliability diagram beside the README (None: no section).
         loss_image: file name of the training-loss curve beside the README (None: no image).
+        extra_images: {plot kind: file name} of the other plots beside the README (`PLOT_FILES`: F1 per
+            class beside the baseline, the recent window's confusion matrix).
+        explained_mistakes: the markdown section "Most confident mistakes, explained" (None: no section).
     """
-    from nfl_mlops.tracking.experiments import scrub
+    from nfl_mlops.security import redact, scrub
 
     metrics: dict[str, Any] = info.metrics or {}
     test = metrics.get("test", {})
@@ -195,6 +232,16 @@ def render_model_card(
         ]
         for label, counts in zip(LABELS, test["confusion"], strict=False):
             lines.append(f"| **{label}** | " + " | ".join(str(v) for v in counts) + " |")
+    extra = extra_images or {}
+    for kind, caption in (
+        ("per_class_f1", "F1 per class beside the TF-IDF baseline (test split)"),
+        (
+            "confusion_matrix_recent",
+            "Confusion matrix on the recent window (the traffic it was retrained for)",
+        ),
+    ):
+        if kind in extra:
+            lines += ["", f"### {caption}", "", f"![{caption}]({extra[kind]})"]
     if reliability_image:
         ece = f" (ECE {test['ece']:.4f})" if isinstance(test.get("ece"), int | float) else ""
         lines += [
@@ -206,6 +253,12 @@ def render_model_card(
             f"Accuracy against mean top-class probability in 10 equal-width confidence bins{ece}; bars "
             "below the diagonal are over-confident. The lower panel counts the rows per bin.",
         ]
+    if isinstance(metrics.get("runtimes"), dict):
+        from nfl_mlops.reports import runtimes_lines
+
+        lines += ["", "### Runtimes", *runtimes_lines(metrics["runtimes"])[1:]]
+    if explained_mistakes:
+        lines += ["", explained_mistakes]
     lines += ["", "## Lineage", ""]
     ordered = [k for k in _LINEAGE_LABELS if k in lineage] + sorted(
         k for k in lineage if k not in _LINEAGE_LABELS
@@ -221,6 +274,8 @@ def render_model_card(
         gate = lineage["gate"]
         lines += ["", "### Quality gate", "", f"Passed: **{gate.get('passed')}**", ""]
         lines += [f"- {r}" for r in gate.get("reasons", [])]
+    if isinstance(metrics.get("behaviour"), dict):
+        lines += _behaviour_lines(metrics["behaviour"])
     lines += [
         "",
         "## Training",
@@ -239,7 +294,7 @@ def render_model_card(
         "",
         LIMITATIONS,
     ]
-    return "\n".join(lines)
+    return redact("\n".join(lines))  # a card is pushed to the Hub: no secret value in it, whatever its field
 
 
 def write_model_card(
@@ -284,10 +339,24 @@ def write_model_card(
             image=CONFUSION_PNG if "confusion_matrix" in plots else None,
             reliability_image=RELIABILITY_PNG if "reliability_diagram" in plots else None,
             loss_image=LOSS_PNG if "training_loss" in plots else None,
+            extra_images={
+                k: PLOT_FILES[k] for k in ("per_class_f1", "confusion_matrix_recent") if k in plots
+            },
+            explained_mistakes=explained_mistakes_section(folder),
         ),
         encoding="utf-8",
     )
     return plots
+
+
+def explained_mistakes_section(folder: Path) -> str | None:
+    """The "Most confident mistakes, explained" section from the folder's `explained_mistakes.json`, which the
+    training run writes beside the weights (`modeling.explain.explain_test_mistakes`; registration copies
+    it): the card shows where the model is confidently wrong and which words drove it. None without it."""
+    from nfl_mlops.modeling.explain import load_explained_mistakes
+
+    explained = load_explained_mistakes(folder)
+    return explained.markdown() if explained is not None else None
 
 
 def _mirror_repo(model_name: str) -> str | None:

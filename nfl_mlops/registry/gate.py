@@ -6,13 +6,19 @@ classes per evaluation set. The decision is then:
 
 - **non-inferiority on the test split**: the lower bound of the paired bootstrap interval of
   (candidate - champion) on `metric` is above `-margin`;
-- **improvement on the recent labelled window** (only when asked, e.g. a retraining started by
-  drift or degradation): that lower bound is above 0;
+- **improvement** (only when asked, e.g. a retraining started by drift or degradation): better
+  somewhere, worse nowhere. On the recent labelled window the candidate is non-inferior (lower bound
+  above `-margin`), and it is shown better (lower bound above 0) on the recent window or, failing
+  that, on the test split. A candidate no worse on the drifted traffic and clearly better in general
+  is an improvement; one merely as good is not (a retraining must earn its rollout);
 - **golden floor**: on the model's fixed golden set (the first registered version's test split)
   the candidate scores at least the first version's score there minus `margin`, so small
   losses cannot add up over generations;
 - **no class collapse**: on every evaluation set, each class with enough true rows has F1 of at
-  least `min_class_f1`.
+  least `min_class_f1`;
+- **behaviour** (unless switched off): the candidate meets the pass rate of every behavioural test
+  (`registry.behaviour`: clear tweets, invariance to names and links, negation and insults), so a
+  model that scores well on the test split for the wrong reasons is still rejected.
 
 Burden of proof: "not shown" is a rejection. On a small set the interval is wide, so a candidate
 that is about as good as the champion may fail non-inferiority; the reason says how wide the
@@ -31,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from nfl_mlops import LABELS
+from nfl_mlops.registry.behaviour import BehaviourParams, BehaviourResult
 
 Metric = Literal["macro_f1", "accuracy"]
 
@@ -74,6 +81,24 @@ class GateParams(BaseModel):
         "a one-sided test at 5 % (the usual non-inferiority convention).",
     )
     seed: int = Field(0, description="Seed of the bootstrap resampling (the decision is reproducible).")
+    behaviour: bool | None = Field(
+        None,
+        description="Run the behavioural tests (`registry.behaviour`: minimum functionality, invariance, "
+        "directional) and reject a candidate that fails one. None = the `MLOPS_GATE_BEHAVIOUR` setting "
+        "(on unless switched off). Switch off for a model whose task is not English tweet sentiment, "
+        "where the NFL templates say nothing.",
+    )
+    behaviour_params: BehaviourParams = Field(
+        default_factory=BehaviourParams, description="Pass-rate thresholds of the behavioural tests."
+    )
+
+    def runs_behaviour(self) -> bool:
+        """Whether the behavioural tests are part of this gate (`behaviour`, else the setting)."""
+        if self.behaviour is not None:
+            return self.behaviour
+        from nfl_mlops.settings import get_settings
+
+        return get_settings().gate_behaviour
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +262,7 @@ class GateDecision:
     deltas: dict[str, float] = field(default_factory=dict)
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    behaviour: dict[str, Any] | None = None  # {test: pass rate, passed}; the full result is in the metrics
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -264,6 +290,7 @@ def independent_gate(
     params: GateParams | None = None,
     require_recent_improvement: bool = False,
     golden: GoldenFloor | None = None,
+    behaviour: BehaviourResult | None = None,
 ) -> GateDecision:
     """Judge a candidate from labels and both models' predictions (see the module docstring).
 
@@ -271,15 +298,22 @@ def independent_gate(
         sets: "test" (required), "recent" (optional) with champion predictions where there is a
             champion; "golden" (optional, candidate only) when the model has a golden set.
         params: the gate's parameters.
-        require_recent_improvement: the candidate must be better than the champion on "recent".
+        require_recent_improvement: the candidate must be an improvement: non-inferior on "recent" and
+            better than the champion there, or on "test" (see the module docstring).
         golden: the first version's score on the golden set; None before there is one.
+        behaviour: the candidate's behavioural test results (`registry.behaviour.behavioural_checks`): each
+            failed test is a rejection, named in the reasons (unless `params.behaviour` is False). None:
+            not run (switched off, or the caller judges predictions only), so nothing is said about them.
     """
     params = params or GateParams()
     by_name = {s.name: s for s in sets if len(s.y_true)}
+    if "test" in by_name:  # judged first: the improvement rule on "recent" may rest on it
+        by_name = {"test": by_name["test"], **{k: v for k, v in by_name.items() if k != "test"}}
     reasons: list[str] = []
     passed = True
     out_sets: dict[str, dict[str, Any]] = {}
     deltas: dict[str, float] = {}
+    lows: dict[str, float] = {}  # lower bound of each compared set's interval ("test" comes first)
     m = params.metric
 
     if "test" not in by_name:
@@ -341,11 +375,26 @@ def independent_gate(
         )
         deltas[name] = ci.diff
         bound = {"non_inferiority": -params.margin, "improvement": 0.0, "report": None}[rule]
+        lows[name] = ci.low
         text = (
             f"{name}: candidate {m} {ci.candidate:.4f} vs champion {ci.champion:.4f}, difference "
             f"{ci.diff:+.4f} [{ci.low:+.4f}, {ci.high:+.4f}] ({params.confidence:.0%} paired bootstrap, n={ci.n})"
         )
-        if bound is None:
+        test_low = lows.get("test")
+        if (
+            rule == "improvement"
+            and ci.low <= 0.0
+            and ci.low > -params.margin
+            and test_low is not None
+            and test_low > 0
+        ):
+            # not shown better on the drifted traffic, but no worse there and shown better in general
+            entry["passed"] = True
+            reasons.append(
+                text + f"; non-inferior here (lower bound > {-params.margin:+.4f}) and better on test "
+                f"(lower bound {test_low:+.4f} > +0.0000): an improvement"
+            )
+        elif bound is None:
             entry["passed"] = None
             reasons.append(text + "; reported, not a pass condition")
         else:
@@ -375,7 +424,18 @@ def independent_gate(
         reasons.append("recent: no recent labelled window, so no evidence that the candidate is better there")
     elif require_recent_improvement and by_name["recent"].champion is None:
         reasons.append("recent: improvement required but there is no champion to improve on")
-    return GateDecision(bool(passed), reasons, deltas, out_sets, params.model_dump())
+    summary = None
+    if behaviour is not None and params.behaviour is not False:
+        summary = {
+            t.name: {"pass_rate": t.pass_rate, "threshold": t.threshold, "passed": t.passed}
+            for t in behaviour.tests
+        }
+        if behaviour.passed:
+            reasons.append(f"behaviour: all {len(behaviour.tests)} behavioural tests met their pass rates")
+        else:
+            passed = False
+            reasons.extend(behaviour.reasons())
+    return GateDecision(bool(passed), reasons, deltas, out_sets, params.model_dump(), summary)
 
 
 def reported_scores(metrics: Mapping[str, Any], metric: str = "macro_f1") -> dict[str, float | None]:

@@ -23,10 +23,14 @@ from nfl_mlops import LABELS
 CONFUSION_PNG = "confusion_matrix.png"
 RELIABILITY_PNG = "reliability_diagram.png"
 LOSS_PNG = "training_loss.png"
+PER_CLASS_F1_PNG = "per_class_f1.png"
+RECENT_CONFUSION_PNG = "confusion_matrix_recent.png"
 PLOT_FILES: dict[str, str] = {
     "confusion_matrix": CONFUSION_PNG,
     "reliability_diagram": RELIABILITY_PNG,
     "training_loss": LOSS_PNG,
+    "per_class_f1": PER_CLASS_F1_PNG,
+    "confusion_matrix_recent": RECENT_CONFUSION_PNG,
 }
 """Plot kind -> file name inside a model folder (the keys `write_model_plots` returns)."""
 
@@ -205,9 +209,15 @@ def reliability_diagram_png(
 # Training loss
 
 
-def loss_curve_png(loss_history: Sequence[tuple[int, float]], title: str = "") -> bytes:
+def loss_curve_png(
+    loss_history: Sequence[tuple[int, float]],
+    title: str = "",
+    val_history: Sequence[Mapping[str, float]] | None = None,
+    best_step: int | None = None,
+) -> bytes:
     """The training-loss curve as PNG bytes, from (step, loss) pairs (`TrainResult.losses`: the mean
-    loss over each logging interval)."""
+    loss over each logging interval), with the validation macro-F1 on a second axis when given
+    (`TrainResult.val_curve`) and the kept checkpoint marked, so the card shows why that step was saved."""
     pairs = [(int(s), float(v)) for s, v in loss_history]
     if not pairs:
         raise ValueError("empty loss history")
@@ -220,11 +230,147 @@ def loss_curve_png(loss_history: Sequence[tuple[int, float]], title: str = "") -
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (mean over the logging interval)")
     ax.grid(True, alpha=0.3)
+    metadata = {}
+    if val_history:
+        val_steps = [int(p["step"]) for p in val_history]
+        f1 = [float(p["macro_f1"]) for p in val_history]
+        right = ax.twinx()
+        right.plot(val_steps, f1, marker="s", markersize=4, color="#dd8452", label="validation macro-F1")
+        right.set_ylabel("validation macro-F1", color="#dd8452")
+        if best_step is not None and best_step in val_steps:
+            best = f1[val_steps.index(best_step)]
+            right.axvline(best_step, color="#dd8452", linestyle=":", alpha=0.7)
+            heading += f"\nkept step {best_step}: validation macro-F1 {best:.4f}"
+            metadata["Best-Step"] = str(best_step)
     ax.set_title(heading)
-    return _png(fig, {"Title": heading})
+    return _png(fig, {"Title": heading, **metadata})
 
 
-# All three into a model folder
+# Per-class F1 beside the baseline
+
+
+def per_class_f1_png(
+    model: Mapping[str, float], baseline: Mapping[str, float], title: str = "", labels: Sequence[str] = LABELS
+) -> bytes:
+    """F1 per class (and macro, under the key "macro") of the model beside the TF-IDF baseline's."""
+    keys = [k for k in (*labels, "macro") if k in model]
+    x = np.arange(len(keys))
+    fig = _new_figure(1.8 + 1.2 * len(keys), 3.6)
+    ax = fig.add_subplot()
+    width = 0.38
+    for offset, (name, values, color) in enumerate(
+        (("model", model, "#1f77b4"), ("TF-IDF baseline", baseline, "#bbbbbb"))
+    ):
+        heights = [float(values.get(k, np.nan)) for k in keys]
+        bars = ax.bar(x + (offset - 0.5) * width, heights, width, label=name, color=color)
+        for bar, h in zip(bars, heights, strict=True):
+            if np.isfinite(h):
+                ax.text(bar.get_x() + bar.get_width() / 2, h + 0.01, f"{h:.2f}", ha="center", fontsize=8)
+    ax.set_xticks(x, labels=keys)
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("F1")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or "F1 per class")
+    return _png(fig, {"Title": title or "F1 per class"})
+
+
+# Drift per signal
+
+P_VALUE_METHODS = frozenset(
+    {"ks", "chisquare", "z", "t_test", "fisher_exact", "anderson", "cramer_von_mises", "mannw", "g_test"}
+)
+"""Evidently's tests whose score is a p-value (drift when it falls below the threshold); the others are
+distances or AUCs (drift when they rise above it)."""
+
+
+def drift_severity(method: str, score: float, threshold: float) -> float:
+    """How far a signal is past its threshold: > 1 drifted, < 1 not, whatever the test's direction."""
+    base = method.split(" ")[0].split("(")[0].strip()
+    if not (np.isfinite(score) and np.isfinite(threshold)) or threshold <= 0:
+        return float("nan")
+    if base in P_VALUE_METHODS:
+        return float(threshold / max(score, 1e-12))
+    return float(score / threshold)
+
+
+def drift_signals_png(columns: Sequence[Any], title: str = "") -> bytes:
+    """One bar per signal: its score relative to its threshold (log scale, 1 = the threshold), red when
+    the check counted it as drifted. `columns` are `ColumnDrift`s (column, method, score, threshold,
+    drifted)."""
+    rows = [
+        (c.column, c.method, drift_severity(c.method, c.score, c.threshold), bool(c.drifted)) for c in columns
+    ]
+    rows.sort(key=lambda r: -np.nan_to_num(r[2], nan=0.0))
+    fig = _new_figure(7.0, 1.2 + 0.32 * max(len(rows), 1))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))
+    values = np.clip([np.nan_to_num(r[2], nan=1e-2) for r in rows], 1e-2, 1e2)
+    ax.barh(y, values, color=["#d62728" if r[3] else "#2ca02c" for r in rows], left=0)
+    ax.axvline(1.0, color="black", linewidth=1, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_xlim(1e-2, 1e2)
+    ax.set_yticks(y, labels=[f"{r[0]} ({r[1].split(' ')[0]})" for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("score relative to its threshold (past 1 = drifted; p-value tests inverted)")
+    ax.set_title(title or "drift per signal")
+    drifted = sum(r[3] for r in rows)
+    return _png(fig, {"Title": title or "drift per signal", "Drifted": f"{drifted} of {len(rows)}"})
+
+
+# A rollout's traffic steps and gate checks
+
+
+def rollout_png(history: Sequence[Mapping[str, Any]], version: int, title: str = "") -> bytes:
+    """The candidate's share of live traffic over a rollout (a step line) and each gate check on it
+    (green: every gate passed, red: one failed, grey: not enough data yet). `history` is the rollout's
+    history (`at` ISO times, `arms` with version/weight/shadow, `gates` with `passed`)."""
+    from datetime import datetime
+
+    times, shares, checks = [], [], []
+    share = 0.0
+    for h in history:
+        try:
+            at = datetime.fromisoformat(str(h.get("at")))
+        except ValueError:
+            continue
+        arms = h.get("arms") or {}
+        if arms:
+            share = sum(
+                float(a.get("weight", 0.0))
+                for a in arms.values()
+                if int(a.get("version", -1)) == int(version) and not a.get("shadow")
+            )
+        times.append(at)
+        shares.append(share)
+        gates = [g.get("passed") for g in h.get("gates") or []]
+        if gates:
+            state = "fail" if False in gates else "wait" if None in gates else "pass"
+            checks.append((at, share, state))
+    fig = _new_figure(7.0, 3.2)
+    ax = fig.add_subplot()
+    if times:
+        t0 = times[0]
+        x = [(t - t0).total_seconds() for t in times]
+        ax.step(x, shares, where="post", color="#1f77b4", label=f"v{version} share of live traffic")
+        colors = {"pass": "#2ca02c", "fail": "#d62728", "wait": "#999999"}
+        for state in ("pass", "wait", "fail"):
+            pts = [((at - t0).total_seconds(), y) for at, y, s in checks if s == state]
+            if pts:
+                ax.scatter(
+                    *zip(*pts, strict=True), color=colors[state], zorder=3, s=18, label=f"gate check: {state}"
+                )
+        ax.legend(loc="center right", fontsize=8)
+    ax.set_ylim(-5, 105)
+    ax.set_xlabel("seconds since the rollout started")
+    ax.set_ylabel("% of live traffic")
+    ax.set_title(title or f"rollout of v{version}")
+    failed = sum(1 for *_, s in checks if s == "fail")
+    return _png(
+        fig, {"Title": title or f"rollout of v{version}", "Checks": f"{len(checks)} ({failed} failed)"}
+    )
+
+
+# All of them into a model folder
 
 
 def write_model_plots(
@@ -238,6 +384,11 @@ def write_model_plots(
     title: str = "",
     split: str = "test",
     n_bins: int = 10,
+    f1: Mapping[str, float] | None = None,
+    baseline_f1: Mapping[str, float] | None = None,
+    recent: tuple[Sequence[Any], Any] | None = None,
+    val_history: Sequence[Mapping[str, float]] | None = None,
+    best_step: int | None = None,
 ) -> dict[str, Path]:
     """Write the model-card plots into `folder`; returns {kind: path} for those written (see PLOT_FILES).
 
@@ -245,9 +396,13 @@ def write_model_plots(
         y_true, proba: true classes (ids or label strings) and n x k probabilities of the test split:
             the reliability diagram, and the confusion matrix when `confusion` is not given.
         loss_history: (step, loss) pairs, e.g. `TrainResult.losses`: the training-loss curve.
+        val_history, best_step: `TrainResult.val_curve` and `.best_step`, drawn on the loss plot.
         confusion: a k x k confusion matrix (rows true) to draw instead of the one from y_true/proba.
         title: prefix of every plot's title, e.g. "nfl-sentiment v3".
         split: the evaluation set y_true/proba/confusion come from (named in their titles).
+        f1, baseline_f1: F1 per class (and "macro") of the model and of the TF-IDF baseline on `split`.
+        recent: (true classes, probabilities) of the recent window (e.g. the drifted NFL feedback): its own
+            confusion matrix.
 
     A plot whose inputs are missing (None or empty) is skipped, not drawn empty.
     """
@@ -277,7 +432,21 @@ def write_model_plots(
         )
     if loss_history:
         out["training_loss"] = folder / LOSS_PNG
-        out["training_loss"].write_bytes(loss_curve_png(loss_history, title))
+        out["training_loss"].write_bytes(loss_curve_png(loss_history, title, val_history, best_step))
+    if f1 and baseline_f1:
+        out["per_class_f1"] = folder / PER_CLASS_F1_PNG
+        out["per_class_f1"].write_bytes(
+            per_class_f1_png(f1, baseline_f1, f"{on_split} F1 beside the baseline")
+        )
+    if recent is not None and len(recent[0]) > 0:
+        y = _class_ids(recent[0], labels)
+        pred = _checked_proba(y, recent[1]).argmax(axis=1)
+        cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
+        np.add.at(cm, (y, pred), 1)
+        out["confusion_matrix_recent"] = folder / RECENT_CONFUSION_PNG
+        out["confusion_matrix_recent"].write_bytes(
+            confusion_matrix_png(cm.tolist(), labels, f"{title} recent window n={len(y)}".strip())
+        )
     return out
 
 
@@ -289,6 +458,9 @@ def plots_markdown(plots: Mapping[str, Path], title: str = "") -> str:
         "confusion_matrix": "Confusion matrix (test split)",
         "reliability_diagram": "Reliability diagram",
         "training_loss": "Training loss",
+        "per_class_f1": "F1 per class beside the TF-IDF baseline (test split)",
+        "confusion_matrix_recent": "Confusion matrix (recent window)",
+        "drift_signals": "Drift per signal",
     }
     lines = [f"# {title}" if title else "# Model plots", ""]
     for kind, path in plots.items():

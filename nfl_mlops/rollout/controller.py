@@ -537,6 +537,25 @@ def emit_best_effort(outcome: Outcome) -> bool:
     return events.emit(outcome.event, outcome.rollout.model_name, outcome.payload) is not None
 
 
+def _traffic_history(r: rollouts.RolloutInfo) -> list[dict[str, Any]]:
+    """The history with the traffic each event left: the strategy's first split at activation, the step's
+    arms, all on the candidate at promotion, all on the previous version at a rollback."""
+    from nfl_mlops.rollout.strategies import initial_arms, params_for
+
+    out = []
+    for h in r.history:
+        event, arms = h.get("event"), h.get("arms")
+        if event == "activated":
+            params = params_for(r.strategy, (r.config or {}).get("params"))
+            arms = initial_arms(r.strategy, r.previous_version, r.version, params)
+        elif event == "promoted":
+            arms = {"stable": {"version": r.version, "weight": 100.0}}
+        elif event == "rolled_back":
+            arms = {"stable": {"version": r.previous_version, "weight": 100.0}}
+        out.append({**h, "arms": arms} if arms else dict(h))
+    return out
+
+
 def report_markdown(r: rollouts.RolloutInfo) -> str:
     """The rollout's story for a Prefect artifact: traffic steps, gate checks, the end."""
     lines = [
@@ -555,4 +574,16 @@ def report_markdown(r: rollouts.RolloutInfo) -> str:
         if failed:
             detail += " FAILED: " + "; ".join(f"{g['name']}: {g['detail']}" for g in failed)
         lines.append(f"| {h.get('at', '')[:19]} | {h.get('event', '')} | {str(detail).replace('|', '/')} |")
+    if r.history:
+        import base64
+
+        from nfl_mlops.registry.plots import rollout_png
+
+        png = rollout_png(
+            _traffic_history(r), r.version, f"{r.model_name} v{r.version} ({r.strategy}): {r.status}"
+        )
+        lines += [
+            "",
+            f"![traffic steps and gate checks](data:image/png;base64,{base64.b64encode(png).decode('ascii')})",
+        ]
     return "\n".join(lines) + "\n"

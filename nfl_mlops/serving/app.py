@@ -19,11 +19,12 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nfl_mlops import security
 from nfl_mlops.serving.service import PredictionService
 
 log = logging.getLogger(__name__)
@@ -79,19 +80,92 @@ async def _drive_rollouts(app: FastAPI) -> None:
             log.warning("rollout driver: %s: %s", type(exc).__name__, exc)
 
 
+def access_summary(settings: Any) -> str:
+    """One start-up line that says who may call this API."""
+    if settings.api_key is not None:
+        groups = ", ".join(sorted(settings.open_endpoints)) or "nothing"
+        return f"API key required (X-API-Key) except for: {groups} (MLOPS_OPEN_ENDPOINTS)"
+    if settings.allow_no_auth:
+        return "MLOPS_API_KEY is not set and MLOPS_ALLOW_NO_AUTH=true: every endpoint is open to every client"
+    return "MLOPS_API_KEY is not set: answering clients on this host (loopback) only; set it to serve others"
+
+
 DOCS_ASSETS = "/mlops/docs-assets"
 """Where the API serves the Swagger UI and ReDoc assets (fastapi-offline's packaged copies)."""
+
+
+class GuardAndMeasure:
+    """Every HTTP request: refuse non-loopback clients when no API key is set (403), a NUL in the URL (422),
+    a declared body over the limit (413) or an unreadable Content-Length (400); count and time the rest per
+    route for /metrics.
+
+    A plain ASGI middleware: Starlette's `BaseHTTPMiddleware` (`@app.middleware("http")`) runs each request
+    through extra tasks and memory streams, which cost a single-text prediction about 0.5 ms."""
+
+    def __init__(self, app: Any, local_only: bool, limit: int) -> None:
+        self.app, self.local_only, self.limit = app, local_only, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_and_note)
+        svc = getattr(scope["app"].state, "service", None) if "app" in scope else None
+        if svc is not None:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            svc.metrics.requests.labels(endpoint, str(status)).inc()
+            svc.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    def _refusal(self, scope: Any) -> JSONResponse | None:
+        client = scope.get("client")
+        if self.local_only and not security.is_loopback_client(client[0] if client else None):
+            return JSONResponse(status_code=403, content={"detail": security.NO_KEY_REFUSAL})
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            return JSONResponse(
+                status_code=422, content={"detail": "NUL characters are not allowed in the URL"}
+            )
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.limit
+            except ValueError:
+                return JSONResponse(status_code=400, content={"detail": "invalid Content-Length header"})
+            if too_big:
+                return JSONResponse(
+                    status_code=413,
+                    content={
+                        "detail": f"request body is {declared.decode()} bytes; the limit is {self.limit}"
+                    },
+                )
+        return None
 
 
 def create_app(settings: Any = None) -> FastAPI:
     """Build the app; the model loads lazily when the first rollout is seen."""
     from nfl_mlops.serving.routes import routers
+    from nfl_mlops.serving.routes.deps import require_health_key
     from nfl_mlops.settings import get_settings
 
     settings = settings or get_settings()
+    security.protect(settings)
+    local_only = security.loopback_only(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        log.log(logging.WARNING if settings.api_key is None else logging.INFO, access_summary(settings))
         service = PredictionService(settings)
         app.state.service = service
         await service.start()
@@ -114,8 +188,9 @@ def create_app(settings: Any = None) -> FastAPI:
         title="NFL Sentiment MLOps",
         version="0.1.0",
         description="Predictions, model registry, rollouts (blue-green, canary, shadow, A/B), experiments, "
-        "retraining and monitoring of the NFL tweet sentiment model. Mutating endpoints need the "
-        "`X-API-Key` header when MLOPS_API_KEY is set.",
+        "retraining and monitoring of the NFL tweet sentiment model. With MLOPS_API_KEY set, mutating "
+        "endpoints and reads that reveal internals need it in the `X-API-Key` header (health and predictions "
+        "stay open: MLOPS_OPEN_ENDPOINTS); without it the service answers loopback clients only.",
         openapi_tags=OPENAPI_TAGS,
         lifespan=lifespan,
     )
@@ -139,7 +214,7 @@ def create_app(settings: Any = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        detail = security.redact(exc.detail if isinstance(exc.detail, str) else str(exc.detail))
         return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
     @app.exception_handler(Exception)
@@ -147,34 +222,9 @@ def create_app(settings: Any = None) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next):
-        if "\x00" in request.url.path or "%00" in request.url.query:
-            return JSONResponse(
-                status_code=422, content={"detail": "NUL characters are not allowed in the URL"}
-            )
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                too_big = int(declared) > limit
-            except ValueError:
-                return JSONResponse(status_code=400, content={"detail": "invalid Content-Length header"})
-            if too_big:
-                return JSONResponse(
-                    status_code=413,
-                    content={"detail": f"request body is {declared} bytes; the limit is {limit}"},
-                )
-        started = time.perf_counter()
-        response = await call_next(request)
-        svc = getattr(request.app.state, "service", None)
-        route = request.scope.get("route")
-        endpoint = getattr(route, "path", "unmatched")
-        if svc is not None:
-            svc.metrics.requests.labels(endpoint, str(response.status_code)).inc()
-            svc.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(GuardAndMeasure, local_only=local_only, limit=limit)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_health_key)])
     async def metrics(request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

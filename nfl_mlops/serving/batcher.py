@@ -62,6 +62,12 @@ class Overloaded(RuntimeError):
 
     retry_after_s = 1
 
+    def __init__(self, message: str, reason: str = "queue_full") -> None:
+        super().__init__(message)
+        self.reason = (
+            reason  # queue_full | queue_wait | spool_full: the `reason` label of nfl_mlops_shed_total
+        )
+
 
 @dataclass
 class _Item:
@@ -85,7 +91,9 @@ class DynamicBatcher:
         max_queued: most texts waiting (not yet in a batch); a request that would exceed it is refused
             at once with `Overloaded` (a request to an empty queue is always taken).
         max_queue_wait_s: a request that waited longer for its batch gets `Overloaded` instead of a
-            forward pass (its client has likely given up; the model's time goes to fresher requests).
+            forward pass (its client has likely given up; the model's time goes to fresher requests), and
+            one whose expected wait (the texts ahead of it at the recent throughput) is longer is refused
+            at once, so admitted requests' latency stays near this bound however high the load.
     """
 
     def __init__(
@@ -116,12 +124,21 @@ class DynamicBatcher:
         self._worker: asyncio.Task | None = None
         self._closed = False
         self._expected = 1  # texts in the last batch: how many more the load suggests are coming
+        self._rate = 0.0  # texts per second of recent loaded forward passes (moving average); 0 = unknown
+        self._rate_floor = max(2, max_batch_size // 4)  # smallest batch whose speed says what a backlog costs
         self.batches = 0
         self.items = 0
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def expected_wait_s(self, more: int = 0) -> float:
+        """Seconds the texts waiting now (plus `more`) need at the recent throughput under load (0 while
+        unknown). The throughput comes from batches of at least `_rate_floor` texts after the first forward:
+        the first is cold (lazy initialisation, seconds long), and a batch of one is far slower per text than
+        the full batches a backlog is served in, so either would refuse requests the model has time for."""
+        return (self.waiting + more) / self._rate if self._rate else 0.0
 
     def _ensure_worker(self) -> asyncio.Queue:
         if self._queue is None:
@@ -145,6 +162,14 @@ class DynamicBatcher:
             raise Overloaded(
                 f"overloaded: {self.waiting} texts already wait for the model (limit {self.max_queued}); "
                 f"retry in {Overloaded.retry_after_s} s"
+            )
+        expected = self.expected_wait_s(len(texts))
+        if self.waiting and expected > self.max_queue_wait_s:  # it would expire in the queue: refuse it now
+            self.shed += 1
+            raise Overloaded(
+                f"overloaded: about {expected:.1f} s of work waits for the model (limit "
+                f"{self.max_queue_wait_s:g} s); retry in {Overloaded.retry_after_s} s",
+                reason="expected_wait",
             )
         queue = self._ensure_worker()
         loop = asyncio.get_running_loop()
@@ -241,7 +266,8 @@ class DynamicBatcher:
         item.future.set_exception(
             Overloaded(
                 f"overloaded: the request waited {waited:.1f} s for the model (limit {self.max_queue_wait_s:g} s); "
-                f"retry in {Overloaded.retry_after_s} s"
+                f"retry in {Overloaded.retry_after_s} s",
+                reason="queue_wait",
             )
         )
         return True
@@ -265,6 +291,9 @@ class DynamicBatcher:
                     b.future.set_exception(BatcherClosed("the batcher was cancelled during inference"))
             raise
         elapsed = time.perf_counter() - started
+        if elapsed > 0 and self.batches and len(texts) >= min(self._rate_floor, self.max_batch_size):
+            rate = len(texts) / elapsed
+            self._rate = rate if not self._rate else 0.8 * self._rate + 0.2 * rate
         self.batches += 1
         self.items += len(texts)
         offset = 0

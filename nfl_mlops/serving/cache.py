@@ -68,11 +68,14 @@ class LRUCache:
 class RedisCache:
     """Shared cache for several API replicas; a Redis outage degrades to cache misses, never errors.
 
-    Calls are synchronous with short socket timeouts. After a failure the cache stays away from
+    Calls are synchronous with short socket timeouts (the service runs them in a thread, off the event loop). After a failure the cache stays away from
     Redis for `retry_seconds` (every lookup is a miss, every write is skipped), so an outage costs
     the event loop at most one timeout per `retry_seconds`, not one per request, and logs at most
     once per `retry_seconds`.
     """
+
+    remote = True
+    """Calls go over the network: the service makes them from a worker thread, off the event loop."""
 
     def __init__(
         self,

@@ -41,6 +41,19 @@ class ServingMetrics:
         self.shadow_predictions = Counter(
             "nfl_mlops_shadow_predictions_total", "Shadow predictions logged", ["model_version"], registry=r
         )
+        self.shed = Counter(
+            "nfl_mlops_shed_total",
+            "Work refused to stay inside the limits: requests answered 503 (reason queue_full, queue_wait, "
+            "spool_full) and shadow copies dropped before any request is (reason shadow), in texts",
+            ["reason"],
+            registry=r,
+        )
+        self.backend = Gauge(
+            "nfl_mlops_model_backend",
+            "1 for the runtime each loaded version serves with (torch, onnx, onnx-int8)",
+            ["model_version", "backend"],
+            registry=r,
+        )
         self.cache_hits = Counter("nfl_mlops_cache_hits_total", "Prediction cache hits", registry=r)
         self.cache_misses = Counter("nfl_mlops_cache_misses_total", "Prediction cache misses", registry=r)
         self.log_queue = Gauge(

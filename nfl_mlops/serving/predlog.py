@@ -58,7 +58,8 @@ ORPHAN_SCAN_S = 30.0
 
 
 def normalise_row(row: dict[str, Any]) -> dict[str, Any]:
-    """`row` with every column of `predictions`: defaults filled, strings cut to their column length.
+    """`row` with every column of `predictions`: defaults filled, strings cut to their column length, and
+    NUL characters stored as U+FFFD (PostgreSQL text cannot hold NUL; one rule on every database).
 
     Raises:
         ValueError: a required column (no default, not nullable) is missing or None.
@@ -71,8 +72,11 @@ def normalise_row(row: dict[str, Any]) -> dict[str, Any]:
                 value = default()
             elif required:
                 raise ValueError(f"prediction log row lacks required column {name!r}")
-        elif length is not None and isinstance(value, str) and len(value) > length:
-            value = value[:length]
+        elif isinstance(value, str):
+            if "\x00" in value:
+                value = value.replace("\x00", "\ufffd")
+            if length is not None and len(value) > length:
+                value = value[:length]
         out[name] = value
     return out
 

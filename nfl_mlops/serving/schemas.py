@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, field_validator, model_validator
 
@@ -38,34 +38,43 @@ def _finite_json(value: Any, where: str = "value") -> Any:
     return value
 
 
-def _clean_strings(value: Any, where: str = "body") -> None:
-    """Reject NUL characters and lone surrogates anywhere in a request (keys included): PostgreSQL cannot
-    store them and they cannot be encoded back to UTF-8 in a response."""
+def _clean_strings(value: Any, where: str = "body", nul_ok: frozenset[str] = frozenset()) -> None:
+    """Reject lone surrogates anywhere in a request (keys included): they have no UTF-8 form to store or
+    answer with. NUL characters too, except in the top-level fields `nul_ok` (the texts to score: a tweet
+    with a NUL is still a text, stored with U+FFFD in its place since PostgreSQL text cannot hold NUL)."""
     if isinstance(value, str):
-        if "\x00" in value:
+        if "\x00" in value and where not in nul_ok:
             raise ValueError(f"{where} contains a NUL character")
         try:
             value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{where} is not valid Unicode (lone surrogate)") from None
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"{where} is not valid Unicode: a lone surrogate (U+{ord(value[exc.start]):04X}) at character "
+                f"{exc.start}; send the character itself or its surrogate pair"
+            ) from None
     elif isinstance(value, dict):
         for k, v in value.items():
             _clean_strings(k, f"{where} key")
-            _clean_strings(v, f"{where}.{k}" if isinstance(k, str) and k.isprintable() else where)
+            inner = f"{where}.{k}" if isinstance(k, str) and k.isprintable() else where
+            _clean_strings(v, inner, nul_ok)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            _clean_strings(v, f"{where}[{i}]")
+            # an item of a list field inherits the field's NUL rule
+            item = f"{where}[{i}]"
+            _clean_strings(v, item, (nul_ok | {item}) if where in nul_ok else nul_ok)
 
 
 class _Request(BaseModel):
-    """Base of request bodies: no NUL characters or lone surrogates, no NaN/Infinity."""
+    """Base of request bodies: no lone surrogates, no NUL characters (but in the texts to score), no
+    NaN/Infinity."""
 
     model_config = ConfigDict(allow_inf_nan=False)
+    nul_ok: ClassVar[frozenset[str]] = frozenset()  # top-level fields that may carry NUL (body.<name>)
 
     @model_validator(mode="before")
     @classmethod
     def _storable(cls, data: Any) -> Any:
-        _clean_strings(data)
+        _clean_strings(data, "body", frozenset(f"body.{f}" for f in cls.nul_ok))
         return data
 
 
@@ -75,6 +84,7 @@ class _Strict(_Request):
 
 # Predictions
 class PredictRequest(_Request):
+    nul_ok: ClassVar[frozenset[str]] = frozenset({"text"})
     text: str = Field(
         ..., description="The tweet to score.", examples=["Brady is the GOAT, what a comeback!"]
     )
@@ -94,6 +104,7 @@ class PredictRequest(_Request):
 
 
 class BatchPredictRequest(_Request):
+    nul_ok: ClassVar[frozenset[str]] = frozenset({"texts"})
     texts: list[str] = Field(..., min_length=1, description="Tweets to score, in order.")
     key: str | None = Field(
         None, max_length=200, description="Sticky routing key for A/B tests and canaries."
@@ -135,6 +146,42 @@ class FeedbackOut(BaseModel):
     recorded: bool = Field(..., description="Always true; an unknown id answers 404.")
 
 
+# Explanations
+class ExplainRequest(PredictRequest):
+    version: StrictInt | None = Field(
+        None,
+        ge=1,
+        description="Explain on this version (one this service has loaded: the rollout's arms and the warm "
+        "previous version) instead of the one the rollout routes the request to.",
+    )
+
+
+class TokenAttributionOut(BaseModel):
+    token: str = Field(
+        ..., description="A word-level piece: a word, @mention, #hashtag, URL or punctuation run."
+    )
+    start: int = Field(..., ge=0, description="Offset of its first character in the text.")
+    end: int = Field(..., ge=0, description="Offset after its last character: text[start:end] == token.")
+    attribution: float = Field(
+        ...,
+        description="Probability of the predicted label minus its probability without this piece: positive "
+        "when the piece supports the label.",
+    )
+
+
+class ExplanationOut(BaseModel):
+    model_version: int = Field(..., description="The version that was explained (the one that would answer).")
+    arm: str | None = Field(
+        None, description="Rollout arm the request was routed to (null: `version` was given)."
+    )
+    backend: str = Field(..., description="Runtime that scored it (torch, onnx, onnx-int8).")
+    method: Literal["occlusion"] = Field("occlusion", description="How attributions were computed.")
+    label: Label = Field(..., description="The predicted sentiment of the whole text.")
+    probabilities: dict[str, float] = Field(..., description="Probability of every label for the whole text.")
+    tokens: list[TokenAttributionOut] = Field(..., description="Every piece of the text, in order.")
+    latency_ms: float = Field(..., description="Time spent explaining, in milliseconds.")
+
+
 # Models
 class RegisterModelRequest(_Strict):
     model_name: Name = Field(..., description="Registered model name; a new version is added to it.")
@@ -173,6 +220,11 @@ class ModelVersionOut(BaseModel):
     description: str | None = Field(None, description="What this version is.")
     reason: str | None = Field(None, description="Why it was rejected, when it was.")
     created_at: datetime = Field(..., description="When it was registered.")
+    runtimes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Inference variants of the version (torch, onnx, onnx-int8): admitted or not, with the "
+        "parity checks' numbers (MLOPS_INFERENCE_BACKEND=auto serves the fastest admitted).",
+    )
 
 
 # Deployments
@@ -310,6 +362,39 @@ class LogMetricsRequest(_Strict):
 class FinishExperimentRequest(_Strict):
     metrics: Metrics = Field(default_factory=dict, description="Final metrics (the run's summary).")
     status: Literal["finished", "failed"] = Field("finished", description="How the run ended.")
+
+
+# Labelling
+class LabelingItemOut(BaseModel):
+    prediction_id: str
+    episode_id: str | None = Field(None, description="The episode that queued it.")
+    rank: int = Field(description="Selection order within the episode (0 = the first picked).")
+    text: str
+    predicted_label: str = Field(description="What the served version answered.")
+    confidence: float
+    margin: float = Field(description="Top-1 minus top-2 probability (small = the model was unsure).")
+    model_version: int
+    served_at: datetime
+    queued_at: datetime
+    true_label: str | None = Field(None, description="The label, once given.")
+
+
+class LabelingQueueOut(BaseModel):
+    model_name: str
+    episode_id: str | None
+    status: Literal["pending", "labelled", "all"]
+    total: int = Field(description="Queued predictions (of the episode, or of every episode).")
+    pending: int
+    labelled: int
+    offset: int
+    limit: int
+    items: list[LabelingItemOut]
+
+
+class LabelImportOut(BaseModel):
+    labelled: int = Field(description="Tasks whose label was recorded as feedback.")
+    unknown: list[str] = Field(description="Prediction ids not in this model's prediction log.")
+    skipped: list[dict[str, str]] = Field(description="Tasks without a usable annotation, with why.")
 
 
 # Retraining

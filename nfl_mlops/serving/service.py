@@ -25,11 +25,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from nfl_mlops.db import utcnow
 from nfl_mlops.registry.store import Registry
@@ -39,6 +39,9 @@ from nfl_mlops.serving.batcher import DynamicBatcher, Overloaded, prefer_passive
 from nfl_mlops.serving.cache import make_cache
 from nfl_mlops.serving.metrics import ServingMetrics
 from nfl_mlops.serving.predlog import PredictionLogWriter
+
+T = TypeVar("T")
+
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ class PredictionService:
         )
         self.metrics = ServingMetrics()
         # answers are cached per model name: replicas of one model share them, other models never see them
-        self.cache = make_cache(settings.redis_url, namespace=self.model_name)
+        self.cache = make_cache(settings.redis_dsn, namespace=self.model_name)
         self.rollout: RolloutInfo | None = None  # the rollout this replica serves
         self.latest: RolloutInfo | None = None  # the newest active rollout read (it may not serve it yet)
         self.synced = False  # a refresh has completed (the state DB answered, the versions were tried)
@@ -118,6 +121,7 @@ class PredictionService:
         self._background: set[asyncio.Task] = set()
         self.started_at = time.time()
         self.counts: dict[str, int] = {"requests": 0, "predictions": 0, "shadow": 0, "arm_errors": 0}
+        self._shadow_texts = 0  # texts of shadow copies in flight (bounded: `_shadow_admitted`)
         self.last_refresh_error: str | None = None
 
     # Lifecycle
@@ -284,7 +288,9 @@ class PredictionService:
                     keep.add(rollout.previous_version)
                 for version in list(self._models):
                     if version not in keep:
-                        self._models.pop(version, None)
+                        dropped = self._models.pop(version, None)
+                        if dropped is not None:
+                            self.metrics.backend.remove(str(version), getattr(dropped, "backend", "torch"))
                         batcher = self._batchers.pop(version, None)
                         if batcher is not None:
                             await batcher.close()
@@ -306,19 +312,24 @@ class PredictionService:
         with self._load_lock:
             model = self._models.get(version)
             if model is None:
-                from nfl_mlops.modeling.predictor import SentimentModel
+                from nfl_mlops.modeling.predictor import load_as_served
 
                 info = self.registry.get(self.model_name, version)
                 started = time.perf_counter()
-                model = SentimentModel.load(info.path, name=f"{self.model_name}-v{version}")
+                model = load_as_served(
+                    info.path, name=f"{self.model_name}-v{version}", setting=self.settings.inference_backend
+                )
+                backend = model.backend
                 model.warmup()
                 log.info(
-                    "loaded and warmed %s v%s in %.1fs",
+                    "loaded and warmed %s v%s (%s) in %.1fs",
                     self.model_name,
                     version,
+                    backend,
                     time.perf_counter() - started,
                 )
                 self._models[version] = model
+                self.metrics.backend.labels(str(version), backend).set(1)
         return model
 
     def _batcher(self, version: int) -> DynamicBatcher:
@@ -342,24 +353,51 @@ class PredictionService:
         self.metrics.batch_seconds.observe(seconds)
 
     @property
+    def backends(self) -> dict[int, str]:
+        """The runtime each loaded version serves with."""
+        return {v: getattr(m, "backend", "torch") for v, m in sorted(self._models.items())}
+
+    def cost(self) -> dict[int, dict[str, Any]]:
+        """Per loaded version: its runtime, the admitted ones, and advice when a cheaper one is admitted."""
+        from nfl_mlops.modeling.predictor import cuda_available
+        from nfl_mlops.modeling.runtimes import cost_advice
+
+        return {
+            v: cost_advice(getattr(m, "backend", "torch"), m.path, cuda=cuda_available())
+            for v, m in sorted(self._models.items())
+            if getattr(m, "path", None) is not None
+        }
+
+    @property
     def loaded_versions(self) -> list[int]:
         return sorted(self._models)
 
     # Serving
+    async def _off_loop(self, call: Callable[..., T], *args: Any) -> T:
+        """A cache call: Redis (network, up to its socket timeout) in a thread, so a slow or unreachable
+        Redis never stalls the event loop; the in-process LRU inline (microseconds)."""
+        if getattr(self.cache, "remote", False):
+            return await asyncio.to_thread(call, *args)
+        return call(*args)
+
     async def _predict_version(
         self, version: int, texts: list[str], hashes: list[str]
     ) -> list[dict[str, Any]]:
         """Answers of one version: cached ones, and the rest through the dynamic batcher."""
         if version not in self._models:
             await asyncio.to_thread(self.ensure_loaded, version)
-        cached = self.cache.get_many(version, hashes)
+        cached = await self._off_loop(self.cache.get_many, version, hashes)
         missing = [i for i, c in enumerate(cached) if c is None]
         self.metrics.cache_hits.inc(len(texts) - len(missing))
         self.metrics.cache_misses.inc(len(missing))
         if missing:
             fresh = await self._batcher(version).submit([texts[i] for i in missing])
             fresh_dicts = [_as_dict(p) for p in fresh]
-            self.cache.put_many(version, [(hashes[i], d) for i, d in zip(missing, fresh_dicts, strict=True)])
+            await self._off_loop(
+                self.cache.put_many,
+                version,
+                [(hashes[i], d) for i, d in zip(missing, fresh_dicts, strict=True)],
+            )
             for i, d in zip(missing, fresh_dicts, strict=True):
                 cached[i] = d
         return cached  # type: ignore[return-value]
@@ -412,9 +450,11 @@ class PredictionService:
             )
         backlog = self.logger.backlog
         if backlog >= self.settings.max_spooled_rows:  # the state DB has been away too long
+            self.metrics.shed.labels("spool_full").inc(len(texts))
             raise Overloaded(
                 f"overloaded: {backlog} prediction-log rows wait for the state DB (limit "
-                f"{self.settings.max_spooled_rows}); retry in {Overloaded.retry_after_s} s"
+                f"{self.settings.max_spooled_rows}); retry in {Overloaded.retry_after_s} s",
+                reason="spool_full",
             )
         texts = list(texts)
         request_id = request_id or uuid.uuid4().hex
@@ -429,6 +469,8 @@ class PredictionService:
             if arm != control:
                 _check_answers(answers)
         except Exception as exc:
+            if isinstance(exc, Overloaded):
+                self.metrics.shed.labels(exc.reason).inc(len(texts))
             if arm == control or control is None or isinstance(exc, Overloaded):
                 raise  # shed load is not the candidate's error
             # a broken candidate: record it for the gates, answer from the control version
@@ -456,6 +498,9 @@ class PredictionService:
         await asyncio.wrap_future(self.logger.log(rows))  # answered only once its rows are durable
         for name, spec in rollout.arms.items():
             if spec.get("shadow"):
+                if not self._shadow_admitted(len(texts)):
+                    self.metrics.shed.labels("shadow").inc(len(texts))
+                    continue
                 task = asyncio.create_task(
                     self._shadow(rollout, request_id, name, int(spec["version"]), texts, hashes)
                 )
@@ -471,6 +516,13 @@ class PredictionService:
             for r, a in zip(rows, answers, strict=True)
         ]
 
+    def _shadow_admitted(self, n: int) -> bool:
+        """A shadow copy runs only while the texts waiting for the model (every version: they share one
+        inference thread) plus the shadow texts in flight stay within half of MLOPS_MAX_QUEUED_TEXTS, so
+        shadow work is dropped long before a served request is shed, and never takes more than half."""
+        waiting = sum(b.waiting for b in self._batchers.values())
+        return waiting + self._shadow_texts + n <= self.settings.max_queued_texts // 2
+
     async def _shadow(
         self,
         rollout: RolloutInfo,
@@ -482,11 +534,17 @@ class PredictionService:
     ) -> None:
         """The shadow version's answers, logged with served=False (errors logged too)."""
         started = time.perf_counter()
+        self._shadow_texts += len(texts)
         try:
             answers = await self._predict_version(version, texts, hashes)
             error = None
+        except Overloaded:  # shed on its way: not the shadow version's error, and nothing to log
+            self.metrics.shed.labels("shadow").inc(len(texts))
+            return
         except Exception as exc:
             answers, error = None, f"{type(exc).__name__}: {exc}"[:500]
+        finally:
+            self._shadow_texts -= len(texts)
         latency_ms = (time.perf_counter() - started) * 1000.0
         self.logger.put_many(
             self._rows(

@@ -23,28 +23,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import select
 
 from nfl_mlops.db import Experiment, session_scope, utcnow
-
-_SECRET_KEY = re.compile(
-    r"(?:^|[_\-.])(?:token|secret|password|passwd|api[_-]?key|credentials?)(?:$|[_\-.])", re.I
-)
-
-
-def scrub(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop secret-looking keys and SecretStr values from a config before it is logged anywhere."""
-    from pydantic import SecretStr
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return scrub(value)
-        if isinstance(value, list | tuple):
-            return [clean(v) for v in value if not isinstance(v, SecretStr)]
-        return value
-
-    return {
-        key: clean(value)
-        for key, value in config.items()
-        if not (_SECRET_KEY.search(str(key)) or isinstance(value, SecretStr))
-    }
+from nfl_mlops.security import scrub
 
 
 class ExperimentTracker:
@@ -86,10 +65,9 @@ class ExperimentTracker:
             import wandb
 
             self.settings.wandb_dir.mkdir(parents=True, exist_ok=True)
-            env = {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"}
-            if self.settings.wandb_api_key is not None:
-                env["WANDB_API_KEY"] = self.settings.wandb_api_key.get_secret_value()
-            os.environ.update(env)
+            os.environ.update({"WANDB_SILENT": "true", "WANDB_CONSOLE": "off"})
+            # the key goes to the W&B client only, never into the process environment (children inherit it)
+            key = self.settings.wandb_api_key.get_secret_value() if self.settings.wandb_api_key else None
             # Artifact staging and cache next to the runs, not in the user's home.
             for var, sub in (
                 ("WANDB_DATA_DIR", "data"),
@@ -108,7 +86,7 @@ class ExperimentTracker:
                 dir=str(self.settings.wandb_dir),
                 mode=cast(Literal["online", "offline", "disabled", "shared"], self.mode),
                 reinit="finish_previous",
-                settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+                settings=wandb.Settings(console="off", x_disable_stats=True, silent=True, api_key=key),
             )
             run_id, run_dir = self.run.id, self.run.dir
             self.tracker_run_id = run_id

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from nfl_mlops.db import Experiment, ExperimentLog, session_scope, utcnow
-from nfl_mlops.tracking.experiments import scrub
+from nfl_mlops.security import scrub
 
 TRACKER = "api"
 

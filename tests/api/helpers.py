@@ -9,6 +9,7 @@ Every API test uses its own model name, so the other suites sharing the session 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -29,11 +30,13 @@ MAX_CHARS = 500
 
 
 def api_settings(model_name: str, **overrides: Any):
-    """Settings for one test server: the session's MLOPS_HOME/DB, a fast rollout poll."""
+    """Settings for one test server: the session's MLOPS_HOME/DB, a fast rollout poll, and the session's
+    temporary folder (MLOPS_HOME's parent: test models live beside it) as the import root."""
     from nfl_mlops.settings import Settings
 
     values: dict[str, Any] = dict(
         model_name=model_name,
+        import_roots=(Path(os.environ["MLOPS_HOME"]).resolve().parent,),
         rollout_poll_seconds=POLL_SECONDS,
         max_batch_items=MAX_BATCH,
         max_text_chars=MAX_CHARS,
@@ -78,8 +81,11 @@ class ServerHandle:
         self.stopped = True
 
 
-def start_server(settings: Any, timeout: float = 120.0, log_level: str = "info") -> ServerHandle:
-    """Serve `create_app(settings)` with uvicorn on a free port, in a daemon thread."""
+def start_server(
+    settings: Any, timeout: float = 120.0, log_level: str = "info", host: str = "127.0.0.1"
+) -> ServerHandle:
+    """Serve `create_app(settings)` with uvicorn on a free port of `host`, in a daemon thread (the handle's
+    URL is on loopback)."""
     import uvicorn
 
     from nfl_mlops.serving.app import create_app
@@ -87,7 +93,7 @@ def start_server(settings: Any, timeout: float = 120.0, log_level: str = "info")
     app = create_app(settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,

@@ -449,18 +449,23 @@ def test_api_key_guards_mutating_endpoints(keyed_server, keyed_settings):
     handle, _logs = keyed_server
     wrong = "wrong-" + API_KEY[::-1]
     with make_client(handle.base_url, forbidden=("Traceback", API_KEY, wrong)) as c:
-        # predictions and reads stay open
+        # predictions and health stay open (MLOPS_OPEN_ENDPOINTS' default); reads of internals need the key
         p = predict(c, TEXTS[0])
         check_prediction(p, 1)
         assert c.post("/mlops/predict/sentiment/batch", json={"texts": TEXTS[:2]}).status_code == 200
+        for path in ("/mlops/health", "/mlops/health/live", "/mlops/health/ready", "/metrics"):
+            assert c.get(path).status_code == 200, path
         for path in (
             "/mlops/models",
             f"/mlops/models/{KEYED_MODEL}",
             "/mlops/deployments",
             "/mlops/status",
-            "/mlops/health",
+            f"/mlops/lineage/{p['prediction_id']}",
         ):
-            assert c.get(path).status_code == 200, path
+            for headers in ({}, {"X-API-Key": wrong}):
+                r = c.get(path, headers=headers)
+                assert r.status_code == 401 and detail_of(r) == "missing or wrong X-API-Key header", path
+            assert c.get(path, headers={"X-API-Key": API_KEY}).status_code == 200, path
 
         def refused(method_path: str, **kwargs) -> None:
             for headers in ({}, {"X-API-Key": wrong}, {"X-API-Key": ""}, {"X-API-Key": API_KEY.upper()}):
@@ -504,7 +509,7 @@ def test_api_key_guards_mutating_endpoints(keyed_server, keyed_settings):
 def test_api_key_never_appears_in_logs(keyed_server, keyed_settings):
     handle, logs = keyed_server
     with make_client(handle.base_url, forbidden=("Traceback", API_KEY)) as c:
-        assert c.get("/mlops/status").status_code == 200
+        assert c.get("/mlops/status", headers={"X-API-Key": API_KEY}).status_code == 200
         assert API_KEY not in c.get("/openapi.json").text
     handle.stop()  # the shutdown logs count too
     text = logs.text

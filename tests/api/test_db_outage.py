@@ -1,8 +1,10 @@
 """The state DB goes away for 60 s under load: the API keeps answering, the prediction log waits on disk,
 and nothing acknowledged is lost.
 
-A throwaway PostgreSQL cluster (its own folder and port, `tests/pgcluster.py`) is the state DB of a real
-API process. Under a steady load it is stopped (`pg_ctl stop -m fast`) for 60 s and started again. During
+On PostgreSQL, a throwaway cluster (its own folder and port, `tests/pgcluster.py`) is the state DB of a real
+API process; under a steady load it is stopped (`pg_ctl stop -m fast`) for 60 s and started again. On
+SQLite, another process holds the database file's exclusive lock for 60 s (what a long backup or a stuck
+writer does): no write gets through. During
 the outage predictions are still answered 200 (the model and the rollout are in memory, the rows go to the
 spool) until the spool holds `MLOPS_MAX_SPOOLED_ROWS`; then 503 with Retry-After, never a 500. After the
 outage the spool drains to the DB and every acknowledged prediction is there exactly once.
@@ -11,6 +13,8 @@ outage the spool drains to the DB and every acknowledged prediction is there exa
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -44,9 +48,46 @@ def cluster():
         pg.remove()
 
 
-def test_a_60_s_database_outage_loses_nothing(cluster, settings, tiny_model_dir, tmp_path):
+class SQLiteLockHolder:
+    """A SQLite state DB made unwritable: `stop` takes the file's exclusive lock in another process (a
+    `sqlite3` child that holds `BEGIN EXCLUSIVE` until told to release), `start` releases it."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.proc: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        code = (
+            "import sqlite3, sys\n"
+            f"c = sqlite3.connect({str(self.path)!r}, timeout=30, isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE')\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "c.execute('ROLLBACK')\n"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "locked"
+
+    def start(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        assert self.proc.wait(30) == 0
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    return SQLiteLockHolder(tmp_path / "outage-state.db")
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_a_60_s_database_outage_loses_nothing(database, settings, tiny_model_dir, tmp_path, request):
     from nfl_mlops.db import Prediction, dispose_engines, session_scope
 
+    cluster = request.getfixturevalue("cluster" if database == "postgresql" else "sqlite_db")
     name = f"outage-{uuid.uuid4().hex[:8]}"
     replica = one_version_replica(
         name,

@@ -69,12 +69,14 @@ class Load:
             t.join(15)
 
 
-def test_every_acknowledged_prediction_survives_kill_9(settings, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_every_acknowledged_prediction_survives_kill_9(database, settings, tiny_model_dir, tmp_path, request):
     from nfl_mlops.db import Prediction, session_scope
 
+    db_url = request.getfixturevalue("postgres_url") if database == "postgresql" else settings.db_url
     name = f"durable-{uuid.uuid4().hex[:8]}"
     replica = one_version_replica(
-        name, settings.db_url, settings.mlops_home, tiny_model_dir, tmp_path, "durable log test"
+        name, db_url, settings.mlops_home, tiny_model_dir, tmp_path, "durable log test"
     )
     rng = random.Random(int(os.environ.get("PYTEST_SEED", "0")) or None)
     moments = []
@@ -99,7 +101,7 @@ def test_every_acknowledged_prediction_survives_kill_9(settings, tiny_model_dir,
 
     acked = load.acked
     assert len(acked) == len(set(acked))
-    with session_scope(settings.db_url) as session:
+    with session_scope(db_url) as session:
         stored = list(session.scalars(select(Prediction.id).where(Prediction.model_name == name)))
         n_rows = session.scalar(
             select(func.count()).select_from(Prediction).where(Prediction.model_name == name)

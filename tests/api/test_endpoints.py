@@ -66,7 +66,8 @@ def test_register_list_and_get_models(client, tiny_model_dir):
         v["description"] == "Enhanced NFL sentiment analysis model"
         and v["model_type"] == "sentiment_analysis"
     )
-    assert v["lineage"]["source_path"] == str(tiny_model_dir.resolve())
+    # a portable path in the lineage (the model card is pushed to the Hub): no machine path
+    assert v["lineage"]["source_path"] == f".../{tiny_model_dir.parent.name}/{tiny_model_dir.name}"
     assert Path(v["path"]).name == "v1" and (Path(v["path"]) / "model.safetensors").exists()
     r = register(client, MODEL, tiny_model_dir, metrics={"accuracy": 0.88})
     assert r.status_code == 201 and r.json()["version"] == 2
@@ -94,7 +95,7 @@ def test_register_rejects_what_is_not_a_model_folder(client, tiny_model_dir, tmp
     shutil.copy(tiny_model_dir / "config.json", bin_only / "config.json")
     (bin_only / "pytorch_model.bin").write_bytes(b"pickle")
     cases = [
-        (tmp_path / "missing", "not a folder"),
+        (tmp_path / "missing", "below an import root"),
         (empty, "no config.json"),
         (garbage, "not readable JSON"),
         (labels, "expected ['negative', 'neutral', 'positive']"),
@@ -374,17 +375,20 @@ def test_mutating_endpoints_need_the_api_key(settings):
                 c.post("/mlops/experiments", json={"experiment_name": "keyed"}, headers=ok).status_code == 201
             )
             assert c.post("/mlops/experiments/some-id/finish", headers=ok).status_code == 404
-            # reads stay open
+            # reads that reveal internals need the key too; health stays open
             for path in (
                 "/mlops/models",
                 "/mlops/deployments",
                 "/mlops/experiments",
                 "/mlops/ab-tests",
                 "/mlops/retraining/jobs",
-                "/mlops/health",
                 "/mlops/status",
+                "/mlops/reports",
+                "/mlops/lineage/0123456789abcdef",
             ):
-                assert c.get(path).status_code == 200, path
+                assert c.get(path).status_code == 401, path
+                assert c.get(path, headers=ok).status_code in (200, 404), path
+            assert c.get("/mlops/health").status_code == 200
     finally:
         handle.stop()
 
@@ -495,6 +499,10 @@ def test_saved_reports_are_served_by_name_and_nothing_else(client, settings):
     assert "drift report" in page.text
     data = client.get("/mlops/reports/drift-endpoint-test.json")
     assert data.status_code == 200 and data.json() == {"metrics": []}
+    (root / "drift-endpoint-test.png").write_bytes(b"\x89PNG\r\n\x1a\n chart")
+    chart = client.get("/mlops/reports/drift-endpoint-test.png")  # the drift chart beside its report
+    assert chart.status_code == 200 and chart.headers["content-type"] == "image/png"
+    assert chart.content.startswith(b"\x89PNG")
     for name in ("..%2Fmlops.db", "mlops.db", "nope.html", "%2Fetc%2Fpasswd"):
         r = client.get(f"/mlops/reports/{name}")
         assert r.status_code == 404 and "detail" in r.json(), (name, r.text)

@@ -4,8 +4,8 @@ Two real `uvicorn --factory nfl_mlops.serving.app:create_app` processes share th
 named by `MLOPS_TEST_POSTGRES_URL` (or `MLOPS_TEST_DATABASE_URL` when that is PostgreSQL). A
 rollout made by the library (a new version, which each process loads and warms before it
 switches) and one made through the HTTP API of one replica (a rollback to the warm previous
-version) are both followed by both processes; every answer of both lands in the one prediction
-log. The model name is unique per run, so nothing collides with other tests on that database.
+version) are both followed by both processes; feedback and lineage sent to one replica find a prediction
+the other answered a moment before; every answer of both lands in the one prediction log. The model name is unique per run, so nothing collides with other tests on that database.
 """
 
 from __future__ import annotations
@@ -119,7 +119,24 @@ def test_two_processes_follow_a_rollout_change(pg_url, replicas) -> None:
         f"a rollback to the warm version after {warm_switch_took} s"
     )
 
-    # 3. both replicas wrote every answer into the one prediction log
+    # 3. feedback and lineage reach a prediction answered a moment ago by the other replica (its row is
+    # durable in that replica's spool and in the DB within its flush interval)
+    crossed = 5
+    for i in range(crossed):
+        answering, asked = (a, b) if i % 2 == 0 else (b, a)
+        p = _predict(answering, f"feedback across replicas, take {i}")
+        answered.append(p)
+        with make_client(asked.base_url) as c:
+            fb = c.post("/mlops/feedback", json={"prediction_id": p["prediction_id"], "label": "positive"})
+            assert fb.status_code == 200 and fb.json()["recorded"] is True, (
+                answering.name,
+                asked.name,
+                fb.text,
+            )
+            lin = c.get(f"/mlops/lineage/{p['prediction_id']}")
+            assert lin.status_code == 200 and lin.json()["prediction"]["model_version"] == 1, lin.text
+
+    # 4. both replicas wrote every answer into the one prediction log
     for r in (a, b):
         # uvicorn re-raises the SIGTERM it caught once its graceful shutdown is over
         assert r.stop() in (0, -signal.SIGTERM), r.log_path.read_text()[-3000:]
@@ -134,4 +151,4 @@ def test_two_processes_follow_a_rollout_change(pg_url, replicas) -> None:
             ).all()
         )
     assert ids == {p["prediction_id"] for p in answered}, json.dumps(by_version)
-    assert by_version == {1: 6 + 2, 2: 2}
+    assert by_version == {1: 6 + 2 + crossed, 2: 2}

@@ -6,7 +6,8 @@
   process still answers /mlops/health;
 - a version is loaded and warmed before traffic switches to it, not on its first request;
 - repeated texts are answered from the cache without a forward pass;
-- overload is shed: a full queue answers 503 with Retry-After at once.
+- overload is shed: a full queue answers 503 with Retry-After at once;
+- shadow copies are bounded (half the queue) and dropped before any request is shed, and counted.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def test_overload_is_a_fast_503_with_retry_after(server: ServerHandle) -> None:
                 assert "overloaded" in r.json()["detail"] and "wait for the model" in r.json()["detail"]
                 metrics = other.get("/metrics").text
                 assert 'status="503"' in metrics
+                assert _metric(metrics, 'nfl_mlops_shed_total{reason="queue_full"}') >= 1
             release.set()
             assert held.result(timeout=60).status_code == 200
             assert [q.result(timeout=60).status_code for q in queued] == [200, 200]
@@ -206,3 +208,85 @@ def test_repeated_texts_are_answered_from_the_cache(server: ServerHandle) -> Non
     assert (
         len({a["prediction_id"] for a in again} | {first["prediction_id"]}) == 6
     )  # each answer has its own row
+
+
+def test_shadow_copies_are_bounded_and_dropped_first(server: ServerHandle) -> None:
+    """A shadow copy runs only while waiting texts plus shadow texts in flight stay within half of
+    MLOPS_MAX_QUEUED_TEXTS: over it the copy is dropped (counted as shed, reason shadow), the request is not."""
+    from nfl_mlops.rollout import state as rollouts
+
+    service, cfg = server.service, server.settings
+    real_max = cfg.max_queued_texts
+    with make_client(server.base_url) as c:
+        body = {
+            "model_id": MODEL_NAME,
+            "model_version": 2,
+            "strategy": "shadow",
+            "shadow": {"min_requests": 100_000, "check_seconds": 3600},
+        }
+        r = c.post("/mlops/deployments", json=body)
+        assert r.status_code == 201, r.text
+        dep = r.json()["deployment_id"]
+        try:
+            wait_until_serving_shadow = 0
+            while (
+                "shadow" not in (service.rollout.arms if service.rollout else {})
+                or 2 not in service.loaded_versions
+            ):
+                threading.Event().wait(0.1)
+                wait_until_serving_shadow += 1
+                assert wait_until_serving_shadow < 600, "the replica never served the shadow rollout"
+            cfg.max_queued_texts = 2  # half: one shadow text at a time
+            shadow_before = service.metrics.shadow_predictions.labels("2")._value.get()
+            r = c.post("/mlops/predict/sentiment/batch", json={"texts": ["shadow bound a", "shadow bound b"]})
+            assert r.status_code == 200 and r.json()["model_version"] == 1  # the request itself is answered
+            metrics = c.get("/metrics").text
+            assert (
+                _metric(metrics, 'nfl_mlops_shed_total{reason="shadow"}') == 2.0
+            )  # both shadow texts dropped
+            r = c.post("/mlops/predict/sentiment", json={"text": "shadow bound c"})
+            assert r.status_code == 200
+            for _ in range(300):  # the admitted copy runs in the background
+                if service.metrics.shadow_predictions.labels("2")._value.get() > shadow_before:
+                    break
+                threading.Event().wait(0.05)
+            assert service.metrics.shadow_predictions.labels("2")._value.get() == shadow_before + 1
+            assert _metric(c.get("/metrics").text, 'nfl_mlops_shed_total{reason="shadow"}') == 2.0
+        finally:
+            cfg.max_queued_texts = real_max
+            c.post(f"/mlops/deployments/{dep}/rollback")
+            rollouts.activate(MODEL_NAME, 1, reason="throughput tests: after shadow", db_url=cfg.db_url)
+            wait_serving(c, 1)
+
+
+def test_a_slow_remote_cache_never_stalls_the_event_loop(server: ServerHandle) -> None:
+    """Redis calls run in a thread: while one hangs (up to the client's socket timeout; the real client's
+    timeouts and back-off are tested in tests/unit/test_cache.py), the process answers other requests."""
+    service = server.service
+    entered, release = threading.Event(), threading.Event()
+
+    class HangingRemoteCache:
+        remote = True
+
+        def get_many(self, version, hashes):
+            entered.set()
+            release.wait(30)
+            return [None] * len(hashes)
+
+        def put_many(self, version, items):
+            return None
+
+    real = service.cache
+    service.cache = HangingRemoteCache()
+    try:
+        with make_client(server.base_url) as c, ThreadPoolExecutor(max_workers=1) as pool:
+            stuck = pool.submit(c.post, "/mlops/predict/sentiment", json={"text": "slow cache test"})
+            assert entered.wait(30), "the request never reached the cache"
+            with make_client(server.base_url) as other:
+                assert other.get("/mlops/health/live", timeout=5).status_code == 200
+            assert not stuck.done()
+            release.set()
+            assert stuck.result(timeout=30).status_code == 200
+    finally:
+        release.set()
+        service.cache = real

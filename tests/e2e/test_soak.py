@@ -53,16 +53,23 @@ def test_short_soak_keeps_its_invariants(postgres_url, tmp_path):
     assert not failed, f"{failed}\n{proc.stdout[-6000:]}"
     assert proc.returncode == 0, proc.stdout[-6000:]
 
-    # What the invariants rest on happened: the faults, one episode with one retraining, a canary promotion
+    # What the invariants rest on happened: the faults, and a drift episode on the first game day whose loop
+    # ended with a retrained version promoted by canary under the live traffic. A day's labels (about 130
+    # on the drifted window) can leave a good candidate's improvement interval across zero: then the gate
+    # rejects it, v1 does not hold on the drift, and the episode closes as unresolved; the second game day
+    # opens another, retrained with the labels gathered since (seen on CI). Both are the loop working.
     assert [f["fault"] for f in report["faults"]] == ["server-restart", "replica-kill"]
-    episodes = report["state"]["episodes"]
-    assert len(episodes) == 1, episodes
-    [episode] = episodes.values()
-    assert episode["version"] == 1 and episode["status"] == "closed" and episode["retrained_version"] == 2
-    assert report["champions"] == [1, 2]
-    [canary] = [r for r in report["state"]["rollouts"].values() if r["version"] == 2]
+    episodes = list(report["state"]["episodes"].values())
+    assert 1 <= len(episodes) <= 2, episodes
+    assert all(e["version"] == 1 and e["status"] == "closed" and e["job"] for e in episodes), episodes
+    [promoted] = [e["retrained_version"] for e in episodes if e["retrained_version"] is not None]
+    unresolved = [e for e in episodes if e["retrained_version"] is None]
+    assert all(e["close_reason"].startswith("unresolved") for e in unresolved), unresolved
+    assert report["champions"] == [1, promoted]
+    [canary] = [r for r in report["state"]["rollouts"].values() if r["version"] == promoted]
     assert canary["strategy"] == "canary" and "promoted" in [event for event, _ in canary["history"]], canary
     # a load balancer's view of the kill: every request was answered (by the other replica meanwhile)
     assert report["unanswered"] == 0
     runs = sorted(report["state"]["runs"].values(), key=lambda r: r["at"])
-    assert [r["version"] for r in runs] == [1, 1, 2] and runs[1]["drift"] and not runs[2]["skipped"]
+    assert len(runs) == 3 and runs[1]["drift"]
+    assert runs[2]["version"] == (promoted if len(episodes) == 1 else 1) and not runs[2]["skipped"]

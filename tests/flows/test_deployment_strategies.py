@@ -79,6 +79,16 @@ def test_flow_canary_promotes_a_good_candidate_and_emits_promoted(api):
     assert event.resource.id == f"nfl-mlops.model.{MODEL}"
     with make_client(api.base_url) as c:
         wait_serving(c, 2)
+    # the rollout's report artifact: its history table and the chart of its traffic steps and gate checks
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        reports = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["rollout-report"]))
+        )
+    report = max(reports, key=lambda a: a.created).data
+    assert "v2 (canary)" in report and "![traffic steps and gate checks](data:image/png;base64," in report
 
 
 def test_flow_canary_rolls_back_a_slow_candidate_and_emits_rolled_back(api, monkeypatch):

@@ -63,6 +63,11 @@ def test_pipeline_registers_and_deploys_a_real_model(v1, settings):
     assert info.params["train"]["learning_rate"] == SMALL_TRAIN.learning_rate
     card = (folder / "README.md").read_text()
     assert card.startswith("---") and "model-index" in card and "base_model" in card
+    # the most confident test mistakes, explained word by word (training wrote them beside the weights)
+    mistakes = sum(test["confusion"][i][j] for i in range(3) for j in range(3) if i != j)
+    if mistakes:
+        assert (folder / "explained_mistakes.json").exists()
+        assert "Most confident mistakes, explained" in card
     # served
     rollout = active_rollout(MODEL)
     assert rollout is not None and rollout.version == 1 and rollout.strategy == "blue_green"
@@ -188,8 +193,7 @@ def test_monitoring_finds_drift_on_nfl_traffic_and_not_on_in_distribution(v1, se
     from nfl_mlops.data import load_corpus, prepare, select
     from nfl_mlops.modeling.predictor import SentimentModel
     from nfl_mlops.registry.store import Registry
-    from nfl_mlops.serving.predlog import PredictionLogWriter
-    from nfl_mlops.serving.service import text_hash
+    from tests.served import log_served
 
     info = Registry.from_settings().get(MODEL, 1)
     model = SentimentModel.load(info.path)
@@ -197,28 +201,8 @@ def test_monitoring_finds_drift_on_nfl_traffic_and_not_on_in_distribution(v1, se
     held_out = set(v1_train_norms(info))
 
     def log(frame, at):
-        preds = model.predict(frame["text"].tolist())
-        w = PredictionLogWriter(settings.db_url)
-        w.put_many(
-            [
-                dict(
-                    id=f"{at:%H%M%S}{i:05d}",
-                    request_id="t",
-                    created_at=at,
-                    model_name=MODEL,
-                    model_version=1,
-                    arm="stable",
-                    served=True,
-                    text=t,
-                    text_hash=text_hash(t),
-                    label=p.label,
-                    confidence=p.confidence,
-                    latency_ms=1.0,
-                )
-                for i, (t, p) in enumerate(zip(frame["text"], preds, strict=True))
-            ]
-        )
-        w.close()
+        texts = frame["text"].tolist()
+        log_served(settings.db_url, MODEL, 1, texts, model.predict(texts), at, f"{at:%H%M%S}")
 
     now = datetime.now(UTC)
     same = select(corpus[~corpus["norm"].isin(held_out)], topics_exclude=["nfl"], max_rows=300, seed=11)

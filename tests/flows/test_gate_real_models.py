@@ -2,8 +2,9 @@
 
 v1 is fine-tuned on 200 general (non-NFL) tweets. Candidates are trained on that recipe plus
 labelled NFL feedback (its "evaluation"-role rows form the recent window): a good one on the
-true labels, a worse one on 50 rows (shuffled labels: tests/flows/test_flows.py). Every
-candidate claims excellent metrics; the gate scores it itself.
+true labels, a worse one on 50 rows (shuffled labels: tests/flows/test_flows.py), and one on v1's rows
+with negative and positive swapped, which the behavioural tests catch. Every candidate claims
+excellent metrics; the gate scores it itself.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ MODEL = "gate-real-models"
 CLAIM = {"test": {"macro_f1": 0.99, "accuracy": 0.99}, "recent": {"macro_f1": 0.99, "accuracy": 0.99}}
 
 
-def _train(out: Path, frame, shuffle: bool = False, epochs: float = 2) -> Path:
+def _train(out: Path, frame, shuffle: bool = False, epochs: float = 2, flip: bool = False) -> Path:
     from nfl_mlops.modeling.params import TrainParams
     from nfl_mlops.modeling.train import fine_tune
 
     labels = frame["label"].tolist()
     if shuffle:
         labels = list(np.random.default_rng(0).permutation(labels))
+    if flip:  # negative <-> positive: as well fitted as v1, to the opposite meaning
+        labels = [{"negative": "positive", "positive": "negative"}.get(x, x) for x in labels]
     fine_tune(
         frame["text"].tolist(),
         labels,
@@ -89,6 +92,46 @@ def test_first_version_passes_and_fixes_the_golden_set(world, settings):
     assert info.lineage["gate"]["reported_by_candidate"]["test"] == 0.99
     rows = pd.read_parquet(golden / f"{MODEL}.parquet")
     assert sorted(rows["norm"]) == sorted(world.general.test["norm"])
+
+
+def test_toy_versions_are_judged_without_behavioural_tests_in_the_suite(world):
+    """The suite switches them off (MLOPS_GATE_BEHAVIOUR=false in tests/conftest.py): v1 is a 200-row toy."""
+    from nfl_mlops.registry.store import Registry
+
+    assert "behaviour" not in Registry.from_settings().get(MODEL, 1).metrics
+    assert not any(r.startswith("behaviour:") for r in world.v1.reasons)
+
+
+def test_model_trained_on_flipped_labels_is_rejected_with_failing_examples_in_its_card(world):
+    """v1's rows and recipe, negative and positive swapped: the behavioural tests name what it gets wrong."""
+    from flows.registration import registration_flow
+    from nfl_mlops.registry.gate import GateParams
+    from nfl_mlops.registry.store import Registry
+
+    model = _train(world.tmp / "flipped", world.general.train, flip=True)
+    result = registration_flow(
+        _candidate(model, world.dir1), gate=GateParams(behaviour=True), export_onnx=False
+    )
+    print("flipped:", *result.reasons, sep="\n  ")
+    assert not result.passed and result.status == "rejected"
+    named = [r for r in result.reasons if r.startswith("behaviour: ")]
+    assert any(r.startswith("behaviour: mft_positive pass rate") for r in named), result.reasons
+    info = Registry.from_settings().get(MODEL, result.version)
+    assert info.status == "rejected" and "behaviour: mft_positive" in info.reason
+    behaviour = info.metrics["behaviour"]
+    failed = {t["name"]: t for t in behaviour["tests"] if not t["passed"]}
+    assert {"mft_positive", "mft_negative"} <= set(failed)
+    card = (Path(info.path) / "README.md").read_text()
+    section = card.split("## Behavioural tests", 1)[1]
+    example = failed["mft_positive"]["failures"][0]
+    assert example["expected"] == "positive" and example["got"] != "positive"
+    assert f"`{example['text']}`" in section and "| mft_positive | minimum_functionality |" in section
+    # switched off, the same model is judged on the metrics alone: no behavioural reason, nothing recorded
+    off = registration_flow(
+        _candidate(model, world.dir1), gate=GateParams(behaviour=False), export_onnx=False
+    )
+    assert not any(r.startswith("behaviour:") for r in off.reasons)
+    assert "behaviour" not in Registry.from_settings().get(MODEL, off.version).metrics
 
 
 def test_model_trained_on_50_rows_is_rejected(world):

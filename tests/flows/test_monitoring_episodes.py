@@ -51,31 +51,10 @@ def v1(tiny_model_dir, tmp_path_factory, settings):
 
 
 def _log(settings, model, frame, at, version, prefix):
-    from nfl_mlops.serving.predlog import PredictionLogWriter
-    from nfl_mlops.serving.service import text_hash
+    from tests.served import log_served
 
-    preds = model.predict(frame["text"].tolist())
-    w = PredictionLogWriter(settings.db_url)
-    w.put_many(
-        [
-            dict(
-                id=f"{prefix}{i:05d}",
-                request_id="t",
-                created_at=at,
-                model_name=MODEL,
-                model_version=version,
-                arm="stable",
-                served=True,
-                text=t,
-                text_hash=text_hash(t),
-                label=p.label,
-                confidence=p.confidence,
-                latency_ms=1.0,
-            )
-            for i, (t, p) in enumerate(zip(frame["text"], preds, strict=True))
-        ]
-    )
-    w.close()
+    texts = frame["text"].tolist()
+    log_served(settings.db_url, MODEL, version, texts, model.predict(texts), at, prefix)
 
 
 def test_episode_opens_by_persistence_and_emits_once_per_due_retraining(v1, settings):
@@ -102,6 +81,19 @@ def test_episode_opens_by_persistence_and_emits_once_per_due_retraining(v1, sett
     [episode] = ep.open_episodes(MODEL, settings.db_url)
     assert episode.model_version == v1["version"] and episode.kind == "drift"
     assert out["episode"]["episode"]["id"] == episode.id
+    # the episode's labelling queue: up to the budget, unlabelled served predictions of the window, no
+    # text twice, the least certain first among what it picked
+    from nfl_mlops.monitoring.labeling import normalise, read_queue
+
+    labelling = out["labelling"]
+    assert "error" not in labelling, labelling
+    assert 0 < labelling["queued"] <= settings.labeling_budget and labelling["added"] == labelling["queued"]
+    page = read_queue(MODEL, episode.id, "all", 0, 500, settings.db_url)
+    assert page.total == labelling["queued"] and page.pending == page.total
+    assert {i.model_version for i in page.items} == {v1["version"]}
+    assert len({normalise(i.text) for i in page.items}) == page.total
+    assert [i.rank for i in page.items] == list(range(page.total))
+    assert page.items[0].margin == min(i.margin for i in page.items)
 
     # the episode's retraining claimed it: later alarms emit nothing
     assert ep.claim(episode.id, "job-under-test", db_url=settings.db_url)
@@ -110,6 +102,10 @@ def test_episode_opens_by_persistence_and_emits_once_per_due_retraining(v1, sett
     )
     out = third.result()
     assert third.name == "Alarm" and out["events"] == [] and out["episode"]["action"] == "continued"
+    # a later check tops the queue up (never past the budget, never a text twice)
+    assert labelling["queued"] <= out["labelling"]["queued"] <= settings.labeling_budget
+    page = read_queue(MODEL, episode.id, "all", 0, 500, settings.db_url)
+    assert len({normalise(i.text) for i in page.items}) == page.total == out["labelling"]["queued"]
     assert (
         ep.get_episode(episode.id, settings.db_url).n_alarms == 3 - 1
     )  # opened at the 2nd, noted at the 3rd

@@ -201,6 +201,9 @@ def test_monitoring_flow_on_logged_nfl_traffic(scenario, settings):
     assert out["n_current"] == len(window) and out["embedding"]["drifted"]
     assert out["performance"]["source"] == "observed" and out["performance"]["n_labelled"] == len(window) // 2
     assert out["performance_degraded"] is True
+    # the label-free estimate beside the labels is judged for trust on the flow's embedding-drift AUC
+    assert out["performance"]["separability"] == pytest.approx(out["embedding"]["score"], abs=1e-3)
+    assert out["performance"]["trusted"] is (out["embedding"]["score"] < 0.95)
     html_path = Path(out["html_path"])
     assert html_path.exists()
     # the report opens on what the check found, and the run links to it over HTTP (never file://)

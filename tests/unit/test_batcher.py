@@ -389,3 +389,67 @@ async def test_a_request_that_waited_too_long_is_shed_not_computed() -> None:
         await asyncio.wait_for(late, GUARD)
     assert model.batches == [["a"]] and b.shed == 1 and b.waiting == 0
     await b.close()
+
+
+class SlowModel:
+    """A forward pass that takes `seconds_per_text` per text (real sleeping), so the batcher measures a rate."""
+
+    def __init__(self, seconds_per_text: float) -> None:
+        self.seconds_per_text = seconds_per_text
+        self.batches: list[int] = []
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        import time
+
+        self.batches.append(len(texts))
+        time.sleep(self.seconds_per_text * len(texts))
+        return [t.upper() for t in texts]
+
+
+async def test_a_request_whose_expected_wait_is_too_long_is_refused_at_once() -> None:
+    """Measured at ~50 texts/s, 40 waiting texts are ~0.8 s of work: with a 0.3 s bound the next request is
+    refused before it queues (reason expected_wait), not left to expire."""
+    from nfl_mlops.serving.batcher import Overloaded
+
+    model = SlowModel(0.02)
+    b = DynamicBatcher(model, max_batch_size=4, max_wait_ms=0, max_queue_wait_s=0.3)
+    assert await b.submit(["cold", "first", "forward", "ignored"]) == ["COLD", "FIRST", "FORWARD", "IGNORED"]
+    assert b.expected_wait_s(1) == 0  # the first forward is cold: it says nothing about the model's speed
+    assert await b.submit(["warm", "up", "the", "rate"]) == ["WARM", "UP", "THE", "RATE"]
+    assert 30 < 1 / (b.expected_wait_s(1) or 1) < 80  # about 50 texts/s, measured
+    running = asyncio.create_task(b.submit(["r1", "r2", "r3", "r4"]))
+    await _until(lambda: len(model.batches) == 3, "the third forward")
+    backlog = asyncio.create_task(b.submit([f"t{i}" for i in range(12)]))  # ~0.24 s: admitted
+    await _until(lambda: b.waiting == 12, "the backlog to queue")
+    with pytest.raises(Overloaded, match="s of work waits for the model") as info:
+        await b.submit([f"late{i}" for i in range(8)])  # 20 texts ahead: ~0.4 s > 0.3 s
+    assert info.value.reason == "expected_wait" and b.shed == 1
+    assert len(await running) == 4 and len(await backlog) == 12  # the admitted ones are all answered
+    await b.close()
+
+
+async def test_a_cold_first_forward_and_lone_requests_do_not_make_a_backlog_look_expensive() -> None:
+    """A cold first forward (0.5 s here) and a batch of one (0.05 s, 20 texts/s) would put 40 queued texts at
+    2-20 s of work and refuse most of them under a 1 s bound; served in batches of 8 they take 0.3 s. Until a
+    loaded batch has been measured, nothing is refused for its expected wait."""
+
+    class ColdModel:
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def __call__(self, texts: list[str]) -> list[str]:
+            import time
+
+            time.sleep(0.5 if not self.batches else 0.045 + 0.001 * len(texts))
+            self.batches.append(len(texts))
+            return texts
+
+    model = ColdModel()
+    b = DynamicBatcher(model, max_batch_size=8, max_wait_ms=0, max_queue_wait_s=1.0)
+    assert await b.submit(["cold"]) == ["cold"] and await b.submit(["lone"]) == ["lone"]
+    assert b.expected_wait_s(40) == 0  # nothing measured yet that says what a backlog costs
+    rest = [asyncio.create_task(b.submit([f"t{i}"])) for i in range(40)]
+    assert [len(await r) for r in rest] == [1] * 40  # none refused
+    assert b.shed == 0 and model.batches[2:] == [8] * 5
+    assert 40 < 1 / b.expected_wait_s(1) < 200  # measured on the loaded batches: about 150 texts/s
+    await b.close()

@@ -202,6 +202,21 @@ def test_recent_improvement_required_only_when_asked() -> None:
     assert independent_gate(better, wide, require_recent_improvement=True).passed
 
 
+def test_improvement_may_rest_on_test_when_the_drifted_traffic_is_no_worse() -> None:
+    """Better somewhere, worse nowhere: as good on the recent window and clearly better on test passes;
+    clearly better on test but worse on the recent window does not."""
+    wide = FAST.model_copy(update={"margin": 0.05})
+    sets = _sets(n_recent=2000, cand_err=0.12, champ_err=0.3, cand_recent_err=0.2, champ_recent_err=0.2)
+    d = independent_gate(sets, wide, require_recent_improvement=True)
+    assert d.passed, d.reasons
+    recent = next(r for r in d.reasons if r.startswith("recent:"))
+    assert d.sets["recent"]["passed"] is True and "better on test" in recent, recent
+    assert d.sets["recent"]["interval"]["low"] <= 0 < d.sets["test"]["interval"]["low"]
+    worse = _sets(cand_err=0.12, champ_err=0.3, cand_recent_err=0.35, champ_recent_err=0.2)
+    d = independent_gate(worse, wide, require_recent_improvement=True)
+    assert not d.passed and d.sets["recent"]["passed"] is False
+
+
 def test_recent_improvement_without_recent_window_fails() -> None:
     d = independent_gate(_sets()[:1], FAST, require_recent_improvement=True)
     assert not d.passed and any("no recent labelled window" in r for r in d.reasons)

@@ -142,3 +142,37 @@ def test_the_model_status_view() -> None:
     assert "| 2026-12-01 22:00 | v1 | 1.00 | yes | yes |" in md
     empty = model_status_markdown("m", [], None, [], [])
     assert "champion none" in empty and "Nothing serves" in empty and "None open." in empty
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "bf16_ok", "expected"),
+    [
+        ("auto", "cpu", False, "no"),  # bf16 autocast is slower than fp32 on most CPUs
+        ("auto", "cuda", True, "bf16"),  # Ampere and later: no loss scaling needed
+        ("auto", "cuda", False, "fp16"),  # older GPUs: fp16 with a GradScaler
+        ("no", "cuda", True, "no"),
+        ("bf16", "cpu", False, "bf16"),  # asked for explicitly (CPUs with AMX)
+        ("fp16", "cuda", True, "fp16"),
+    ],
+)
+def test_mixed_precision_follows_the_device(setting, device, bf16_ok, expected) -> None:
+    from nfl_mlops.modeling.train import resolve_precision
+
+    assert resolve_precision(setting, device, bf16_ok) == expected
+
+
+def test_mixed_precision_that_the_device_cannot_do_is_a_clear_error() -> None:
+    from nfl_mlops.modeling.train import resolve_precision
+
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        resolve_precision("fp16", "cpu", False)
+    with pytest.raises(ValueError, match="not supported by this GPU"):
+        resolve_precision("bf16", "cuda", False)
+
+
+def test_a_fine_tuning_progress_line_says_where_how_fast_and_how_long() -> None:
+    from nfl_mlops.modeling.train import progress_line
+
+    line = progress_line(50, 200, 25.0, 32, {"train_loss": 0.8123})
+    assert line == "step 50/200 (25%), loss 0.8123, 64.0 examples/s, about 75 s left"
+    assert progress_line(100, 1000, 60.0, 32, {"train_loss": 0.5}).endswith("about 9 min left")

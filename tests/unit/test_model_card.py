@@ -172,3 +172,23 @@ def test_card_without_confusion_has_no_image(info, tmp_path: Path) -> None:
     text = (tmp_path / "README.md").read_text()
     assert "model-index" not in text and 'model="path/to/this/folder"' in text
     assert ".png)" not in text
+
+
+def test_card_shows_f1_beside_the_baseline_and_the_recent_window_when_training_drew_them(
+    info, tmp_path: Path
+) -> None:
+    from nfl_mlops.registry.plots import PER_CLASS_F1_PNG, RECENT_CONFUSION_PNG, write_model_plots
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    proba = rng.dirichlet(np.ones(3), 60)
+    write_model_plots(  # what the training flow writes into the candidate folder
+        tmp_path,
+        f1={"negative": 0.8, "neutral": 0.5, "positive": 0.7, "macro": 0.67},
+        baseline_f1={"negative": 0.7, "neutral": 0.4, "positive": 0.5, "macro": 0.53},
+        recent=(y, proba),
+    )
+    plots = write_model_card(tmp_path, info, hub_repo="org/nfl-sentiment")
+    text = (tmp_path / "README.md").read_text()
+    assert {"per_class_f1", "confusion_matrix_recent"} <= set(plots)
+    assert f"]({PER_CLASS_F1_PNG})" in text and f"]({RECENT_CONFUSION_PNG})" in text

@@ -99,3 +99,34 @@ def test_real_base_encoder_embeds_offline():
     np.testing.assert_allclose(np.linalg.norm(vecs[:3], axis=1), 1.0, atol=1e-5)
     assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.2
     assert get_encoder("sentence-transformers/all-MiniLM-L6-v2") is enc  # loaded once per process
+
+
+@pytest.mark.slow
+def test_the_encoder_runs_on_onnx_with_the_same_embeddings_and_exports_once(tmp_path):
+    """The packaged MiniLM through ONNX Runtime: embeddings of real tweets within 1e-4 of torch's (so
+    references made with torch stay comparable); the graph is exported once per host and reused; a graph
+    that failed its parity check is not used, torch is."""
+    import json
+
+    from nfl_mlops.data import load_corpus
+    from nfl_mlops.modeling.base import resolve_base_model
+    from nfl_mlops.modeling.runtimes import ENCODER_RECORD, encoder_graph
+    from nfl_mlops.monitoring.embeddings import SentenceEncoder
+
+    name = "sentence-transformers/all-MiniLM-L6-v2"
+    texts = load_corpus()["text"].sample(n=200, random_state=1).tolist() + ["", "ok"]
+    fast = SentenceEncoder.load(name, backend="auto")
+    slow = SentenceEncoder.load(name, backend="torch")
+    assert (fast.backend, slow.backend) == ("onnx", "torch")
+    got, ref = fast.encode(texts), slow.encode(texts)
+    assert got.shape == ref.shape == (202, 384)
+    assert float(np.abs(got - ref).max()) <= 1e-4
+
+    cache = tmp_path / "cache"
+    graph = encoder_graph(resolve_base_model(name), cache)
+    assert graph is not None and json.loads((graph.parent / ENCODER_RECORD).read_text())["admitted"]
+    stamp = graph.stat().st_mtime_ns
+    assert encoder_graph(resolve_base_model(name), cache) == graph and graph.stat().st_mtime_ns == stamp
+    record = json.loads((graph.parent / ENCODER_RECORD).read_text())
+    (graph.parent / ENCODER_RECORD).write_text(json.dumps({**record, "admitted": False}))
+    assert encoder_graph(resolve_base_model(name), cache) is None  # a refused graph is never served

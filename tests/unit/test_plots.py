@@ -201,3 +201,96 @@ def test_log_image_writes_the_png_into_the_offline_run(settings, tmp_path: Path)
     disabled.start("plots-test-disabled")
     disabled.log_image("plots/training_loss", png)  # without W&B: nothing to log, no error
     disabled.finish()
+
+
+def test_per_class_f1_beside_the_baseline_follows_the_numbers() -> None:
+    from nfl_mlops.registry.plots import per_class_f1_png
+
+    model = {"negative": 0.8, "neutral": 0.5, "positive": 0.7, "macro": 0.67}
+    baseline = {"negative": 0.7, "neutral": 0.4, "positive": 0.5, "macro": 0.53}
+    png = per_class_f1_png(model, baseline, "v2 test")
+    assert _text(png)["Title"] == "v2 test"
+    other = per_class_f1_png({**model, "neutral": 0.1}, baseline, "v2 test")
+    assert not np.array_equal(_pixels(png), _pixels(other))  # the bars follow the values
+
+
+def test_drift_severity_reads_each_test_in_its_direction() -> None:
+    from nfl_mlops.registry.plots import drift_severity
+
+    assert drift_severity("ks", 0.001, 0.05) == pytest.approx(50.0)  # p-value far below: far past
+    assert drift_severity("ks", 0.5, 0.05) == pytest.approx(0.1)
+    assert drift_severity("wasserstein", 0.3, 0.1) == pytest.approx(3.0)  # distance above: past
+    assert drift_severity("domain_classifier_auc (ratio)", 0.52, 0.56) < 1  # AUC under its threshold
+    assert np.isnan(drift_severity("psi", float("nan"), 0.1))
+
+
+def test_the_drift_chart_counts_the_drifted_signals() -> None:
+    from nfl_mlops.monitoring.drift import ColumnDrift
+    from nfl_mlops.registry.plots import drift_signals_png
+
+    cols = [
+        ColumnDrift("n_words", "num", "wasserstein", 0.4, 0.1, True),
+        ColumnDrift("topic", "cat", "jensenshannon", 0.05, 0.1, False),
+        ColumnDrift("confidence", "num", "ks", 0.0001, 0.05, True),
+    ]
+    png = drift_signals_png(cols, "v1 window")
+    text = _text(png)
+    assert text["Title"] == "v1 window" and text["Drifted"] == "2 of 3"
+    calm = drift_signals_png(
+        [ColumnDrift(c.column, c.kind, c.method, c.threshold, c.threshold * 2, False) for c in cols]
+    )
+    assert _text(calm)["Drifted"] == "0 of 3" and not np.array_equal(_pixels(png), _pixels(calm))
+
+
+def test_write_model_plots_adds_f1_beside_the_baseline_and_the_recent_window(
+    tmp_path: Path, test_split
+) -> None:
+    from nfl_mlops.registry.plots import PER_CLASS_F1_PNG, RECENT_CONFUSION_PNG
+
+    y, proba = test_split
+    plots = write_model_plots(
+        tmp_path,
+        y_true=y,
+        proba=proba,
+        f1={"negative": 0.8, "neutral": 0.5, "positive": 0.7, "macro": 0.67},
+        baseline_f1={"negative": 0.7, "neutral": 0.4, "positive": 0.5, "macro": 0.53},
+        recent=(y[:40], proba[:40]),
+        title="m v2",
+    )
+    assert plots["per_class_f1"] == tmp_path / PER_CLASS_F1_PNG
+    assert plots["confusion_matrix_recent"] == tmp_path / RECENT_CONFUSION_PNG
+    assert "recent window n=40" in _text(plots["confusion_matrix_recent"].read_bytes())["Title"]
+    assert "confusion_matrix_recent" not in write_model_plots(
+        tmp_path / "b", y_true=y, proba=proba, recent=(y[:0], proba[:0])
+    )
+
+
+def test_the_rollout_chart_follows_the_traffic_steps_and_counts_failed_checks() -> None:
+    from nfl_mlops.registry.plots import rollout_png
+
+    def arms(share: float) -> dict:
+        return {"stable": {"version": 1, "weight": 100 - share}, "candidate": {"version": 2, "weight": share}}
+
+    history = [
+        {"at": "2026-12-06T10:00:00+00:00", "event": "started", "arms": arms(10)},
+        {"at": "2026-12-06T10:00:05+00:00", "event": "check", "gates": [{"passed": True}, {"passed": None}]},
+        {"at": "2026-12-06T10:00:10+00:00", "event": "step", "arms": arms(50), "gates": [{"passed": True}]},
+        {
+            "at": "2026-12-06T10:00:20+00:00",
+            "event": "promoted",
+            "arms": arms(100),
+            "gates": [{"passed": True}],
+        },
+    ]
+    good = rollout_png(history, 2, "v2 canary")
+    assert _text(good)["Title"] == "v2 canary" and _text(good)["Checks"] == "3 (0 failed)"
+    bad = history[:2] + [
+        {
+            "at": "2026-12-06T10:00:09+00:00",
+            "event": "rolled_back",
+            "arms": arms(0),
+            "gates": [{"passed": False}],
+        }
+    ]
+    png = rollout_png(bad, 2, "v2 canary")
+    assert _text(png)["Checks"] == "2 (1 failed)" and not np.array_equal(_pixels(png), _pixels(good))

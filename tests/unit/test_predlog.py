@@ -290,3 +290,25 @@ def test_a_failure_after_some_chunks_committed_writes_nothing_twice(monkeypatch:
     assert w.flush() == 25  # a duplicate would raise IntegrityError and be rejected instead
     assert w.rejected_count == 0
     assert _count(model) == 45 and _texts(model) == {f"tweet {i}" for i in range(45)}
+
+
+ODD_TEXTS = [
+    "nul\x00inside",
+    "bell\x07 tab\t cr\r esc\x1b del\x7f",
+    "🏈🔥 TD!!! 👨‍👩‍👧 family (ZWJ)",
+    "هدف رائع للفريق",  # right-to-left
+    "zero\u200bwidth\u200djoiner\u2066isolate\u2069",
+    "\ufeffbom first",
+]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_odd_but_valid_texts_are_stored_safely_on_both_databases(database: str, request) -> None:
+    """Every text that JSON can carry is logged; NUL (which PostgreSQL text cannot hold) as U+FFFD."""
+    db_url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    model = _model()
+    w = PredictionLogWriter(db_url=db_url)
+    w.put_many([{**_row(model, i), "text": t} for i, t in enumerate(ODD_TEXTS)])
+    assert w.flush() == len(ODD_TEXTS)
+    stored = _texts(model, db_url)
+    assert stored == {t.replace("\x00", "\ufffd") for t in ODD_TEXTS}

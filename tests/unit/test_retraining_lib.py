@@ -65,6 +65,33 @@ def test_a_retrained_version_is_referenced_on_what_it_was_retrained_for() -> Non
     assert reference_rows(train, test, None, {"test": probas["test"]}).basis == "test"
 
 
+def test_a_small_window_of_the_drifted_traffic_beats_a_large_mix() -> None:
+    """The episode's own held-out rows are the reference from MIN_WINDOW_REFERENCE on, even below
+    MIN_RECENT_REFERENCE: older traffic (before the drift) never mixes in."""
+    from nfl_mlops.monitoring.reference import MIN_RECENT_REFERENCE, MIN_WINDOW_REFERENCE
+
+    n_old, n_window = 300, MIN_WINDOW_REFERENCE + 5
+    assert n_window < MIN_RECENT_REFERENCE
+    recent = pd.DataFrame(
+        {
+            "text": [f"nfl before {i}" for i in range(n_old)]
+            + [f"ordinary now {i}" for i in range(n_window)],
+            "label": ["neutral"] * (n_old + n_window),
+        }
+    )
+    train = pd.DataFrame({"text": [f"t {i}" for i in range(20)], "label": ["neutral"] * 20})
+    test = pd.DataFrame({"text": ["general test"] * 3, "label": ["neutral"] * 3})
+    probas = {"test": np.full((3, 3), 1 / 3), "recent": np.full((len(recent), 3), 1 / 3)}
+    rows = reference_rows(train, test, recent, probas, n_feedback_train=5, n_recent_window=n_window)
+    assert rows.basis == "recent" and rows.texts == [f"ordinary now {i}" for i in range(n_window)]
+    assert len(rows.proba) == n_window
+    # fewer window rows than that: the whole recent split, as before (too few to describe anything)
+    tiny = reference_rows(
+        train, test, recent, probas, n_feedback_train=5, n_recent_window=MIN_WINDOW_REFERENCE - 1
+    )
+    assert tiny.basis == "recent" and len(tiny.texts) == len(recent)
+
+
 def test_declared_retraining_reads_the_project_root_or_says_unknown(monkeypatch) -> None:
     monkeypatch.delenv("NFL_MLOPS_ROOT", raising=False)
     assert declared_retraining() == ([], [], None)

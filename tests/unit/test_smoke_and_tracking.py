@@ -16,7 +16,8 @@ from pydantic import SecretStr
 from nfl_mlops import LABEL2ID
 from nfl_mlops.db import Experiment, session_scope
 from nfl_mlops.rollout.smoke import SMOKE_CASES, smoke_test
-from nfl_mlops.tracking.experiments import ExperimentTracker, list_experiments, scrub
+from nfl_mlops.security import scrub
+from nfl_mlops.tracking.experiments import ExperimentTracker, list_experiments
 
 POS, NEG = LABEL2ID["positive"], LABEL2ID["negative"]
 

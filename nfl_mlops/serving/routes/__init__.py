@@ -10,6 +10,8 @@ def routers() -> list[APIRouter]:
         abtests,
         deployments,
         experiments,
+        explain,
+        labeling,
         models,
         predictions,
         reports,
@@ -19,6 +21,8 @@ def routers() -> list[APIRouter]:
 
     return [
         predictions.router,
+        explain.router,
+        labeling.router,
         models.router,
         deployments.router,
         abtests.router,

@@ -11,11 +11,11 @@ from nfl_mlops.rollout import abtest, actions
 from nfl_mlops.rollout.records import ab_out
 from nfl_mlops.serving import schemas as sc
 from nfl_mlops.serving.routes.deployments import ERRORS, start
-from nfl_mlops.serving.routes.deps import require_api_key, service, settings
+from nfl_mlops.serving.routes.deps import require_api_key, require_read_key, service, settings
 from nfl_mlops.serving.routes.models import resolve
 from nfl_mlops.serving.service import PredictionService
 
-router = APIRouter(tags=["ab-tests"])
+router = APIRouter(tags=["ab-tests"], dependencies=[Depends(require_read_key)])
 
 
 @router.post(

@@ -12,11 +12,11 @@ from nfl_mlops.rollout import actions
 from nfl_mlops.rollout import state as rollouts
 from nfl_mlops.rollout.records import deployment_out
 from nfl_mlops.serving import schemas as sc
-from nfl_mlops.serving.routes.deps import require_api_key, service, settings
+from nfl_mlops.serving.routes.deps import require_api_key, require_read_key, service, settings
 from nfl_mlops.serving.routes.models import resolve
 from nfl_mlops.serving.service import PredictionService
 
-router = APIRouter(tags=["deployments"])
+router = APIRouter(tags=["deployments"], dependencies=[Depends(require_read_key)])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown model, version or deployment"},

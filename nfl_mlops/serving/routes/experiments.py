@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from nfl_mlops.serving import schemas as sc
-from nfl_mlops.serving.routes.deps import require_api_key, settings
+from nfl_mlops.serving.routes.deps import require_api_key, require_read_key, settings
 from nfl_mlops.tracking import records
 
-router = APIRouter(tags=["experiments"])
+router = APIRouter(tags=["experiments"], dependencies=[Depends(require_read_key)])
 
 
 def _http(call: Any, *args: Any) -> Any:

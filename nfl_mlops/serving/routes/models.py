@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 
 from nfl_mlops.registry.store import RegistryError, VersionInfo, check_model_folder
+from nfl_mlops.security import ImportRefused, import_folder, portable_path
 from nfl_mlops.serving import schemas as sc
-from nfl_mlops.serving.routes.deps import require_api_key, service
+from nfl_mlops.serving.routes.deps import require_api_key, require_read_key, service, settings
 from nfl_mlops.serving.service import PredictionService
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[Depends(require_read_key)])
 
 
 def version_out(v: VersionInfo) -> sc.ModelVersionOut:
+    from nfl_mlops.modeling.runtimes import read_record
+
     return sc.ModelVersionOut(
+        runtimes=read_record(v.path),
         model_id=v.model_name,
         version=v.version,
         status=v.status,
@@ -42,13 +45,19 @@ def version_out(v: VersionInfo) -> sc.ModelVersionOut:
     responses={422: {"description": "Not a usable model folder"}},
 )
 async def register_model(
-    body: sc.RegisterModelRequest, svc: PredictionService = Depends(service)
+    body: sc.RegisterModelRequest, svc: PredictionService = Depends(service), cfg: Any = Depends(settings)
 ) -> sc.ModelVersionOut:
     """Copy an existing Hugging Face folder into the registry as the next version of `model_name`.
 
+    Only folders below an import root (MLOPS_IMPORT_ROOTS, default MLOPS_HOME) are read, and none with a
+    symbolic link in it; a refused path and a missing one get the same answer.
+
     Atomic: the version becomes visible only when its files are complete and its row is committed.
     """
-    path = Path(body.model_path)
+    try:
+        path = import_folder(body.model_path, cfg.import_root_paths)
+    except ImportRefused as exc:
+        raise HTTPException(422, str(exc)) from exc
     try:
         check_model_folder(path)
     except RegistryError as exc:
@@ -60,7 +69,7 @@ async def register_model(
             path,
             metrics=body.metrics,
             params=body.params,
-            lineage={"source": "POST /mlops/models/register", "source_path": str(path.resolve())},
+            lineage={"source": "POST /mlops/models/register", "source_path": portable_path(str(path))},
             description=body.description,
             model_type=body.model_type,
         )

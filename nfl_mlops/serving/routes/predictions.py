@@ -11,7 +11,14 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from nfl_mlops.serving import schemas as sc
 from nfl_mlops.serving.batcher import Overloaded
-from nfl_mlops.serving.routes.deps import check_text, require_api_key, service, settings
+from nfl_mlops.serving.routes.deps import (
+    check_text,
+    require_api_key,
+    require_predict_key,
+    require_read_key,
+    service,
+    settings,
+)
 from nfl_mlops.serving.service import NoModelDeployed, PredictionService
 
 router = APIRouter(tags=["predictions"])
@@ -33,6 +40,7 @@ def _out(p: Any) -> sc.PredictionOut:
 @router.post(
     "/predict/sentiment",
     response_model=sc.PredictionOut,
+    dependencies=[Depends(require_predict_key)],
     summary="Score one tweet",
     responses={
         413: {"description": "Text too long"},
@@ -56,6 +64,7 @@ async def predict(
 @router.post(
     "/predict/sentiment/batch",
     response_model=sc.BatchPredictionOut,
+    dependencies=[Depends(require_predict_key)],
     summary="Score many tweets",
     responses={
         413: {"description": "Too many texts or a text too long"},
@@ -121,6 +130,7 @@ async def feedback(
 
 @router.get(
     "/lineage/{prediction_id}",
+    dependencies=[Depends(require_read_key)],
     summary="Where a prediction came from",
     responses={404: {"description": "Unknown prediction"}},
 )

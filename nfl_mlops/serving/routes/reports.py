@@ -9,10 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
-from nfl_mlops.monitoring.report_files import ReportNotFound, find_report, list_reports
-from nfl_mlops.serving.routes.deps import settings
+from nfl_mlops.monitoring.report_files import MEDIA_TYPES, ReportNotFound, find_report, list_reports
+from nfl_mlops.serving.routes.deps import require_read_key, settings
 
-router = APIRouter(prefix="/reports", tags=["monitoring"])
+router = APIRouter(prefix="/reports", tags=["monitoring"], dependencies=[Depends(require_read_key)])
 
 
 @router.get("", summary="List saved monitoring reports")
@@ -40,10 +40,10 @@ async def reports(
     response_class=FileResponse,
 )
 async def report(name: str, cfg: Any = Depends(settings)) -> FileResponse:
-    """The report file itself (`text/html` or `application/json`); 404 for any other name."""
+    """The report file itself (`text/html`, `application/json`, or the `image/png` drift chart); 404 for any
+    other name."""
     try:
         path = await asyncio.to_thread(find_report, cfg.reports_path, name)
     except ReportNotFound as exc:
         raise HTTPException(404, str(exc)) from exc
-    media = "text/html; charset=utf-8" if path.suffix == ".html" else "application/json"
-    return FileResponse(path, media_type=media)
+    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix])

@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse
 
 from nfl_mlops import retraining as rt
 from nfl_mlops.serving import schemas as sc
-from nfl_mlops.serving.routes.deps import require_api_key, service, settings
+from nfl_mlops.serving.routes.deps import require_api_key, require_read_key, service, settings
 from nfl_mlops.serving.service import PredictionService
 
-router = APIRouter(tags=["retraining"])
+router = APIRouter(tags=["retraining"], dependencies=[Depends(require_read_key)])
 
 
 @router.post(

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from nfl_mlops.rollout import state as rollouts
 from nfl_mlops.rollout.records import deployment_out
-from nfl_mlops.serving.routes.deps import service, settings
+from nfl_mlops.serving.routes.deps import require_health_key, require_read_key, service, settings
 from nfl_mlops.serving.service import PredictionService
 
 router = APIRouter(tags=["status"])
@@ -30,7 +30,7 @@ def _serving_version(svc: PredictionService) -> int | None:
     return rollouts.serving_version(r.arms, r.version) if r else None
 
 
-@router.get("/health/live", summary="Liveness probe")
+@router.get("/health/live", summary="Liveness probe", dependencies=[Depends(require_health_key)])
 async def live() -> dict[str, str]:
     """200 while the process answers (no DB, no model involved): restart the process only when this fails."""
     return {"status": "alive"}
@@ -39,6 +39,7 @@ async def live() -> dict[str, str]:
 @router.get(
     "/health/ready",
     summary="Readiness probe",
+    dependencies=[Depends(require_health_key)],
     responses={503: {"description": "Not ready: loading, shutting down, or the state DB does not answer"}},
 )
 async def ready(svc: PredictionService = Depends(service), cfg: Any = Depends(settings)) -> JSONResponse:
@@ -68,7 +69,7 @@ async def ready(svc: PredictionService = Depends(service), cfg: Any = Depends(se
     return JSONResponse(status_code=200 if is_ready else 503, content=body)
 
 
-@router.get("/health", summary="Health (combined view)")
+@router.get("/health", summary="Health (combined view)", dependencies=[Depends(require_health_key)])
 async def health(svc: PredictionService = Depends(service), cfg: Any = Depends(settings)) -> JSONResponse:
     """healthy when the DB answers and every version of the active rollout is loaded; 503 when the DB does not.
 
@@ -89,7 +90,7 @@ async def health(svc: PredictionService = Depends(service), cfg: Any = Depends(s
     return JSONResponse(status_code=200 if ok_db else 503, content=body)
 
 
-@router.get("/status", summary="Service status")
+@router.get("/status", summary="Service status", dependencies=[Depends(require_read_key)])
 async def status(svc: PredictionService = Depends(service), cfg: Any = Depends(settings)) -> dict[str, Any]:
     """The active deployment, loaded versions, counters, prediction-log queue and which backends are in use."""
     r = svc.rollout
@@ -98,6 +99,9 @@ async def status(svc: PredictionService = Depends(service), cfg: Any = Depends(s
         "replica_id": svc.replica_id,
         "deployment": deployment_out(r).model_dump(mode="json") if r else None,
         "loaded_versions": svc.loaded_versions,
+        "backends": {str(v): b for v, b in svc.backends.items()},
+        "inference_backend_setting": cfg.inference_backend,
+        "cost": {str(v): c for v, c in svc.cost().items()},
         "load_errors": {str(v): e for v, e in sorted(svc.load_errors.items())},
         "uptime_s": round(time.time() - svc.started_at, 1),
         "counts": dict(svc.counts),

@@ -43,7 +43,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -727,16 +727,66 @@ class Soak:
 
         return asyncio.run(go())
 
-    def wait_retrainings(self, since: datetime, timeout: float = 1500) -> list[Any]:
+    def alarm_events(self, since: datetime) -> int:
+        """How many retraining-starting events (`drift.detected`, `performance.degraded`) Prefect holds since
+        `since` (the server persists events a moment after they are emitted)."""
+        import asyncio
+
+        from prefect import get_client
+        from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+        from nfl_mlops.events import DRIFT_DETECTED, PERFORMANCE_DEGRADED, event_name
+
+        names = [event_name(DRIFT_DETECTED), event_name(PERFORMANCE_DEGRADED)]
+
+        async def go() -> int:
+            async with get_client() as client:
+                page = await client.read_events(
+                    EventFilter(
+                        occurred=EventOccurredFilter(
+                            since=since, until=datetime.now(UTC) + timedelta(minutes=1)
+                        ),
+                        event=EventNameFilter(name=names),
+                    ),
+                    limit=50,  # the server's maximum page
+                )
+                return len(page.events)
+
+        return asyncio.run(go())
+
+    def wait_retrainings(
+        self, since: datetime, monitoring_state: str = "", timeout: float = 1500, appear_s: float = 180
+    ) -> list[Any]:
         """Wait until every retraining run created since `since` is final (worker-kill fault: inject it while
-        the first one trains)."""
+        the first one trains).
+
+        A retraining is expected when the monitoring run opened an episode or Prefect holds an alarm event
+        since `since` (a retry inside an open episode): then wait up to `appear_s` for the automation's run
+        to appear, however slow the machine (the automation acts after the event is persisted and the worker
+        polls), instead of taking "no run yet" for "no run"."""
         deadline = time.monotonic() + timeout
         inject = "worker-kill" in self.cfg.faults.get(self.day, []) and not any(
             f["fault"] == "worker-kill" for f in self.faults
         )
+        expected = 1 if monitoring_state == "EpisodeOpened" else 0
+        look_for_events = monitoring_state == "Alarm"  # a retry inside an open episode emits too
+        appear_by = time.monotonic() + appear_s
+        events_settled = time.monotonic() + 15  # the server persists an event within seconds
         time.sleep(3)  # the automation acts within a second or two of the event
         while time.monotonic() < deadline:
             runs = self.flow_runs("retraining/retraining", since)
+            now = time.monotonic()
+            if look_for_events and not runs:
+                expected = max(expected, min(1, self.alarm_events(since)))
+            if len(runs) < expected and now < appear_by:
+                time.sleep(2)
+                continue
+            if len(runs) < expected:
+                self.note(f"no retraining run appeared within {appear_s:.0f} s of the alarm", kind="fault")
+                expected = len(runs)
+            if look_for_events and not runs and now < events_settled:
+                time.sleep(2)
+                continue
             if (
                 inject
                 and any(r.state and r.state.is_running() for r in runs)
@@ -1004,7 +1054,7 @@ class Soak:
             },
         )
         self.note(f"monitoring run: {result}")
-        runs = self.wait_retrainings(end)
+        runs = self.wait_retrainings(end, result)
         for r in runs:
             self.note(f"retraining run {r.name}: {r.state.name}")
         self.watchdog()

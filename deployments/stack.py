@@ -1,4 +1,5 @@
-"""The local stack: Prefect server (SQLite), process work pool + deployments, worker, serving API.
+"""The local stack: Prefect server (SQLite, or PostgreSQL with MLOPS_PREFECT_DATABASE_URL), process work pool +
+deployments, worker, serving API.
 
 Everything runs as child processes of the caller, logs go to MLOPS_HOME/logs, and `stop()`
 ends them in reverse order (the worker needs two signals in Prefect 3.9.1).
@@ -49,6 +50,32 @@ def free_port(preferred: int) -> int:
     raise RuntimeError("no free port")
 
 
+def prefect_database(url: str, create: bool = True) -> str:
+    """The Prefect server's SQLAlchemy URL for a PostgreSQL URL (`postgresql://` gets Prefect's asyncpg
+    driver); its database is created when missing (Prefect makes its tables, not the database)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"the Prefect database must be PostgreSQL, not {parsed.get_backend_name()!r}")
+    if not parsed.database:
+        raise ValueError("the Prefect database URL names no database (postgresql://host:5432/prefect)")
+    if create:
+        import psycopg
+        from psycopg import sql
+
+        admin = parsed.set(drivername="postgresql", database="postgres")
+        try:
+            with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+                known = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,))
+                if known.fetchone() is None:
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(parsed.database)))
+        except psycopg.Error as exc:
+            where = parsed.render_as_string(hide_password=True)
+            raise RuntimeError(f"the Prefect database {where} is not usable: {exc}".strip()) from None
+    return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+
 def _prefect_bin() -> str:
     local = Path(sys.executable).with_name("prefect")
     return str(local) if local.exists() else (shutil.which("prefect") or "prefect")
@@ -59,6 +86,7 @@ class LocalStack:
     home: Path
     prefect_port: int | None = None  # default: settings (MLOPS_PREFECT_PORT)
     api_port: int | None = None  # default: settings (MLOPS_API_PORT)
+    prefect_database_url: str | None = None  # default: settings (MLOPS_PREFECT_DATABASE_URL); None = SQLite
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     automations: dict[str, str] = field(default_factory=dict)
@@ -70,6 +98,8 @@ class LocalStack:
         self.home = Path(self.home).resolve()
         self.prefect_port = self.prefect_port or settings.prefect_port
         self.api_port = self.api_port or settings.api_port
+        if self.prefect_database_url is None and settings.prefect_database_url is not None:
+            self.prefect_database_url = settings.prefect_database_url.get_secret_value()
         self.host = settings.api_host
         self.work_pool = declared_work_pool()
         self.logs = self.home / "logs"
@@ -81,6 +111,15 @@ class LocalStack:
     @property
     def api_url(self) -> str:
         return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def prefect_database(self) -> str:
+        """Where the Prefect server keeps its state, without a password (for people to read)."""
+        if not self.prefect_database_url:
+            return f"SQLite under {self.home / 'prefect'}"
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.prefect_database_url).render_as_string(hide_password=True)
 
     def _environment(self) -> dict[str, str]:
         prefect_home = self.home / "prefect"
@@ -110,11 +149,11 @@ class LocalStack:
             env.setdefault("WANDB_MODE", "offline")
         return env
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.processes[name] = proc
         return proc
@@ -149,9 +188,13 @@ class LocalStack:
     def start_server(self) -> None:
         self.prefect_port = free_port(self.prefect_port)
         self.env = self._environment()
+        server_env = dict(self.env)
+        if self.prefect_database_url:  # only the server holds the database's credentials
+            server_env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = prefect_database(self.prefect_database_url)
         self._spawn(
             "prefect-server",
             [_prefect_bin(), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)],
+            server_env,
         )
         self._wait("prefect-server", f"{self.prefect_api_url}/health", lambda r: r.status_code == 200, 180)
 

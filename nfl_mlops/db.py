@@ -52,7 +52,9 @@ class Base(DeclarativeBase):
 
 
 class ModelVersion(Base):
-    """One registered version; its files live in MODELS_DIR/<name>/v<version>."""
+    """One registered version: its folder on the host that registered it (`path`), where every process loads
+    it from (`artifact_uri`: that folder as a file URI, or s3://... / hf://...@v<version>) and the sha256 of
+    each of its files (`files`, what `registry.artifacts.resolve_version` verifies before a load)."""
 
     __tablename__ = "model_versions"
     __table_args__ = (UniqueConstraint("model_name", "version"),)
@@ -69,6 +71,9 @@ class ModelVersion(Base):
     lineage: Mapped[dict[str, Any]] = mapped_column(default=dict)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # NULL for versions registered before 0004 (they load from `path`, checked for presence only)
+    artifact_uri: Mapped[str | None] = mapped_column(Text, nullable=True)
+    files: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # relative path -> sha256
 
 
 class Alias(Base):
@@ -318,7 +323,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-BASELINE, HEAD = "0001", "0003"
+BASELINE, HEAD = "0001", "0004"
 """The baseline revision (the schema `create_all` made before migrations existed) and the newest one."""
 _MIGRATION_LOCK = 74_000_111  # PostgreSQL advisory lock key: one process migrates at a time
 
@@ -353,8 +358,11 @@ def migrate(engine: Engine) -> str:
                 tables = set(inspector.get_table_names())
             if "rollouts" in tables:  # made by create_all: which generation?
                 columns = {c["name"] for c in inspector.get_columns("rollouts")}
+                version_columns = {c["name"] for c in inspector.get_columns("model_versions")}
                 made = (
                     HEAD
+                    if "labeling_tasks" in tables and "artifact_uri" in version_columns
+                    else "0003"
                     if "labeling_tasks" in tables
                     else "0002"
                     if "revision" in columns and "drift_episodes" in tables

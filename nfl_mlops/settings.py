@@ -82,6 +82,22 @@ class Settings(BaseSettings):
         "(symbolic links refused); default MLOPS_HOME.",
     )
 
+    # Model store
+    artifact_uri: str | None = Field(
+        None,
+        validation_alias=_env("MLOPS_ARTIFACT_URI"),
+        description="Where registered versions are stored for every process to load: unset = the local "
+        "MODELS_DIR (one host); `s3://bucket/prefix` (any S3-compatible store through s3fs: credentials from "
+        "the standard AWS variables or boto config, endpoint MLOPS_S3_ENDPOINT_URL) or `hf://org/repo` (the "
+        "Hugging Face Hub, one immutable tag `v{N}` per version, HUGGINGFACE_TOKEN). Every process resolves a "
+        "version into MLOPS_HOME/cache/artifacts, verified by sha256 (`registry.artifacts`).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        validation_alias=_env("MLOPS_S3_ENDPOINT_URL"),
+        description="Endpoint of an S3-compatible store that is not AWS (MinIO, Ceph, R2, ...); default AWS.",
+    )
+
     # Model
     model_name: str = Field("nfl-sentiment", validation_alias=_env("MLOPS_MODEL_NAME"))
     base_model: str = Field(
@@ -229,6 +245,28 @@ class Settings(BaseSettings):
         validation_alias=_env("MLOPS_PREFECT_PORT"),
         description="Port of the local Prefect server (`up`, `demo`; another free one when taken).",
     )
+    prefect_database_url: SecretStr | None = Field(
+        None,
+        validation_alias=_env("MLOPS_PREFECT_DATABASE_URL"),
+        description="PostgreSQL URL for the Prefect server that `up` starts (its own database, created when "
+        "missing; postgresql:// or postgresql+asyncpg://); default Prefect's SQLite file under MLOPS_HOME. "
+        "A secret, like the DB URL.",
+    )
+
+    @field_validator("artifact_uri", mode="before")
+    @classmethod
+    def _artifact_uri(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().rstrip("/") or None
+        ok = isinstance(value, str) and (
+            (value.startswith("s3://") and len(value) > len("s3://"))
+            or (value.startswith("hf://") and len([p for p in value[5:].split("/") if p]) == 2)
+        )
+        if value is not None and not ok:
+            raise ValueError(
+                f"MLOPS_ARTIFACT_URI must be s3://bucket[/prefix] or hf://org/repo, not {value!r}"
+            )
+        return value
 
     @field_validator("open_endpoints", mode="before")
     @classmethod
@@ -262,11 +300,17 @@ class Settings(BaseSettings):
             "hub_mirror": bool(self.huggingface_token),
             "feature_store": "hopsworks" if self.hopsworks_api_key else "local",
             "cache": "redis" if self.redis_url else "in-process",
+            "artifacts": self.artifact_uri.split("://", 1)[0] if self.artifact_uri else "local",
         }
 
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.mlops_home / "models"
+
+    @property
+    def artifact_cache_path(self) -> Path:
+        """Versions resolved from MLOPS_ARTIFACT_URI, one folder per manifest hash (`registry.artifacts`)."""
+        return self.mlops_home / "cache" / "artifacts"
 
     @property
     def deployments_path(self) -> Path:

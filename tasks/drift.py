@@ -103,12 +103,13 @@ def close_stale_episodes(model_name: str, serving: list[int]) -> list[dict[str, 
 @task(name="load-reference", cache_policy=NO_CACHE)
 def load_version_reference(model_name: str, version: int) -> tuple[ReferenceProfile, dict[str, Any] | None]:
     """The version's reference profile and its test metrics (registry metrics["test"])."""
+    from nfl_mlops.registry.artifacts import resolve_version
     from nfl_mlops.registry.store import Registry
 
     settings = get_settings()
     info = Registry.from_settings(settings).get(model_name, version)
     refreshed = latest_rebaseline(settings.mlops_home, model_name, version)
-    reference = load_reference(refreshed or Path(info.path))
+    reference = load_reference(refreshed or resolve_version(info, settings))
     get_run_logger().info(
         "reference of %s v%d: %d test rows, %d descriptor rows, %s embeddings (%s)",
         model_name,
@@ -339,6 +340,7 @@ def accept_new_normal(
     from nfl_mlops.modeling.predictor import load_as_served
     from nfl_mlops.monitoring import episodes as ep
     from nfl_mlops.monitoring.reference import MIN_RECENT_REFERENCE
+    from nfl_mlops.registry.artifacts import resolve_version
     from nfl_mlops.registry.store import Registry
 
     settings = get_settings()
@@ -375,7 +377,7 @@ def accept_new_normal(
     current, monitored_against = load_version_reference.fn(model_name, champion.version)
     # on the runtime that serves it: the refreshed reference calibrates the label-free estimate on the
     # confidences the replicas log
-    proba = load_as_served(champion.path).predict_proba(window["text"].tolist())
+    proba = load_as_served(resolve_version(champion, settings)).predict_proba(window["text"].tolist())
     recent = evaluate(window["label"].tolist(), proba).as_dict()
     if not holds_on(recent, monitored_against, max_drop):
         return unresolved(

@@ -29,6 +29,7 @@ def queue_for_labelling(
     from nfl_mlops.monitoring import labeling as lb
     from nfl_mlops.monitoring.embeddings import get_encoder
     from nfl_mlops.naming import artifact_key
+    from nfl_mlops.registry.artifacts import resolve_version
     from nfl_mlops.registry.store import Registry
     from nfl_mlops.security import redact
 
@@ -46,7 +47,7 @@ def queue_for_labelling(
             result = lb.QueueResult(episode_id, budget, have, 0, len(candidates), 0)
         else:
             info = Registry.from_settings(settings).get(model_name, version)
-            model = load_as_served(info.path)
+            model = load_as_served(resolve_version(info, settings))
             encoder = get_encoder(settings.base_model)
             result = lb.top_up_queue(
                 model_name,

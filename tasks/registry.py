@@ -25,6 +25,7 @@ def score_for_gate(candidate: Candidate, metric: Metric) -> tuple[VersionInfo | 
     The candidate's own metrics are not read: the gate decides on what is measured here.
     """
     from nfl_mlops.modeling.predictor import SentimentModel
+    from nfl_mlops.registry.artifacts import resolve_version
 
     registry = Registry.from_settings()
     champion = registry.get_alias(candidate.model_name, "champion")
@@ -33,14 +34,16 @@ def score_for_gate(candidate: Candidate, metric: Metric) -> tuple[VersionInfo | 
 
     def load_reference():
         try:
-            return SentimentModel.load(registry.get(candidate.model_name, golden.reference_version).path)
+            return SentimentModel.load(
+                resolve_version(registry.get(candidate.model_name, golden.reference_version))
+            )
         except Exception as exc:  # noqa: BLE001 - a missing reference folder falls back to the recorded score
             get_run_logger().warning("golden reference v%d not loadable (%s)", golden.reference_version, exc)
             return None
 
     evidence = gather_evidence(
         SentimentModel.load(candidate.model_dir),
-        SentimentModel.load(champion.path) if champion is not None else None,
+        SentimentModel.load(resolve_version(champion)) if champion is not None else None,
         data,
         golden,
         metric,
@@ -120,7 +123,14 @@ def register_version(
         f"{candidate.lineage.get('base_model', 'a base encoder')}.",
         write_card=write_model_card,
     )
-    get_run_logger().info("registered %s v%d (%s) at %s", info.model_name, info.version, status, info.path)
+    get_run_logger().info(
+        "registered %s v%d (%s) at %s (%d files)",
+        info.model_name,
+        info.version,
+        status,
+        info.artifact_uri,
+        len(info.files),
+    )
     return info
 
 

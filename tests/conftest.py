@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -91,11 +93,74 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A real temporary Prefect server (API + events + automations) for flow and e2e tests."""
+    """A real temporary Prefect server (API + events + automations) for flow and e2e tests: on a temporary
+    SQLite file, or on the PostgreSQL database MLOPS_TEST_PREFECT_DATABASE_URL names (tests/e2e/
+    test_prefect_postgres.py runs the automation test that way)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+    url = os.environ.get("MLOPS_TEST_PREFECT_DATABASE_URL")
+    if url:
+        with prefect_harness_on(url, startup_timeout=180):
+            yield
+    else:
+        with prefect_test_harness(server_startup_timeout=180):
+            yield
+
+
+@contextmanager
+def prefect_harness_on(database_url: str, startup_timeout: int) -> Iterator[str]:
+    """`prefect_test_harness` on a database of our choosing (Prefect's own harness always uses SQLite): a
+    Prefect server subprocess on `database_url` (SQLAlchemy form, e.g. postgresql+asyncpg://...), this
+    process' settings pointed at it until exit. Yields the API URL."""
+    import socket
+
+    import prefect.context
+    import prefect.settings
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.server.database.dependencies import temporary_database_interface
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with ExitStack() as stack:
+        stack.enter_context(temporary_database_interface())
+        stack.enter_context(
+            prefect.settings.temporary_settings(
+                updates={prefect.settings.PREFECT_SERVER_DATABASE_CONNECTION_URL: database_url}
+            )
+        )
+        server = SubprocessASGIServer(port=port)
+        prior = SubprocessASGIServer._instances.get(None)
+        SubprocessASGIServer._instances[None] = server  # flows that look for "the" server find this one
+        server.start(timeout=startup_timeout)
+        stack.enter_context(
+            prefect.settings.temporary_settings(updates={prefect.settings.PREFECT_API_URL: server.api_url})
+        )
+        stack.enter_context(
+            prefect.context._temporary_global_settings_context(prefect.context.get_settings_context())
+        )
+        try:
+            yield server.api_url
+        finally:
+
+            async def drain() -> None:  # logs and events out before the server stops
+                with suppress(RuntimeError):  # the log worker may never have started
+                    logs = APILogWorker.instance().drain()
+                    if inspect.isawaitable(logs):
+                        await logs
+                events = EventsWorker.drain_all()
+                if inspect.isawaitable(events):
+                    await events
+
+            run_coro_as_sync(drain())
+            server.stop()
+            if prior is not None:
+                SubprocessASGIServer._instances[None] = prior
+            else:
+                SubprocessASGIServer._instances.pop(None, None)
 
 
 def _postgres_server_url() -> str | None:

@@ -8,6 +8,11 @@ what is queued.
 A version mirrored this way loads by revision:
 `AutoModelForSequenceClassification.from_pretrained(repo, revision="v3")`.
 The repo mirrors MLOPS_MODEL_NAME; another model name goes to `<HUGGINGFACE_REPO>-<model name>`.
+
+The Hub can also be the model store itself (`MLOPS_ARTIFACT_URI=hf://org/repo`, `registry.artifacts`):
+then registration commits and tags the version before its row is committed (`commit_version`,
+`tag_version`), and every process downloads it by tag (`download_file`), verified by sha256. Both paths
+share the functions below, so a mirror of the same repo finds the tag already there and does nothing.
 """
 
 from __future__ import annotations
@@ -296,69 +301,109 @@ class HubMirror:
         return out
 
     def _send(self, repo: str, folder: Path, tag: str, model_name: str, version: int) -> str:
-        if not (folder / "config.json").exists():
-            raise FileNotFoundError(f"{folder} is not a model folder (was the version deleted?)")
-        api = self.api
-        api.create_repo(
-            repo_id=repo, repo_type="model", private=self.settings.huggingface_private, exist_ok=True
+        sha, tagged = commit_version(
+            self.api, repo, folder, tag, model_name, version, private=self.settings.huggingface_private
         )
-        # A tag is immutable once created (model cards tell users to pin revision="vN"): an existing tag
-        # is either this very push done before (same files: nothing to do) or another model (refused).
-        refs = api.list_repo_refs(repo_id=repo, repo_type="model")
-        existing = next((t for t in refs.tags if t.name == tag), None)
-        if existing is not None:
-            if self._same_files(repo, tag, folder):
-                return existing.target_commit
-            raise HubTagCollision(
-                f"tag {tag} of {repo} already names other files (commit {existing.target_commit[:12]}); Hub "
-                "versions are immutable, so it is not moved. This registry's numbering collides with an earlier "
-                "one: mirror it to another repo (HUGGINGFACE_REPO), or delete that tag on the Hub deliberately"
-            )
-        commit = api.upload_folder(
-            repo_id=repo,
-            repo_type="model",
-            folder_path=str(folder),
-            commit_message=f"{model_name} {tag}",
-            commit_description=f"Registry version {version} of {model_name}, mirrored by nfl-mlops.",
-            ignore_patterns=list(IGNORE_PATTERNS),
-            delete_patterns="*",  # the revision holds exactly this version's files
-        )
-        sha = commit.oid
-        api.create_tag(
-            repo_id=repo,
-            tag=tag,
-            revision=sha,
-            tag_message=f"{model_name} {tag}",
-            repo_type="model",
-            exist_ok=False,
-        )  # another writer tagging it meanwhile is an error, never a move
+        if not tagged:
+            tag_version(self.api, repo, tag, sha, model_name)
         return sha
 
-    def _same_files(self, repo: str, revision: str, folder: Path) -> bool:
-        """Whether `revision` holds exactly the files this push would upload, byte for byte."""
-        from huggingface_hub.utils import filter_repo_objects
 
-        remote = {
-            f.path: f
-            for f in self.api.list_repo_tree(
-                repo_id=repo, revision=revision, recursive=True, repo_type="model"
-            )
-            if hasattr(f, "blob_id")
-        }
-        local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
-        kept = set(filter_repo_objects(list(local), ignore_patterns=list(IGNORE_PATTERNS)))
-        if kept != set(remote):
-            return False
-        for rel in kept:
-            data, f = local[rel].read_bytes(), remote[rel]
-            if f.lfs is not None:
-                import hashlib
+# One version's revision on the Hub: the mirror above and the Hub artifact store (`registry.artifacts`) ------
 
-                if hashlib.sha256(data).hexdigest() != f.lfs.sha256:
-                    return False
-            elif git_blob_sha1(data) != f.blob_id:
+
+def commit_version(
+    api: Any, repo: str, folder: Path, tag: str, model_name: str, version: int, private: bool = True
+) -> tuple[str, bool]:
+    """Commit `folder` as the whole content of `repo`'s main branch, unless tag `tag` already names exactly
+    these files (a push whose answer was lost). Returns (commit sha, whether `tag` already points at it).
+
+    Raises:
+        HubTagCollision: `tag` exists and names other files (tags are immutable, never moved).
+        FileNotFoundError: `folder` is not a model folder.
+    """
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder} is not a model folder (was the version deleted?)")
+    api.create_repo(repo_id=repo, repo_type="model", private=private, exist_ok=True)
+    # A tag is immutable once created (model cards tell users to pin revision="vN"): an existing tag
+    # is either this very push done before (same files: nothing to do) or another model (refused).
+    refs = api.list_repo_refs(repo_id=repo, repo_type="model")
+    existing = next((t for t in refs.tags if t.name == tag), None)
+    if existing is not None:
+        if same_files(api, repo, tag, folder):
+            return existing.target_commit, True
+        raise HubTagCollision(
+            f"tag {tag} of {repo} already names other files (commit {existing.target_commit[:12]}); Hub "
+            "versions are immutable, so it is not moved. This registry's numbering collides with an earlier "
+            "one: mirror it to another repo (HUGGINGFACE_REPO), or delete that tag on the Hub deliberately"
+        )
+    commit = api.upload_folder(
+        repo_id=repo,
+        repo_type="model",
+        folder_path=str(folder),
+        commit_message=f"{model_name} {tag}",
+        commit_description=f"Registry version {version} of {model_name}, mirrored by nfl-mlops.",
+        ignore_patterns=list(IGNORE_PATTERNS),
+        delete_patterns="*",  # the revision holds exactly this version's files
+    )
+    return commit.oid, False
+
+
+def tag_version(api: Any, repo: str, tag: str, sha: str, model_name: str) -> None:
+    """Create the immutable tag `tag` on commit `sha`; another writer tagging it meanwhile is an error,
+    never a move."""
+    api.create_tag(
+        repo_id=repo,
+        tag=tag,
+        revision=sha,
+        tag_message=f"{model_name} {tag}",
+        repo_type="model",
+        exist_ok=False,
+    )
+
+
+def same_files(api: Any, repo: str, revision: str, folder: Path) -> bool:
+    """Whether `revision` holds exactly the files a push of `folder` would upload, byte for byte."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    remote = {
+        f.path: f
+        for f in api.list_repo_tree(repo_id=repo, revision=revision, recursive=True, repo_type="model")
+        if hasattr(f, "blob_id")
+    }
+    local = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
+    kept = set(filter_repo_objects(list(local), ignore_patterns=list(IGNORE_PATTERNS)))
+    if kept != set(remote):
+        return False
+    for rel in kept:
+        data, f = local[rel].read_bytes(), remote[rel]
+        if f.lfs is not None:
+            import hashlib
+
+            if hashlib.sha256(data).hexdigest() != f.lfs.sha256:
                 return False
-        return True
+        elif git_blob_sha1(data) != f.blob_id:
+            return False
+    return True
+
+
+def download_file(api: Any, repo: str, revision: str, filename: str, dest: Path) -> None:
+    """Download one file of `repo` at `revision` to `dest` (through a throwaway Hub cache beside it, so
+    nothing of it outlives the call; the caller verifies the bytes)."""
+    import os
+    import shutil
+    import tempfile
+
+    dest = Path(dest)
+    scratch = Path(tempfile.mkdtemp(prefix=".hf-", dir=dest.parent))
+    try:
+        got = api.hf_hub_download(
+            repo_id=repo, filename=filename, revision=revision, repo_type="model", cache_dir=str(scratch)
+        )
+        os.replace(os.path.realpath(got), dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def push_status(model_name: str, version: int, db_url: str | None = None) -> HubPush | None:

@@ -1,7 +1,9 @@
-"""The local model registry: versions as Hugging Face folders plus rows in the state DB.
+"""The model registry: versions as Hugging Face folders plus rows in the state DB.
 
 A version becomes visible only when its folder is complete and its row is committed; a failure
-anywhere in between leaves neither (registration is atomic).
+anywhere in between leaves neither (registration is atomic). The row keeps the sha256 of every file and
+the version's artifact URI (the local folder, or its copy in the store MLOPS_ARTIFACT_URI names, written
+before the row); processes load a version through `registry.artifacts.resolve_version`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nfl_mlops.db import Alias, ModelVersion, session_scope
+from nfl_mlops.db import Alias, ModelVersion, session_scope, utcnow
+from nfl_mlops.registry.artifacts import REQUIRED_FILES, ArtifactStore, hash_folder, store_for
 from nfl_mlops.versions import allocate, highest
 
 log = logging.getLogger(__name__)
-
-REQUIRED_FILES = ("config.json", "model.safetensors")
 
 
 class RegistryError(Exception):
@@ -90,6 +91,8 @@ class VersionInfo:
     reason: str | None = None
     model_type: str = "sentiment_analysis"
     aliases: list[str] = field(default_factory=list)
+    artifact_uri: str | None = None  # where every process loads it from (None: registered before 0004)
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
 
     @property
     def model_id(self) -> str:
@@ -110,22 +113,33 @@ def _info(row: ModelVersion, aliases: list[str]) -> VersionInfo:
         reason=row.reason,
         model_type=row.model_type,
         aliases=sorted(aliases),
+        artifact_uri=row.artifact_uri,
+        files=dict(row.files or {}),
     )
 
 
 class Registry:
     """Register, look up and alias model versions."""
 
-    def __init__(self, models_dir: Path, db_url: str | None = None) -> None:
+    def __init__(
+        self, models_dir: Path, db_url: str | None = None, store: ArtifactStore | None = None
+    ) -> None:
+        """
+        Args:
+            store: where registered versions are copied for other hosts (`registry.artifacts`); None keeps
+                them in `models_dir` only.
+        """
         self.models_dir = Path(models_dir)
         self.db_url = db_url
+        self.store = store
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> Registry:
         from nfl_mlops.settings import get_settings
 
         settings = settings or get_settings()
-        return cls(settings.models_path, settings.db_url)
+        store = store_for(settings.artifact_uri, settings) if settings.artifact_uri else None
+        return cls(settings.models_path, settings.db_url, store)
 
     # Writing
     def register(
@@ -203,7 +217,12 @@ class Registry:
         model_type: str,
         write_card: Callable[[Path, VersionInfo], None] | None,
     ) -> VersionInfo:
-        """Add version `version` in session `s` and move the staged folder into place."""
+        """Add version `version` in session `s` and move the staged folder into place.
+
+        Order: the card, the manifest, the store's copy (objects first, under a content-addressed key or a
+        commit not yet tagged), then the row (its unique constraint secures the number), the store's publish
+        step (the Hub's tag) and the folder's move; the commit comes last. A failure anywhere leaves no row.
+        """
         final = self.models_dir / model_name / f"v{version}"
         if final.exists():
             # Not made by this transaction (an earlier registry with another state DB, a copy by hand): a
@@ -228,12 +247,22 @@ class Registry:
             description=description,
             reason=reason,
             model_type=model_type,
+            created_at=utcnow(),
         )
-        s.add(row)
-        s.flush()  # the unique constraint fires here, before any file moves
-        info = _info(row, [])
         if write_card is not None:
-            write_card(staging, info)
+            write_card(staging, _info(row, []))
+        row.files = hash_folder(staging)
+        if self.store is None:
+            row.artifact_uri = final.resolve().as_uri()
+            publish = None
+        else:
+            staged = self.store.stage(staging, row.files, model_name, version)
+            row.artifact_uri, publish = staged.uri, staged.publish
+        s.add(row)
+        s.flush()  # the unique constraint fires here, before the version is published or its folder moves
+        if publish is not None:
+            publish()
+        info = _info(row, [])
         staging.rename(final)
         try:
             s.flush()

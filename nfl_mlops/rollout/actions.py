@@ -34,8 +34,9 @@ class NotServable(rollouts.RolloutError):
 def load_model(info: VersionInfo) -> Any:
     """Load and warm a registered version in this process."""
     from nfl_mlops.modeling.predictor import SentimentModel
+    from nfl_mlops.registry.artifacts import resolve_version
 
-    model = SentimentModel.load(info.path, name=f"{info.model_name}-v{info.version}")
+    model = SentimentModel.load(resolve_version(info), name=f"{info.model_name}-v{info.version}")
     model.warmup()
     return model
 

@@ -313,11 +313,13 @@ class PredictionService:
             model = self._models.get(version)
             if model is None:
                 from nfl_mlops.modeling.predictor import load_as_served
+                from nfl_mlops.registry.artifacts import resolve_version
 
                 info = self.registry.get(self.model_name, version)
                 started = time.perf_counter()
+                folder = resolve_version(info, self.settings)  # verified; fetched into the cache when remote
                 model = load_as_served(
-                    info.path, name=f"{self.model_name}-v{version}", setting=self.settings.inference_backend
+                    folder, name=f"{self.model_name}-v{version}", setting=self.settings.inference_backend
                 )
                 backend = model.backend
                 model.warmup()

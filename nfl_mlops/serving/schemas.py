@@ -213,6 +213,11 @@ class ModelVersionOut(BaseModel):
     status: str = Field(..., description="ready (servable), rejected (kept for the record) or archived.")
     aliases: list[str] = Field(..., description="Aliases on this version (champion, challenger).")
     path: str = Field(..., description="Folder of the version in the registry.")
+    artifact_uri: str | None = Field(
+        None,
+        description="Where the version's files are kept (file://, s3://, hf://; MLOPS_ARTIFACT_URI); every "
+        "consumer loads them through a local cache verified against their sha256.",
+    )
     model_type: str = Field("sentiment_analysis", description="Kind of model.")
     metrics: dict[str, Any] = Field(..., description="Evaluation metrics.")
     params: dict[str, Any] = Field(..., description="Training parameters.")

@@ -311,6 +311,10 @@ def test_replicas_without_a_shared_filesystem_serve_versions_from_the_store(
             assert _predict(r, f"after the switch on {r.name}")["model_version"] == 2
         for home in homes:
             assert _cached(home) == {digests[0], digests[1]}
+        with make_client(started[0].base_url) as c:  # the registry as a replica without the folders shows it
+            shown = {v["version"]: v for v in c.get(f"/mlops/models/{name}").json()}
+        assert shown[2]["artifact_uri"] == versions[1].artifact_uri, shown[2]
+        assert shown[2]["runtimes"]["torch"]["admitted"], shown[2]
 
         # v3's weights were replaced in the store after registration: refused by both, v2 keeps serving
         store.corrupt(versions[2])

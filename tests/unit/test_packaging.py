@@ -50,6 +50,9 @@ THIRD_PARTY_ENV = {
     "VIRTUAL_ENV",
     "PIP_NO_CACHE_DIR",
     "PIP_DISABLE_PIP_VERSION_CHECK",
+    "AWS_ACCESS_KEY_ID",  # s3fs/botocore: the model store's credentials (MLOPS_ARTIFACT_URI=s3://...)
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
 }
 POSTGRES_IMAGE_ENV = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
 
@@ -511,6 +514,19 @@ def test_compose() -> None:
     assert _environment(services["api-1"])["MLOPS_DATABASE_URL"].rsplit("/", 1)[1] != "prefect"
     assert server["image"].startswith(f"prefecthq/prefect:{prefect_version()}-")
     assert "CREATE DATABASE prefect" in (ROOT / "deploy" / "compose" / "postgres-init.sql").read_text()
+    # models come from the S3-compatible store, whose bucket exists before any app container starts
+    from nfl_mlops.settings import Settings
+
+    for name in [*apis, "worker", "deploy"]:
+        env = _environment(services[name])
+        cfg = Settings(
+            artifact_uri=env["MLOPS_ARTIFACT_URI"], s3_endpoint_url=env["MLOPS_S3_ENDPOINT_URL"]
+        )  # validates the URI as the app would
+        assert cfg.artifact_uri and cfg.artifact_uri.startswith("s3://nfl-mlops-models"), name
+        assert env["MLOPS_S3_ENDPOINT_URL"] == "http://minio:9000", name
+        if name != "deploy":  # it registers no model
+            assert services[name]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    assert "store/nfl-mlops-models" in " ".join(services["minio-init"]["entrypoint"])
     # the worker serves the pool that prefect.yaml deploys to, after `deploy` created it
     from deployments.stack import declared_work_pool
 

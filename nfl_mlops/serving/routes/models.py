@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -17,10 +18,14 @@ router = APIRouter(tags=["models"], dependencies=[Depends(require_read_key)])
 
 
 def version_out(v: VersionInfo) -> sc.ModelVersionOut:
-    from nfl_mlops.modeling.runtimes import read_record
+    from nfl_mlops.modeling.runtimes import RECORD_FILE, read_record
 
+    # the registry row holds the record too: a replica on another host may not have the version's folder
+    local = Path(v.path) / RECORD_FILE
+    runtimes = read_record(v.path) if local.exists() else (v.metrics.get("runtimes") or read_record(v.path))
     return sc.ModelVersionOut(
-        runtimes=read_record(v.path),
+        runtimes=runtimes,
+        artifact_uri=v.artifact_uri,
         model_id=v.model_name,
         version=v.version,
         status=v.status,

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run as this_run
 
 from nfl_mlops.lineage import current_flow_run_id
 from nfl_mlops.modeling.candidate import Candidate, RegistrationResult
 from nfl_mlops.naming import run_name
-from nfl_mlops.registry.behaviour import BehaviourParams, BehaviourResult, check_model_folder
 from nfl_mlops.registry.gate import GateParams, independent_gate, reported_scores
 from nfl_mlops.reports import registration_markdown
 from tasks.alerts import publish_markdown, publish_model_status
 from tasks.registry import (
+    behavioural_tests,
     export_runtimes,
     fix_golden_set,
     mirror_to_hub,
@@ -21,16 +20,6 @@ from tasks.registry import (
     score_for_gate,
     set_alias,
 )
-
-
-@task(name="behavioural-tests", cache_policy=NO_CACHE)
-def behavioural_tests(candidate: Candidate, params: BehaviourParams) -> BehaviourResult:
-    """The behavioural tests on the candidate's folder, loaded as the gate scores it (a checkpoint: a model load)."""
-    result = check_model_folder(candidate.model_dir, params)
-    get_run_logger().info(
-        "behavioural tests of %s: %s", candidate.model_name, {t.name: t.pass_rate for t in result.tests}
-    )
-    return result
 
 
 @flow(

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from nfl_mlops.data.datasets import TrainingData
 from nfl_mlops.modeling.candidate import Candidate
+from nfl_mlops.registry.behaviour import BehaviourParams, BehaviourResult, check_model_folder
 from nfl_mlops.registry.card import write_model_card
 from nfl_mlops.registry.evaluation import GateEvidence, gather_evidence, load_golden, save_golden
 from nfl_mlops.registry.gate import Metric
@@ -57,6 +58,16 @@ def score_for_gate(candidate: Candidate, metric: Metric) -> tuple[VersionInfo | 
         {k: round(v[metric], 4) for k, v in evidence.champion_metrics.items()},
     )
     return champion, evidence
+
+
+@task(name="behavioural-tests", cache_policy=NO_CACHE)
+def behavioural_tests(candidate: Candidate, params: BehaviourParams) -> BehaviourResult:
+    """The behavioural tests on the candidate's folder, loaded as the gate scores it (a checkpoint: a model load)."""
+    result = check_model_folder(candidate.model_dir, params)
+    get_run_logger().info(
+        "behavioural tests of %s: %s", candidate.model_name, {t.name: t.pass_rate for t in result.tests}
+    )
+    return result
 
 
 @task(name="fix-golden-set", cache_policy=NO_CACHE)

@@ -334,7 +334,9 @@ class PredictionService:
                 self.metrics.backend.labels(str(version), backend).set(1)
         return model
 
-    def _batcher(self, version: int) -> DynamicBatcher:
+    def batcher_for(self, version: int) -> DynamicBatcher:
+        """The loaded version's batcher (loaded on first use): every forward pass of that version goes through it,
+        on its runtime, bounded by the shared queue limits (predictions, shadow copies, explanations)."""
         batcher = self._batchers.get(version)
         if batcher is None:
             model = self.ensure_loaded(version)
@@ -393,7 +395,7 @@ class PredictionService:
         self.metrics.cache_hits.inc(len(texts) - len(missing))
         self.metrics.cache_misses.inc(len(missing))
         if missing:
-            fresh = await self._batcher(version).submit([texts[i] for i in missing])
+            fresh = await self.batcher_for(version).submit([texts[i] for i in missing])
             fresh_dicts = [_as_dict(p) for p in fresh]
             await self._off_loop(
                 self.cache.put_many,

@@ -94,7 +94,7 @@ def test_concurrent_requests_share_forward_passes(server: ServerHandle) -> None:
 
 def test_inference_runs_off_the_event_loop(server: ServerHandle) -> None:
     service = server.service
-    batcher = service._batcher(1)  # the forward pass v1's requests go through (the model's predict, bound)
+    batcher = service.batcher_for(1)  # the forward pass v1's requests go through (the model's predict, bound)
     entered, release = threading.Event(), threading.Event()
     real_infer = batcher.infer
 
@@ -126,7 +126,7 @@ def test_overload_is_a_fast_503_with_retry_after(server: ServerHandle) -> None:
     """With the model busy and the queue full, a request is refused at once (503, Retry-After, a message
     that says why), never queued without bound; the queued ones are answered once the model is free."""
     service = server.service
-    batcher = service._batcher(1)
+    batcher = service.batcher_for(1)
     entered, release = threading.Event(), threading.Event()
     real_infer, real_max = batcher.infer, batcher.max_queued
 

@@ -79,7 +79,7 @@ async def explain(
     started = time.perf_counter()
     try:
         # the version's batcher: its runtime's forward pass, chunked at max_batch_size, off the event loop
-        answers = await svc._batcher(version).submit(texts)
+        answers = await svc.batcher_for(version).submit(texts)
     except Overloaded as exc:
         svc.metrics.shed.labels(exc.reason).inc(len(texts))
         raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from exc

@@ -11,6 +11,8 @@ labelled:
 - **selected**: `nfl_mlops.monitoring.labeling.select_diverse_uncertain`, what monitoring queues: v1's
   margin over the pool, k-center on the base encoder's embeddings among the `POOL_FACTOR x budget` most
   uncertain, near-duplicates skipped;
+- **covered**: the same with `coverage_share` (`--coverage-share`, 0.5): that share of the budget by
+  k-center over every pool tweet, after the uncertain picks (coverage when v1's margins carry little);
 - **random**: a seeded uniform sample of the same size;
 - **all**: every tweet of the pool labelled (the demo on `main`).
 
@@ -85,6 +87,8 @@ def main() -> int:
     parser.add_argument("--budgets", type=int, nargs="+", default=[50, 100, 200, 400])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--methods", nargs="+", default=["selected", "covered", "random"])
+    parser.add_argument("--coverage-share", type=float, default=0.5)
     parser.add_argument("--out", type=Path, default=RESULTS / "labeling.json")
     args = parser.parse_args()
 
@@ -137,13 +141,16 @@ def main() -> int:
 
     for seed in range(args.seeds):
         for budget in sorted(args.budgets):
-            for method in ("selected", "random"):
+            for method in args.methods:
                 key = f"{method}/{budget}/{seed}"
                 if key in done:
                     continue
-                if method == "selected":
+                if method in ("selected", "covered"):
                     t0 = time.perf_counter()
-                    picked = select_diverse_uncertain(pool_x, pool_proba, embeddings, budget).picked
+                    share = args.coverage_share if method == "covered" else 0.0
+                    picked = select_diverse_uncertain(
+                        pool_x, pool_proba, embeddings, budget, coverage_share=share
+                    ).picked
                     pick_s = time.perf_counter() - t0
                 else:
                     picked = np.random.default_rng(seed).choice(len(pool_x), budget, replace=False).tolist()
@@ -158,7 +165,7 @@ def main() -> int:
                     "class_mix": mix,
                     "seconds": round(seconds, 1),
                 }
-                if method == "selected":
+                if method != "random":
                     done[key]["selection_seconds"] = round(pick_s, 3)
                 print(key, f"macro-F1 {f1:.3f}", mix, f"{seconds:.0f} s", flush=True)
                 save()

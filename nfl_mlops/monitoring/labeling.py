@@ -40,6 +40,10 @@ POOL_FACTOR = 4.0
 DUPLICATE_SIMILARITY = 0.95
 """Cosine similarity (base encoder) at and above which two tweets count as near-duplicates."""
 
+COVERAGE_SHARE = 0.0
+"""Share of the budget chosen for coverage of all candidates rather than among the uncertain pool (0: all
+from the pool; `bench/labeling.py` measures the alternatives)."""
+
 LABEL_STUDIO_FROM_NAME = "sentiment"
 LABEL_STUDIO_TO_NAME = "text"
 LABEL_STUDIO_CONFIG = f"""<View>
@@ -123,6 +127,7 @@ def select_diverse_uncertain(
     pool_factor: float = POOL_FACTOR,
     duplicate_similarity: float = DUPLICATE_SIMILARITY,
     already: np.ndarray | None = None,
+    coverage_share: float = COVERAGE_SHARE,
 ) -> Selection:
     """Up to `budget` candidates: the most uncertain pool, then greedy k-center on the embeddings.
 
@@ -130,7 +135,12 @@ def select_diverse_uncertain(
         texts, proba, embeddings: the candidates (rows aligned).
         already: embeddings of predictions already queued for this episode: new picks keep their distance
             from them too, and never duplicate them.
+        coverage_share: this share of the budget is picked by k-center over every candidate, not only the
+            uncertain pool (after the uncertain picks, farthest from them): coverage of the new traffic for
+            when the serving version's margins carry little (a model that has never seen the domain).
     """
+    if not 0.0 <= coverage_share <= 1.0:
+        raise ValueError(f"coverage_share must be within [0, 1], not {coverage_share}")
     n = len(texts)
     if len(proba) != n or len(embeddings) != n:
         raise ValueError(
@@ -150,29 +160,37 @@ def select_diverse_uncertain(
             seen.add(key)
             unique.append(i)
     exact_dupes = n - len(unique)
-    pool = np.array(unique[: max(budget, int(np.ceil(pool_factor * budget)))])
-    pe = emb[pool]
-    # distance of each pool member to the nearest pick (or already-queued item); start: +inf
-    nearest = np.full(len(pool), np.inf)
+    pool_size = max(budget, int(np.ceil(pool_factor * budget)))
+    candidates = np.array(unique)  # most uncertain first: the pool is a prefix
+    ce = emb[candidates]
+    # distance of each candidate to the nearest pick (or already-queued item); start: +inf
+    nearest = np.full(len(candidates), np.inf)
     if already is not None and len(already):
-        nearest = 1.0 - (pe @ _unit(already).T).max(axis=1)
-    available = np.ones(len(pool), dtype=bool)
-    available &= nearest > 1.0 - duplicate_similarity
-    near_dupes = int((~available).sum())
+        nearest = 1.0 - (ce @ _unit(already).T).max(axis=1)
+    available = nearest > 1.0 - duplicate_similarity
+    near_dupes = int((~available[:pool_size]).sum())
+    in_pool = np.zeros(len(candidates), dtype=bool)
+    in_pool[:pool_size] = True
+    uncertain_picks = budget - int(round(coverage_share * budget))
     picked: list[int] = []
-    while len(picked) < budget and available.any():
-        if np.isinf(nearest[available]).all():
-            j = int(np.flatnonzero(available)[0])  # nothing picked yet: the most uncertain one
+    while len(picked) < budget:
+        scope = available & in_pool if len(picked) < uncertain_picks else available
+        if not scope.any():
+            if len(picked) < uncertain_picks and available.any():
+                uncertain_picks = len(picked)  # the uncertain pool is spent: cover the rest
+                continue
+            break
+        if np.isinf(nearest[scope]).all():
+            j = int(np.flatnonzero(scope)[0])  # nothing picked yet: the most uncertain one
         else:
-            j = int(np.flatnonzero(available)[np.argmax(nearest[available])])
-        picked.append(int(pool[j]))
+            j = int(np.flatnonzero(scope)[np.argmax(nearest[scope])])
+        picked.append(int(candidates[j]))
         available[j] = False
-        dist = 1.0 - pe @ pe[j]
-        nearest = np.minimum(nearest, dist)
+        nearest = np.minimum(nearest, 1.0 - ce @ ce[j])
         newly = available & (nearest <= 1.0 - duplicate_similarity)
-        near_dupes += int(newly.sum())
+        near_dupes += int((newly & in_pool).sum())
         available &= ~newly
-    return Selection(picked, margin, len(pool), exact_dupes + near_dupes)
+    return Selection(picked, margin, min(pool_size, len(candidates)), exact_dupes + near_dupes)
 
 
 def queued_count(episode_id: str | None, model_name: str, db_url: str | None = None) -> int:

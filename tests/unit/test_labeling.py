@@ -48,6 +48,29 @@ def test_selection_prefers_uncertain_tweets_and_spreads_over_clusters() -> None:
     assert sel.pool_size == 24
 
 
+def test_a_coverage_share_of_the_budget_reaches_traffic_the_model_is_sure_about() -> None:
+    """With a coverage share, part of the budget covers every candidate (k-center over all, after the
+    uncertain picks): the certain cluster, which margins alone never reach, gets labels too."""
+    from nfl_mlops.monitoring.labeling import select_diverse_uncertain
+
+    rng = np.random.default_rng(0)
+    centers = np.eye(8)[:3] * 10
+    cluster = np.repeat([0, 1, 2], 20)
+    emb = centers[cluster] + rng.normal(0, 1.0, (60, 8))
+    margin = np.where(cluster == 2, 0.9, 0.05) + rng.uniform(0, 0.02, 60)
+    texts = [f"tweet number {i}" for i in range(60)]
+    only_pool = select_diverse_uncertain(texts, _proba(margin), emb, budget=6, pool_factor=2)
+    covered = select_diverse_uncertain(
+        texts, _proba(margin), emb, budget=6, pool_factor=2, coverage_share=0.5
+    )
+    assert {int(cluster[i]) for i in only_pool.picked} == {0, 1}
+    assert len(covered.picked) == 6 and len(set(covered.picked)) == 6
+    assert {int(cluster[i]) for i in covered.picked[:3]} <= {0, 1}  # the uncertain half comes first
+    assert 2 in {int(cluster[i]) for i in covered.picked[3:]}
+    with pytest.raises(ValueError, match="coverage_share"):
+        select_diverse_uncertain(texts, _proba(margin), emb, budget=6, coverage_share=1.5)
+
+
 def test_near_duplicates_and_repeated_texts_are_never_both_picked() -> None:
     from nfl_mlops.monitoring.labeling import normalise, select_diverse_uncertain
 

@@ -25,10 +25,20 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from deployments.stack import LocalStack
     from nfl_mlops.settings import get_settings
 
-    stack = LocalStack(home=get_settings().mlops_home, prefect_port=args.prefect_port, api_port=args.api_port)
-    stack.start(api=not args.no_api)
+    stack = LocalStack(
+        home=get_settings().mlops_home,
+        prefect_port=args.prefect_port,
+        api_port=args.api_port,
+        prefect_database_url=args.prefect_database_url,
+    )
+    try:
+        stack.start(api=not args.no_api)
+    except (ValueError, RuntimeError, TimeoutError, OSError) as exc:
+        stack.stop()
+        print(f"error: the stack did not start: {exc}", file=sys.stderr)
+        return 1
     print(
-        f"Prefect UI   {stack.prefect_api_url.removesuffix('/api')}\n"
+        f"Prefect UI   {stack.prefect_api_url.removesuffix('/api')} (state: {stack.prefect_database})\n"
         f"API          {stack.api_url}/docs\n"
         f"Logs         {stack.logs}\n"
         f"In another shell: export PREFECT_API_URL={stack.prefect_api_url}\n"
@@ -108,6 +118,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from flows.monitoring import monitoring_flow as flow
     elif args.flow == "retraining":
         from flows.retraining import retraining_flow as flow
+    elif args.flow == "batch-scoring":
+        from flows.batch_scoring import batch_scoring_flow as flow
     else:
         from flows.deployment import deployment_flow as flow
     result = flow(**params)
@@ -275,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("--prefect-port", type=int, default=None, help="default MLOPS_PREFECT_PORT (4200)")
     u.add_argument("--api-port", type=int, default=None, help="default MLOPS_API_PORT (8000)")
+    u.add_argument(
+        "--prefect-database-url",
+        default=None,
+        help="run the Prefect server on this PostgreSQL database (created when missing), e.g. "
+        "postgresql://user:pass@db:5432/prefect; default MLOPS_PREFECT_DATABASE_URL, else SQLite under MLOPS_HOME",
+    )
     u.add_argument("--no-api", action="store_true")
     u.set_defaults(func=_cmd_up)
 
@@ -284,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_serve)
 
     r = sub.add_parser("run", help="run one flow in this process")
-    r.add_argument("flow", choices=["pipeline", "training", "deployment", "monitoring", "retraining"])
+    r.add_argument(
+        "flow", choices=["pipeline", "training", "deployment", "monitoring", "retraining", "batch-scoring"]
+    )
     r.add_argument("--params", help='flow parameters as JSON, e.g. \'{"data": {"max_train_samples": 500}}\'')
     r.set_defaults(func=_cmd_run)
 

@@ -1,7 +1,8 @@
 """Hyperparameter search: the search space, Optuna studies, one tracked trial, W&B sweep config.
 
-Optuna is the embedded default (a study in a SQLite file under MLOPS_HOME, or MLOPS_OPTUNA_STORAGE);
-each trial fine-tunes on a small slice, is scored on the validation split (never the test split,
+Optuna is the embedded default: a study in a SQLite file under MLOPS_HOME, in the state PostgreSQL when the
+state DB is PostgreSQL (its own schema `optuna`, so trials from several processes, Prefect workers or Dask
+workers share one study), or wherever MLOPS_OPTUNA_STORAGE says; each trial fine-tunes on a small slice, is scored on the validation split (never the test split,
 which stays for the gate) and is a tracked run (W&B offline + a row in `experiments`). The same
 space converts to a W&B sweep configuration for the online option (`wandb sweep`).
 """
@@ -84,6 +85,77 @@ def suggest_params(trial: Any, space: SearchSpace, base: TrainParams) -> TrainPa
     )
 
 
+OPTUNA_SCHEMA = "optuna"
+"""The PostgreSQL schema of the studies in the state DB: Optuna's tables (and its own `alembic_version`)
+would otherwise meet the state DB's migrations in `public`."""
+
+
+def study_storage(settings: Any) -> str:
+    """Where studies live: MLOPS_OPTUNA_STORAGE when set; else the state DB when it is PostgreSQL (schema
+    `optuna`: concurrent trials from several processes or hosts); else the SQLite file under MLOPS_HOME."""
+    if settings.optuna_storage is None and settings.db_url.startswith("postgresql"):
+        return with_search_path(settings.db_url, OPTUNA_SCHEMA)
+    return str(settings.optuna_url)
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """A PostgreSQL URL whose connections use `schema` (libpq `options=-csearch_path=...`)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return u.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+
+def _search_path(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    options = make_url(url).query.get("options") or ""
+    if isinstance(options, tuple):
+        options = " ".join(options)
+    for part in options.split():
+        if part.startswith("-csearch_path="):
+            return part.split("=", 1)[1].split(",")[0]
+    return None
+
+
+def _ensure_schema(url: str) -> None:
+    """Create the study schema named by the URL's search_path (two workers may race: both succeed)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    schema = _search_path(url)
+    if not schema or not url.startswith("postgresql"):
+        return
+    plain = make_url(url).difference_update_query(["options"])
+    engine = create_engine(plain, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            try:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            except DBAPIError:  # created by another worker at the same moment
+                if not conn.execute(
+                    text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :s"), {"s": schema}
+                ).scalar():
+                    raise
+    finally:
+        engine.dispose()
+
+
+def worker_id() -> str:
+    """hostname:pid of this process: which worker ran a trial (a trial's user attribute `worker`)."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def split_trials(n_trials: int, workers: int) -> list[int]:
+    """Trials per worker: `n_trials` shared as evenly as possible; a worker with none is not started."""
+    workers = max(1, workers)
+    return [n for i in range(workers) if (n := n_trials // workers + (i < n_trials % workers))]
+
+
 def optuna_storage_url(url: str) -> str:
     """SQLAlchemy URL for Optuna (PostgreSQL through psycopg 3, which this project installs)."""
     return (
@@ -91,23 +163,27 @@ def optuna_storage_url(url: str) -> str:
     )
 
 
-def open_study(name: str, storage_url: str, sampler: str = "tpe", seed: int | None = 42) -> Any:
+def open_study(
+    name: str, storage_url: str, sampler: str = "tpe", seed: int | None = 42, worker: int = 0
+) -> Any:
     """Create or resume an Optuna study that maximises the validation metric.
 
     The sampler's seed is offset by the number of trials already in the study, so a resumed study
-    does not draw the same configurations again.
+    does not draw the same configurations again, and by the `worker` index, so workers that open the
+    study at the same moment do not draw the same ones either.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage_url.startswith("sqlite:///"):
         Path(storage_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    _ensure_schema(storage_url)
     storage = optuna.storages.RDBStorage(
         optuna_storage_url(storage_url), engine_kwargs={"pool_pre_ping": True}
     )
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
     offset = len(study.trials)
-    seed_ = None if seed is None else seed + offset
+    seed_ = None if seed is None else seed + offset + 7919 * worker
     study.sampler = (
         optuna.samplers.RandomSampler(seed=seed_)
         if sampler == "random"
@@ -138,10 +214,12 @@ def run_search(
     n_trials: int,
     run: TrialRunner,
     timeout_minutes: float | None = None,
+    user_attrs: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Optuna's ask-and-tell loop: suggest, run (a tracked trial), tell; stops early at `timeout_minutes`.
 
-    A trial whose `value` is None is told as FAIL, so the study never picks it.
+    A trial whose `value` is None is told as FAIL, so the study never picks it. `user_attrs` (e.g. the
+    worker) are set on every trial; each result carries them too.
     """
     import optuna
 
@@ -153,7 +231,9 @@ def run_search(
         trial = study.ask()
         params = suggest_params(trial, space, base)
         trial.set_user_attr("train_params", params.model_dump())
-        result = run(trial.number, params)
+        for key, value in (user_attrs or {}).items():
+            trial.set_user_attr(key, value)
+        result = {**run(trial.number, params), **(user_attrs or {})}
         for key in ("experiment_id", "tracker_run_id"):
             trial.set_user_attr(key, result.get(key))
         if result.get("value") is None:
@@ -172,7 +252,10 @@ def search_summary(
         "study": study_name,
         "metric": f"val/{metric}",
         "trials": [
-            {k: t.get(k) for k in ("number", "value", "params", "experiment_id", "tracker_run_id", "error")}
+            {
+                k: t.get(k)
+                for k in ("number", "value", "params", "experiment_id", "tracker_run_id", "error", "worker")
+            }
             for t in trials
         ],
         "best": {"number": number, "value": value, "params": best.model_dump()},

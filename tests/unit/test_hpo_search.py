@@ -106,3 +106,65 @@ def test_a_trial_that_crashes_is_a_failed_tracked_run_not_a_failed_search(settin
     row = get_experiment(settings.db_url, result["experiment_id"])
     assert row.status == "failed" and row.config["dataset_version"] == "ds-test"
     assert not (tmp_path / "trial").exists()  # nothing half-written is left
+
+
+def test_the_study_lives_in_the_state_postgresql_in_its_own_schema(tmp_path) -> None:
+    """SQLite state DB: the SQLite study file (as before); PostgreSQL state DB: that database, schema `optuna`
+    (Optuna's own alembic_version would meet the state DB's); MLOPS_OPTUNA_STORAGE always wins."""
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    from nfl_mlops.modeling.hpo import OPTUNA_SCHEMA, _search_path, study_storage
+
+    sqlite_study = f"sqlite:///{tmp_path / 'optuna.db'}"
+    local = SimpleNamespace(
+        optuna_storage=None, db_url=f"sqlite:///{tmp_path / 'mlops.db'}", optuna_url=sqlite_study
+    )
+    assert study_storage(local) == sqlite_study
+    pg = SimpleNamespace(
+        optuna_storage=None, db_url="postgresql://u:p%40ss@db:5432/state", optuna_url=sqlite_study
+    )
+    url = study_storage(pg)
+    assert url.startswith("postgresql://u:p%40ss@db:5432/state?") and _search_path(url) == OPTUNA_SCHEMA
+    explicit = SimpleNamespace(
+        optuna_storage=SecretStr("postgresql://o@h/optuna"),
+        db_url=pg.db_url,
+        optuna_url="postgresql://o@h/optuna",
+    )
+    assert (
+        study_storage(explicit) == "postgresql://o@h/optuna"
+        and _search_path("postgresql://o@h/optuna") is None
+    )
+
+
+def test_trials_are_shared_among_workers() -> None:
+    from nfl_mlops.modeling.hpo import split_trials
+
+    assert split_trials(5, 2) == [3, 2] and split_trials(2, 2) == [1, 1]
+    assert split_trials(1, 3) == [1]  # a worker with nothing to do is not started
+    assert sum(split_trials(17, 4)) == 17
+
+
+def test_workers_opening_a_study_together_draw_different_configurations(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    a = open_study("w", url, sampler="random", seed=5, worker=0).ask()
+    b = open_study("w", url, sampler="random", seed=5, worker=1).ask()  # both see 0 trials so far
+    draw = [t.suggest_float("learning_rate", 1e-5, 1e-3, log=True) for t in (a, b)]
+    assert draw[0] != draw[1]
+
+
+def test_run_search_marks_each_trial_with_its_worker(tmp_path) -> None:
+    from nfl_mlops.modeling.hpo import run_search
+
+    study = open_study("marks", f"sqlite:///{tmp_path / 'm.db'}", seed=1)
+    out = run_search(
+        study,
+        SearchSpace(),
+        TrainParams(),
+        2,
+        lambda number, p: {"number": number, "value": 0.5},
+        user_attrs={"worker": "host:1", "worker_index": 0},
+    )
+    assert [t["worker"] for t in out] == ["host:1", "host:1"]
+    assert all(t.user_attrs["worker"] == "host:1" for t in study.trials)

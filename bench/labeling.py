@@ -14,6 +14,8 @@ labelled:
 - **covered**: the same with `coverage_share` (`--coverage-share`, 0.5): that share of the budget by
   k-center over every pool tweet, after the uncertain picks (coverage when v1's margins carry little);
 - **random**: a seeded uniform sample of the same size;
+- **METHOD-xK** (e.g. `selected-x5`): METHOD's picks, each repeated K times in the training rows (the recipe
+  question: a few hundred new-domain labels beside thousands of general rows are otherwise swamped);
 - **all**: every tweet of the pool labelled (the demo on `main`).
 
 Each is scored by macro-F1 on `--test` held-out NFL tweets (none in the pool), per training seed. Gain =
@@ -145,9 +147,11 @@ def main() -> int:
                 key = f"{method}/{budget}/{seed}"
                 if key in done:
                     continue
-                if method in ("selected", "covered"):
+                base_method, _, times = method.partition("-x")
+                repeat = int(times) if times else 1
+                if base_method in ("selected", "covered"):
                     t0 = time.perf_counter()
-                    share = args.coverage_share if method == "covered" else 0.0
+                    share = args.coverage_share if base_method == "covered" else 0.0
                     picked = select_diverse_uncertain(
                         pool_x, pool_proba, embeddings, budget, coverage_share=share
                     ).picked
@@ -155,8 +159,8 @@ def main() -> int:
                 else:
                     picked = np.random.default_rng(seed).choice(len(pool_x), budget, replace=False).tolist()
                     pick_s = 0.0
-                xs = general_x + [pool_x[i] for i in picked]
-                ys = general_y + [pool_y[i] for i in picked]
+                xs = general_x + [pool_x[i] for i in picked] * repeat
+                ys = general_y + [pool_y[i] for i in picked] * repeat
                 f1, _, seconds = train_and_score(xs, ys, d["test"], seed, args.epochs)
                 mix = {label: sum(pool_y[i] == label for i in picked) for label in sorted(set(pool_y))}
                 done[key] = {
@@ -165,7 +169,7 @@ def main() -> int:
                     "class_mix": mix,
                     "seconds": round(seconds, 1),
                 }
-                if method != "random":
+                if base_method != "random":
                     done[key]["selection_seconds"] = round(pick_s, 3)
                 print(key, f"macro-F1 {f1:.3f}", mix, f"{seconds:.0f} s", flush=True)
                 save()

@@ -333,7 +333,9 @@ def test_s3_round_trip_and_a_replaced_object_is_refused(settings, tmp_path, s3_s
     info = registry.register(MODEL, _model_folder(tmp_path / "s"))
     prefix = f"registry/{MODEL}/v1-{manifest_digest(info.files)[:12]}"
     assert info.artifact_uri == f"s3://models/{prefix}"
-    keys = {o["Key"] for o in client.list_objects_v2(Bucket="models")["Contents"]}
+    # moto's backend is per process: other tests' models may share the bucket, so list this model's keys
+    listed = client.list_objects_v2(Bucket="models", Prefix=f"registry/{MODEL}/")["Contents"]
+    keys = {o["Key"] for o in listed}
     assert keys == {f"{prefix}/{rel}" for rel in info.files}
 
     replica = _host(settings, tmp_path, "replica").model_copy(update={"s3_endpoint_url": endpoint})

@@ -14,6 +14,7 @@ PostgreSQL alike (`SELECT ... FOR UPDATE` would lock nothing on SQLite and nothi
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -370,8 +371,23 @@ def rollback(rollout_id: str, reason: str = "manual rollback", db_url: str | Non
 
     Only the active rollout can be rolled back, and only when there was a previous version.
     Returns the new active rollout (strategy `rollback`).
+
+    A person's rollback does not lose to the replicas' drivers: when one of them recorded a gate check
+    between the read and the write (a revision conflict), it is read again and retried while the rollout
+    is still active.
     """
-    return return_to_previous(rollout_id, reason, "rolled_back", db_url=db_url)
+    for attempt in range(MANUAL_RETRIES):
+        try:
+            return return_to_previous(rollout_id, reason, "rolled_back", db_url=db_url)
+        except RolloutConflict:
+            if attempt + 1 == MANUAL_RETRIES:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+MANUAL_RETRIES = 8
+"""Attempts of a manual rollback against concurrent gate-check writes (each re-reads the rollout)."""
 
 
 def choose_arm(arms: Mapping[str, Any], key: str | None, request_id: str) -> str:

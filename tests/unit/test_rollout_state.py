@@ -206,3 +206,25 @@ def test_list_rollouts_filters_by_model_newest_first() -> None:
 def test_no_active_rollout_for_unknown_model() -> None:
     assert active_rollout(_model()) is None
     assert list_rollouts(_model()) == []
+
+
+def test_a_manual_rollback_retries_when_a_driver_wrote_first(monkeypatch) -> None:
+    """A replica's driver recording a gate check between the rollback's read and write makes the write's
+    compare-and-set fail; a person's rollback is read again and retried instead of answering 409."""
+    from nfl_mlops.rollout import state
+
+    model = _model()
+    activate(model, 1)
+    bad = activate(model, 2)
+    real_cas, raced = state._cas, []
+
+    def cas_after_a_driver(s, row, **values):
+        if not raced:  # what the UPDATE finds when a driver's write landed first: the revision moved
+            raced.append(True)
+            raise state.RolloutConflict(f"deployment {row.id} moved since it was read")
+        return real_cas(s, row, **values)
+
+    monkeypatch.setattr(state, "_cas", cas_after_a_driver)
+    new = rollback(bad.id, reason="a person")
+    assert raced == [True] and new.version == 1 and active_rollout(model).id == new.id
+    assert get_rollout(bad.id).status == "rolled_back"

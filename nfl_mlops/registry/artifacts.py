@@ -218,13 +218,9 @@ class HubStore:
     @property
     def api(self) -> Any:
         if self._api is None:
-            from huggingface_hub import HfApi
+            from nfl_mlops.registry.hub import hub_api
 
-            token = self.settings.huggingface_token
-            self._api = HfApi(
-                endpoint=self.settings.huggingface_endpoint,
-                token=token.get_secret_value() if token is not None else None,
-            )
+            self._api = hub_api(self.settings)
         return self._api
 
     def repo_for(self, model_name: str) -> str:

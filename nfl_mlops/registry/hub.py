@@ -142,6 +142,16 @@ def version_tag(version: int) -> str:
     return f"v{version}"
 
 
+def hub_api(settings: Any) -> Any:
+    """The real `huggingface_hub` client for the settings' endpoint and token (the token stays a secret)."""
+    from huggingface_hub import HfApi
+
+    token = settings.huggingface_token
+    return HfApi(
+        endpoint=settings.huggingface_endpoint, token=token.get_secret_value() if token is not None else None
+    )
+
+
 class HubMirror:
     """Queue and send registry versions to the Hugging Face Hub."""
 
@@ -172,13 +182,7 @@ class HubMirror:
     @property
     def api(self) -> Any:
         if self._api is None:
-            from huggingface_hub import HfApi
-
-            token = self.settings.huggingface_token
-            self._api = HfApi(
-                endpoint=self.settings.huggingface_endpoint,
-                token=token.get_secret_value() if token is not None else None,
-            )
+            self._api = hub_api(self.settings)
         return self._api
 
     def repo_for(self, model_name: str) -> str:

@@ -13,10 +13,13 @@ labelled:
   uncertain, near-duplicates skipped;
 - **covered**: the same with `coverage_share` (`--coverage-share`, 0.5): that share of the budget by
   k-center over every pool tweet, after the uncertain picks (coverage when v1's margins carry little);
+- **typical**: `select_typical`, TypiClust (Hacohen et al. 2022): k-means on the base encoder's embeddings
+  into `budget` clusters, the most typical tweet (densest neighbourhood) of each; no margins;
 - **random**: a seeded uniform sample of the same size;
 - **METHOD-xK** (e.g. `selected-x5`): METHOD's picks, each repeated K times in the training rows (the recipe
   question: a few hundred new-domain labels beside thousands of general rows are otherwise swamped);
-- **all**: every tweet of the pool labelled (the demo on `main`).
+- **all** (with `--all-repeat K`: **all-xK**): every tweet of the pool labelled, each repeated K times; a
+  METHOD-xK budget's share of the gain is measured against all-xK when it was run (the same recipe).
 
 Each is scored by macro-F1 on `--test` held-out NFL tweets (none in the pool), per training seed. Gain =
 macro-F1 minus v1's; the goal: with <= 300 labels at least 90 % of the gain of labelling all, and selected
@@ -91,12 +94,13 @@ def main() -> int:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--methods", nargs="+", default=["selected", "covered", "random"])
     parser.add_argument("--coverage-share", type=float, default=0.5)
+    parser.add_argument("--all-repeat", type=int, default=1, help="repeat of the labels of 'all' (all-xK)")
     parser.add_argument("--out", type=Path, default=RESULTS / "labeling.json")
     args = parser.parse_args()
 
     from nfl_mlops.modeling.predictor import SentimentModel
     from nfl_mlops.monitoring.embeddings import get_encoder
-    from nfl_mlops.monitoring.labeling import select_diverse_uncertain
+    from nfl_mlops.monitoring.labeling import select_diverse_uncertain, select_typical
     from nfl_mlops.settings import get_settings
 
     # what the runs depend on (more seeds or budgets later reuse the finished runs)
@@ -149,7 +153,11 @@ def main() -> int:
                     continue
                 base_method, _, times = method.partition("-x")
                 repeat = int(times) if times else 1
-                if base_method in ("selected", "covered"):
+                if base_method == "typical":
+                    t0 = time.perf_counter()
+                    picked = select_typical(pool_x, pool_proba, embeddings, budget).picked
+                    pick_s = time.perf_counter() - t0
+                elif base_method in ("selected", "covered"):
                     t0 = time.perf_counter()
                     share = args.coverage_share if base_method == "covered" else 0.0
                     picked = select_diverse_uncertain(
@@ -173,10 +181,15 @@ def main() -> int:
                     done[key]["selection_seconds"] = round(pick_s, 3)
                 print(key, f"macro-F1 {f1:.3f}", mix, f"{seconds:.0f} s", flush=True)
                 save()
-        key = f"all/{len(pool_x)}/{seed}"
+        all_name = f"all-x{args.all_repeat}" if args.all_repeat > 1 else "all"
+        key = f"{all_name}/{len(pool_x)}/{seed}"
         if key not in done:
             f1, _, seconds = train_and_score(
-                general_x + pool_x, general_y + pool_y, d["test"], seed, args.epochs
+                general_x + pool_x * args.all_repeat,
+                general_y + pool_y * args.all_repeat,
+                d["test"],
+                seed,
+                args.epochs,
             )
             done[key] = {"macro_f1": f1, "labels": len(pool_x), "seconds": round(seconds, 1)}
             print(key, f"macro-F1 {f1:.3f}", f"{seconds:.0f} s", flush=True)
@@ -195,11 +208,17 @@ def summary(done: dict[str, Any]) -> dict[str, Any]:
         method, budget, _seed = key.split("/")
         groups.setdefault((method, int(budget)), []).append(run["macro_f1"])
     v1 = done.get("v1", {}).get("macro_f1")
-    all_runs = [v for (m, _), vs in groups.items() if m == "all" for v in vs]
-    all_mean = statistics.mean(all_runs) if all_runs else None
-    out: dict[str, Any] = {"v1": v1, "all": all_mean, "rows": []}
+    # labelling all, per recipe: "all" (each label once) and "all-xK" (each K times)
+    all_runs: dict[str, list[float]] = {}
+    for (method, _), values in groups.items():
+        if method.split("-x")[0] == "all":
+            all_runs.setdefault(method, []).extend(values)
+    all_means = {method: statistics.mean(values) for method, values in all_runs.items()}
+    out: dict[str, Any] = {"v1": v1, "all": all_means.get("all"), "all_by_recipe": all_means, "rows": []}
     for (method, budget), values in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         mean = statistics.mean(values)
+        _, _, times = method.partition("-x")
+        all_mean = all_means.get(f"all-x{times}" if times else "all", all_means.get("all"))
         gain = (
             (mean - v1) / (all_mean - v1)
             if v1 is not None and all_mean is not None and all_mean != v1

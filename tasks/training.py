@@ -22,10 +22,20 @@ def fine_tune_model(
     """Fine-tune the base model on the training split, choosing the checkpoint on the validation split;
     per-step loss and the validation scores go to the tracker."""
     logger = get_run_logger()
-    logger.info("fine-tuning %s on %d rows for %s epoch(s)", base_model, len(data.train), params.epochs)
+    texts, labels, repeat = data.fit_rows(params.feedback_repeat, params.feedback_max_share)
+    n_feedback = int(data.description.get("feedback_train_rows") or 0)
+    logger.info(
+        "fine-tuning %s on %d rows (%d base, %d feedback x %d) for %s epoch(s)",
+        base_model,
+        len(texts),
+        len(data.train) - n_feedback,
+        n_feedback,
+        repeat,
+        params.epochs,
+    )
 
     started = time.monotonic()
-    total_steps = max(1, math.ceil(math.ceil(len(data.train) / params.batch_size) * params.epochs))
+    total_steps = max(1, math.ceil(math.ceil(len(texts) / params.batch_size) * params.epochs))
 
     def on_log(step: int, values: dict[str, float]) -> None:
         if tracker is not None:
@@ -44,8 +54,8 @@ def fine_tune_model(
             )
 
     result = fine_tune(
-        data.train["text"].tolist(),
-        data.train["label"].tolist(),
+        texts,
+        labels,
         params,
         output_dir,
         base_model=base_model,

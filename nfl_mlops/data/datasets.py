@@ -63,6 +63,20 @@ class TrainingData:
                 h.update(f"{text}\x1f{label}\x1e".encode())
         return h.hexdigest()[:16]
 
+    def fit_rows(self, repeat: int = 1, max_share: float = 0.5) -> tuple[list[str], list[str], int]:
+        """The training rows as (texts, labels), each feedback row `repeat` times, and the repeat used.
+
+        Feedback rows are the last `feedback_train_rows` of `train` (`build_training_data`); the repeat is
+        lowered until the repeated feedback is at most `max_share` of the rows (`repeat_within_share`).
+        """
+        n_feedback = int(self.description.get("feedback_train_rows") or 0)
+        texts, labels = self.train["text"].tolist(), self.train["label"].tolist()
+        used = repeat_within_share(len(texts) - n_feedback, n_feedback, repeat, max_share)
+        if used > 1:
+            texts += texts[len(texts) - n_feedback :] * (used - 1)
+            labels += labels[len(labels) - n_feedback :] * (used - 1)
+        return texts, labels, used
+
     def save(self, folder: Path) -> Path:
         """Write the splits as Parquet plus a manifest; an existing version is left as it is."""
         folder = Path(folder) / self.version
@@ -119,6 +133,19 @@ class TrainingData:
                 f"dataset {path.name} was changed after it was written (its content hashes to {data.version})"
             )
         return data
+
+
+def repeat_within_share(n_base: int, n_feedback: int, repeat: int, max_share: float) -> int:
+    """The largest repeat <= `repeat` (and >= 1) whose repeated feedback rows stay within `max_share` of all rows.
+
+    >>> repeat_within_share(3000, 300, 5, 0.5), repeat_within_share(3000, 1200, 5, 0.5), repeat_within_share(10, 900, 5, 0.5)
+    (5, 2, 1)
+    """
+    if n_feedback <= 0 or repeat <= 1:
+        return 1
+    # k * f / (b + k * f) <= s  <=>  k <= s * b / ((1 - s) * f)
+    fits = int(max_share * n_base / ((1 - max_share) * n_feedback) + 1e-9)
+    return max(1, min(repeat, fits))
 
 
 def load_base(source: str) -> pd.DataFrame:

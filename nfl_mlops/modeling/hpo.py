@@ -361,9 +361,10 @@ def tracked_trial(
         "params": params.model_dump(),
     }
     try:
+        texts, labels, _ = dataset.fit_rows(params.feedback_repeat, params.feedback_max_share)
         result = run_trial(
-            dataset.train["text"].tolist(),
-            dataset.train["label"].tolist(),
+            texts,
+            labels,
             dataset.val["text"].tolist(),
             dataset.val["label"].tolist(),
             params,

@@ -193,6 +193,86 @@ def select_diverse_uncertain(
     return Selection(picked, margin, min(pool_size, len(candidates)), exact_dupes + near_dupes)
 
 
+TYPICAL_NEIGHBOURS = 20
+"""Typicality of a candidate = 1 / its mean cosine distance to this many nearest candidates."""
+
+
+def select_typical(
+    texts: Sequence[str],
+    proba: np.ndarray,
+    embeddings: np.ndarray,
+    budget: int,
+    duplicate_similarity: float = DUPLICATE_SIMILARITY,
+    already: np.ndarray | None = None,
+    seed: int = 0,
+) -> Selection:
+    """Up to `budget` candidates by typicality: k-means into `budget` clusters, the densest one of each.
+
+    TypiClust (Hacohen et al., ICML 2022): with a small budget on a domain the serving version has never
+    seen, its margins carry little and k-center picks outliers first; the typical tweet of each region of
+    the new traffic teaches more. Clusters are visited largest first, so a cut budget keeps the big ones.
+    A candidate within `duplicate_similarity` of a pick or of `already` (queued before) is never picked;
+    its cluster then gives its next most typical member.
+    """
+    from sklearn.cluster import KMeans
+
+    n = len(texts)
+    if len(proba) != n or len(embeddings) != n:
+        raise ValueError(
+            f"texts ({n}), probabilities ({len(proba)}) and embeddings ({len(embeddings)}) differ"
+        )
+    margin = margins(proba) if n else np.zeros(0)
+    if budget <= 0 or n == 0:
+        return Selection([], margin, 0, 0)
+    seen: set[str] = set()
+    unique: list[int] = []
+    for i in range(n):
+        key = normalise(texts[i])
+        if key not in seen:
+            seen.add(key)
+            unique.append(i)
+    skipped = n - len(unique)
+    ce = _unit(embeddings)[unique]
+    k = min(budget, len(unique))
+    similarity = ce @ ce.T
+    neighbours = min(TYPICAL_NEIGHBOURS, len(unique) - 1)
+    if neighbours > 0:
+        # the `neighbours` largest similarities to others (drop self: the largest, 1.0)
+        nearest = -np.sort(-similarity, axis=1)[:, 1 : neighbours + 1]
+        typicality = 1.0 / np.maximum(1.0 - nearest.mean(axis=1), 1e-6)
+    else:
+        typicality = np.ones(len(unique))
+    clusters = (
+        KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(ce)
+        if k > 1
+        else np.zeros(len(unique), int)
+    )
+    taken = np.zeros(len(unique), dtype=bool)
+    blocked = np.zeros(len(unique), dtype=bool)
+    if already is not None and len(already):
+        blocked |= (ce @ _unit(already).T).max(axis=1) >= duplicate_similarity
+    picked: list[int] = []
+    sizes = np.bincount(clusters, minlength=k)
+    while len(picked) < budget:
+        progress = False
+        for c in np.argsort(-sizes, kind="stable").tolist():
+            if len(picked) >= budget:
+                break
+            members = np.flatnonzero((clusters == c) & ~taken & ~blocked)
+            if not len(members):
+                continue
+            j = int(members[np.argmax(typicality[members])])
+            picked.append(unique[j])
+            taken[j] = True
+            newly = ~taken & ~blocked & (similarity[j] >= duplicate_similarity)
+            skipped += int(newly.sum())
+            blocked |= newly
+            progress = True
+        if not progress:
+            break
+    return Selection(picked, margin, len(unique), skipped)
+
+
 def queued_count(episode_id: str | None, model_name: str, db_url: str | None = None) -> int:
     q = select(func.count()).select_from(LabelingTask).where(LabelingTask.model_name == model_name)
     q = q.where(

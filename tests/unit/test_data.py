@@ -550,3 +550,62 @@ def test_recent_since_puts_the_drifted_traffic_last_and_counts_it() -> None:
     rows = reference_rows(windowed.train, windowed.test, windowed.recent, {"recent": proba}, m, 10, n)
     assert rows.basis == "recent" and len(rows.texts) == n and len(rows.proba) == n
     assert set(normalize_texts(pd.Series(rows.texts))) <= new_norms
+
+
+def test_fit_rows_repeat_the_feedback_rows_only_and_within_their_share() -> None:
+    """The retraining recipe weights an episode's labels by repeating them (TrainParams.feedback_repeat), never
+    the base rows, and never beyond `feedback_max_share` of an epoch; the stored splits stay as they are."""
+    from collections import Counter
+
+    from nfl_mlops.data.datasets import build_training_data, repeat_within_share
+    from nfl_mlops.modeling.params import DataParams
+
+    data = build_training_data(DataParams(seed=1), _base_frame(), _feedback(0, 200))
+    n_fb = data.description["feedback_train_rows"]
+    n_base = len(data.train) - n_fb
+    fb_texts = set(data.train.tail(n_fb)["text"])
+    assert 0 < n_fb < n_base
+    version = data.version
+
+    texts, labels, used = data.fit_rows(repeat=3, max_share=0.9)
+    assert used == 3 and len(texts) == len(labels) == n_base + 3 * n_fb
+    counts = Counter(texts)
+    assert all(counts[t] == 3 for t in fb_texts)
+    assert all(counts[t] == 1 for t in data.train.head(n_base)["text"] if t not in fb_texts)
+    # texts and labels stay paired
+    pairs = Counter(zip(texts, labels, strict=True))
+    assert all(
+        pairs[(t, y)] == 3
+        for t, y in zip(data.train.tail(n_fb)["text"], data.train.tail(n_fb)["label"], strict=True)
+    )
+
+    # the share caps the repeat (and 1 leaves the rows as they are)
+    texts, _, used = data.fit_rows(repeat=20, max_share=0.5)
+    assert used == repeat_within_share(n_base, n_fb, 20, 0.5) and used * n_fb <= len(texts) * 0.5
+    assert data.fit_rows(repeat=1)[0] == data.train["text"].tolist()
+    assert len(data.train) == n_base + n_fb and data.version == version  # the split is not changed
+
+    # without feedback nothing is repeated
+    plain = build_training_data(DataParams(seed=1), _base_frame())
+    assert plain.fit_rows(repeat=5) == (plain.train["text"].tolist(), plain.train["label"].tolist(), 1)
+
+
+@pytest.mark.parametrize(
+    ("n_base", "n_feedback", "repeat", "share", "expected"),
+    [
+        (3000, 300, 5, 0.5, 5),  # 1,500 of 4,500 rows
+        (3000, 1200, 5, 0.5, 2),  # 5x would be 67 %: 2x is 44 %
+        (3000, 3000, 5, 0.5, 1),  # exactly half at 1x
+        (10, 900, 5, 0.5, 1),  # never below 1
+        (3000, 0, 5, 0.5, 1),
+        (3000, 300, 1, 0.5, 1),
+    ],
+)
+def test_repeat_within_share(n_base: int, n_feedback: int, repeat: int, share: float, expected: int) -> None:
+    from nfl_mlops.data.datasets import repeat_within_share
+
+    used = repeat_within_share(n_base, n_feedback, repeat, share)
+    assert used == expected
+    if used > 1:
+        assert used * n_feedback / (n_base + used * n_feedback) <= share
+        assert (used + 1) * n_feedback / (n_base + (used + 1) * n_feedback) > share or used == repeat

@@ -91,6 +91,42 @@ def test_near_duplicates_and_repeated_texts_are_never_both_picked() -> None:
     assert normalise(texts[5]) == normalise(texts[6]) == "brady did it <url>"
 
 
+def test_typical_selection_takes_the_dense_core_of_every_cluster_biggest_first() -> None:
+    """Three clusters (30, 20 and 10 tweets) each with outliers around a dense core: one pick per cluster,
+    the most typical tweet (nearest the core), never an outlier; the biggest cluster first; near-duplicates
+    of a pick or of what was queued before are never picked."""
+    from nfl_mlops.monitoring.labeling import select_typical
+
+    rng = np.random.default_rng(0)
+    centers = np.eye(16)[:3] * 10
+    cluster = np.repeat([0, 1, 2], [30, 20, 10])
+    spread = np.where(np.arange(60) % 5 == 0, 3.0, 0.5)  # every fifth tweet an outlier of its cluster
+    emb = centers[cluster] + rng.normal(0, 1.0, (60, 16)) * spread[:, None]
+    texts = [f"tweet number {i}" for i in range(60)]
+    proba = _proba(rng.uniform(0, 1, 60))
+    sel = select_typical(texts, proba, emb, budget=3)
+    assert [int(cluster[i]) for i in sel.picked] == [0, 1, 2]
+    assert all(spread[i] == 0.5 for i in sel.picked)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    core = [unit[cluster == c].mean(axis=0) for c in range(3)]
+    for i in sel.picked:  # the pick is among the 5 members nearest its cluster's centre
+        c = int(cluster[i])
+        members = np.flatnonzero(cluster == c)
+        closeness = unit[members] @ core[c]
+        assert i in set(members[np.argsort(-closeness)[:5]].tolist())
+
+    # queued before: a near-copy of cluster 0's pick blocks it, and its next most typical member comes
+    again = select_typical(texts, proba, emb, budget=3, already=emb[[sel.picked[0]]] * 1.0001)
+    assert sel.picked[0] not in again.picked and int(cluster[again.picked[0]]) == 0
+    # a budget beyond the clusters: more members, each at most once; duplicate texts count as skipped
+    texts[1] = texts[2]
+    more = select_typical(texts, proba, emb, budget=12)
+    assert len(more.picked) == 12 == len(set(more.picked)) and more.duplicates_skipped >= 1
+    with pytest.raises(ValueError, match="differ"):
+        select_typical(texts[:10], proba, emb, budget=3)
+    assert select_typical([], np.zeros((0, 3)), np.zeros((0, 16)), budget=3).picked == []
+
+
 def test_the_queue_tops_up_to_its_budget_and_labels_come_back_from_label_studio(tmp_path) -> None:
     from nfl_mlops.db import Prediction, session_scope
     from nfl_mlops.monitoring import labeling as lb

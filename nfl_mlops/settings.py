@@ -236,6 +236,14 @@ class Settings(BaseSettings):
         description="Served predictions an episode queues for human labelling (uncertain and diverse); "
         "0 = no queue.",
     )
+    labeling_strategy: Literal["uncertain", "typical"] = Field(
+        "uncertain",
+        validation_alias=_env("MLOPS_LABELING_STRATEGY"),
+        description="How an episode picks what to label: 'uncertain' = the served version's smallest margins, "
+        "spread by k-center on the base encoder; 'typical' = TypiClust, the most typical tweet of each of "
+        "`budget` k-means clusters of a uniform sample of the window (no margins: for a version that has "
+        "never seen the traffic). bench/labeling.py compares them.",
+    )
 
     # Orchestration (the local stack)
     prefect_port: int = Field(

@@ -40,7 +40,13 @@ def queue_for_labelling(
         return {"episode_id": episode_id, "budget": 0, "queued": 0, "added": 0}
     try:
         candidates = lb.queue_candidates(
-            model_name, version, start, stop, settings.db_url, limit=max(1000, int(8 * budget))
+            model_name,
+            version,
+            start,
+            stop,
+            settings.db_url,
+            limit=max(1000, int(8 * budget)),
+            order="sample" if settings.labeling_strategy == "typical" else "least_confident",
         )
         have = lb.queued_count(episode_id, model_name, settings.db_url)
         if have >= budget or not candidates:
@@ -57,6 +63,7 @@ def queue_for_labelling(
                 encoder.encode,
                 budget,
                 db_url=settings.db_url,
+                strategy=settings.labeling_strategy,
             )
         page = lb.read_queue(model_name, episode_id, "pending", 0, 50, settings.db_url)
         create_table_artifact(

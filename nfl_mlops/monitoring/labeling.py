@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import func, select
@@ -289,13 +289,16 @@ def queue_candidates(
     end: datetime | None,
     db_url: str | None = None,
     limit: int = 2000,
+    order: Literal["least_confident", "sample"] = "least_confident",
 ) -> list[tuple[str, str]]:
     """(prediction id, text) of the served, unlabelled, not yet queued predictions of a version's window:
     the `limit` least confident ones (the logged top-1 probability).
 
     A busy day's window holds far more predictions than are worth a forward pass and an embedding each;
     the served confidence already ranks them nearly as the margin does (with three classes a low top-1
-    probability is a small margin's precondition), so the database does the first cut."""
+    probability is a small margin's precondition), so the database does the first cut. With `order="sample"`
+    (the typical strategy, which needs the traffic as it is) the cut is a uniform sample instead: prediction
+    ids are random hex, so ordering by them draws one."""
     q = (
         select(Prediction.id, Prediction.text)
         .outerjoin(LabelingTask, LabelingTask.prediction_id == Prediction.id)
@@ -307,7 +310,13 @@ def queue_candidates(
             Prediction.error.is_(None),
             LabelingTask.id.is_(None),
         )
-        .order_by(Prediction.confidence.asc(), Prediction.created_at.desc())
+        .order_by(
+            *(
+                (Prediction.id,)
+                if order == "sample"
+                else (Prediction.confidence.asc(), Prediction.created_at.desc())
+            )
+        )
         .limit(limit)
     )
     if start is not None:
@@ -341,6 +350,7 @@ def top_up_queue(
     pool_factor: float = POOL_FACTOR,
     duplicate_similarity: float = DUPLICATE_SIMILARITY,
     db_url: str | None = None,
+    strategy: Literal["uncertain", "typical"] = "uncertain",
 ) -> QueueResult:
     """Queue the best of `candidates` for an episode, up to its budget over all its top-ups.
 
@@ -348,6 +358,7 @@ def top_up_queue(
         candidates: (prediction id, text), e.g. from `queue_candidates`.
         predict_proba: texts -> probabilities of the served version (its margins rank uncertainty).
         encode: texts -> base-encoder embeddings (diversity and near-duplicates).
+        strategy: "uncertain" (`select_diverse_uncertain`) or "typical" (`select_typical`).
     """
     before = queued_count(episode_id, model_name, db_url)
     room = max(0, budget - before)
@@ -361,14 +372,20 @@ def top_up_queue(
     already = np.asarray(encode(queued)) if queued else None
     known = {normalise(t) for t in queued}
     keep = [i for i, t in enumerate(texts) if normalise(t) not in known]
-    sel = select_diverse_uncertain(
-        [texts[i] for i in keep],
-        proba[keep],
-        embeddings[keep],
-        room,
-        pool_factor,
-        duplicate_similarity,
-        already,
+    sel = (
+        select_typical(
+            [texts[i] for i in keep], proba[keep], embeddings[keep], room, duplicate_similarity, already
+        )
+        if strategy == "typical"
+        else select_diverse_uncertain(
+            [texts[i] for i in keep],
+            proba[keep],
+            embeddings[keep],
+            room,
+            pool_factor,
+            duplicate_similarity,
+            already,
+        )
     )
     rows = []
     for rank, j in enumerate(sel.picked, start=before):

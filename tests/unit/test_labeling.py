@@ -211,6 +211,63 @@ def test_the_queue_tops_up_to_its_budget_and_labels_come_back_from_label_studio(
     assert lb.import_label_studio(other, "another-model", db).unknown == [other[0]["data"]["prediction_id"]]
 
 
+def test_the_typical_strategy_samples_the_window_and_queues_one_tweet_per_region(tmp_path) -> None:
+    """`MLOPS_LABELING_STRATEGY=typical`: the database cut is a uniform sample of the window (not its least
+    confident predictions, which the margin strategy wants), and the queue gets the typical tweet of each
+    cluster of the traffic."""
+    from nfl_mlops.db import Prediction, session_scope
+    from nfl_mlops.monitoring import labeling as lb
+
+    db = f"sqlite:///{tmp_path / 'state.db'}"
+    now = datetime.now(UTC)
+    with session_scope(db) as s:
+        for i in range(40):
+            s.add(
+                Prediction(
+                    id=f"{i:02x}" * 8,  # ids are random hex in the service; here their order is i's
+                    request_id=f"r{i}",
+                    created_at=now,
+                    model_name="m",
+                    model_version=1,
+                    text=f"tweet {i} about the game",
+                    text_hash=str(i),
+                    label="neutral",
+                    confidence=1.0 - i / 100,  # the later, the less confident
+                    latency_ms=1.0,
+                )
+            )
+    unsure = lb.queue_candidates("m", 1, None, None, db, limit=10)
+    sample = lb.queue_candidates("m", 1, None, None, db, limit=10, order="sample")
+    assert [t for _, t in unsure] == [f"tweet {i} about the game" for i in range(39, 29, -1)]
+    assert sorted(t for _, t in sample) == sorted(f"tweet {i} about the game" for i in range(10))
+
+    rng = np.random.default_rng(3)
+    cluster = np.arange(40) % 4  # four regions of the traffic
+    emb = np.eye(8)[cluster] * 10 + rng.normal(0, 0.5, (40, 8))
+    by_text = {f"tweet {i} about the game": i for i in range(40)}
+    margin = np.linspace(0.9, 0.0, 40)  # the uncertain ones: cluster order 3, 2, 1, 0 repeated
+
+    def proba(texts):
+        return _proba(margin[[by_text[t] for t in texts]])
+
+    def encode(texts):
+        return emb[[by_text[t] for t in texts]]
+
+    got = lb.top_up_queue(
+        "m",
+        "ep1",
+        lb.queue_candidates("m", 1, None, None, db, order="sample"),
+        proba,
+        encode,
+        4,
+        db_url=db,
+        strategy="typical",
+    )
+    assert got.added == 4
+    picked = [by_text[i.text] for i in lb.read_queue("m", "ep1", "pending", 0, 10, db).items]
+    assert sorted(int(cluster[i]) for i in picked) == [0, 1, 2, 3]
+
+
 def _annotation(choice: str, cancelled: bool = False) -> dict:
     return {
         "was_cancelled": cancelled,

@@ -351,7 +351,7 @@ async def run_story(stack: Any, args: Any) -> dict[str, Any]:
         info.update(n_queued=labelled["queued"], n_labelled=labelled["labelled"])
         say(
             f"  the drift episode queued {labelled['queued']} of the {info['n_traffic']} served tweets for "
-            f"labelling (uncertain, diverse, no near-duplicates); annotators labelled {labelled['labelled']} "
+            f"labelling ({get_settings().labeling_strategy}, no near-duplicates); annotators labelled {labelled['labelled']} "
             "(Label Studio export -> import; the corpus' labels stand in for people)"
         )
 

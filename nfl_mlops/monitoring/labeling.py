@@ -2,14 +2,20 @@
 
 No team labels every served tweet. When monitoring opens an episode (or checks an open one), the episode's
 queue is topped up to a budget (`MLOPS_LABELING_BUDGET`, default 200) with the unlabelled predictions of
-the window that teach a retraining the most:
+the window that teach a retraining the most. Two strategies (`MLOPS_LABELING_STRATEGY`):
 
-- **uncertainty**: the margin between the served version's two most likely classes (small = unsure);
-- **diversity**: among the most uncertain `pool_factor x budget` candidates, greedy k-center on the base
-  encoder's sentence embeddings (each pick is the candidate farthest, by cosine distance, from everything
-  already picked or queued), so the budget is not spent on many variants of one confusing tweet;
-- **no near-duplicates**: a candidate whose embedding is within `duplicate_similarity` (cosine) of a pick,
-  or whose normalised text equals one, is never picked (retweets, copy-pasted spam).
+- **typical** (the default, `select_typical`): TypiClust (Hacohen et al. 2022). A uniform sample of the
+  window, k-means on the base encoder's sentence embeddings into `budget` clusters, the most typical tweet
+  (densest neighbourhood) of each, largest clusters first. An episode is traffic the serving version does
+  not know, so its margins say little there; measured on the NFL shift (bench/README.md, labelling under a
+  budget) typical was ahead of the uncertain strategy at every budget.
+- **uncertain** (`select_diverse_uncertain`): the margin between the served version's two most likely
+  classes (small = unsure); among the most uncertain `pool_factor x budget` candidates, greedy k-center on
+  the embeddings (each pick the candidate farthest from everything already picked or queued), so the
+  budget is not spent on many variants of one confusing tweet.
+
+Either way, **no near-duplicates**: a candidate whose embedding is within `duplicate_similarity` (cosine)
+of a pick, or whose normalised text equals one, is never picked (retweets, copy-pasted spam).
 
 The queue is a table (`labeling_tasks`), one row per queued prediction; a queued prediction counts as
 labelled once its prediction row has a `true_label` (from `POST /mlops/feedback` or a Label Studio import),

@@ -82,7 +82,7 @@ def test_episode_opens_by_persistence_and_emits_once_per_due_retraining(v1, sett
     assert episode.model_version == v1["version"] and episode.kind == "drift"
     assert out["episode"]["episode"]["id"] == episode.id
     # the episode's labelling queue: up to the budget, unlabelled served predictions of the window, no
-    # text twice, the least certain first among what it picked
+    # text twice, in pick order (the default strategy: typical; the margins are recorded either way)
     from nfl_mlops.monitoring.labeling import normalise, read_queue
 
     labelling = out["labelling"]
@@ -93,7 +93,8 @@ def test_episode_opens_by_persistence_and_emits_once_per_due_retraining(v1, sett
     assert {i.model_version for i in page.items} == {v1["version"]}
     assert len({normalise(i.text) for i in page.items}) == page.total
     assert [i.rank for i in page.items] == list(range(page.total))
-    assert page.items[0].margin == min(i.margin for i in page.items)
+    assert settings.labeling_strategy == "typical"
+    assert all(0.0 <= i.margin <= 1.0 for i in page.items)
 
     # the episode's retraining claimed it: later alarms emit nothing
     assert ep.claim(episode.id, "job-under-test", db_url=settings.db_url)

@@ -34,8 +34,9 @@ async def queue(
     cfg: Any = Depends(settings),
 ) -> sc.LabelingQueueOut:
     """The served predictions monitoring queued for labelling when it opened (or checked) a drift or
-    degradation episode: uncertain ones (small margin between the two top classes), diverse (k-center on
-    the base encoder's embeddings), never two near-duplicates, up to `MLOPS_LABELING_BUDGET` per episode.
+    degradation episode (`MLOPS_LABELING_STRATEGY`: by default the most typical tweet of each cluster of
+    the window's traffic; or uncertain ones, spread by k-center), never two near-duplicates, up to
+    `MLOPS_LABELING_BUDGET` per episode.
     Label them with `POST /mlops/feedback` (one) or `POST /mlops/labeling/import` (a Label Studio export)."""
     from nfl_mlops.monitoring.labeling import read_queue
 

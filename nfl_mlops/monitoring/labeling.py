@@ -125,6 +125,28 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norm, 1e-12)
 
 
+def _checked_margins(texts: Sequence[str], proba: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """The candidates' margins, after checking that texts, probabilities and embeddings are aligned."""
+    n = len(texts)
+    if len(proba) != n or len(embeddings) != n:
+        raise ValueError(
+            f"texts ({n}), probabilities ({len(proba)}) and embeddings ({len(embeddings)}) differ"
+        )
+    return margins(proba) if n else np.zeros(0)
+
+
+def _first_of_each_text(texts: Sequence[str], order: Iterable[int]) -> list[int]:
+    """Positions in `order`, skipping any whose normalised text came earlier (exact duplicates)."""
+    seen: set[str] = set()
+    unique: list[int] = []
+    for i in order:
+        key = normalise(texts[i])
+        if key not in seen:
+            seen.add(key)
+            unique.append(i)
+    return unique
+
+
 def select_diverse_uncertain(
     texts: Sequence[str],
     proba: np.ndarray,
@@ -148,23 +170,12 @@ def select_diverse_uncertain(
     if not 0.0 <= coverage_share <= 1.0:
         raise ValueError(f"coverage_share must be within [0, 1], not {coverage_share}")
     n = len(texts)
-    if len(proba) != n or len(embeddings) != n:
-        raise ValueError(
-            f"texts ({n}), probabilities ({len(proba)}) and embeddings ({len(embeddings)}) differ"
-        )
-    margin = margins(proba) if n else np.zeros(0)
+    margin = _checked_margins(texts, proba, embeddings)
     if budget <= 0 or n == 0:
         return Selection([], margin, 0, 0)
     emb = _unit(embeddings)
     # exact duplicates (after normalising): keep the most uncertain copy of each text
-    order = np.argsort(margin, kind="stable")
-    seen: set[str] = set()
-    unique: list[int] = []
-    for i in order.tolist():
-        key = normalise(texts[i])
-        if key not in seen:
-            seen.add(key)
-            unique.append(i)
+    unique = _first_of_each_text(texts, np.argsort(margin, kind="stable").tolist())
     exact_dupes = n - len(unique)
     pool_size = max(budget, int(np.ceil(pool_factor * budget)))
     candidates = np.array(unique)  # most uncertain first: the pool is a prefix
@@ -223,20 +234,10 @@ def select_typical(
     from sklearn.cluster import KMeans
 
     n = len(texts)
-    if len(proba) != n or len(embeddings) != n:
-        raise ValueError(
-            f"texts ({n}), probabilities ({len(proba)}) and embeddings ({len(embeddings)}) differ"
-        )
-    margin = margins(proba) if n else np.zeros(0)
+    margin = _checked_margins(texts, proba, embeddings)
     if budget <= 0 or n == 0:
         return Selection([], margin, 0, 0)
-    seen: set[str] = set()
-    unique: list[int] = []
-    for i in range(n):
-        key = normalise(texts[i])
-        if key not in seen:
-            seen.add(key)
-            unique.append(i)
+    unique = _first_of_each_text(texts, range(n))
     skipped = n - len(unique)
     ce = _unit(embeddings)[unique]
     k = min(budget, len(unique))

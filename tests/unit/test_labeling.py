@@ -127,18 +127,17 @@ def test_typical_selection_takes_the_dense_core_of_every_cluster_biggest_first()
     assert select_typical([], np.zeros((0, 3)), np.zeros((0, 16)), budget=3).picked == []
 
 
-def test_the_queue_tops_up_to_its_budget_and_labels_come_back_from_label_studio(tmp_path) -> None:
+def _served_tweets(tmp_path, n: int, ids, confidence) -> str:
+    """A state DB with `n` served predictions of model "m" v1, "tweet {i} about the game"; its URL."""
     from nfl_mlops.db import Prediction, session_scope
-    from nfl_mlops.monitoring import labeling as lb
 
     db = f"sqlite:///{tmp_path / 'state.db'}"
     now = datetime.now(UTC)
-    rng = np.random.default_rng(2)
     with session_scope(db) as s:
-        for i in range(40):
+        for i in range(n):
             s.add(
                 Prediction(
-                    id=f"p{i:03d}",
+                    id=ids(i),
                     request_id=f"r{i}",
                     created_at=now,
                     model_name="m",
@@ -146,10 +145,18 @@ def test_the_queue_tops_up_to_its_budget_and_labels_come_back_from_label_studio(
                     text=f"tweet {i} about the game",
                     text_hash=str(i),
                     label="neutral",
-                    confidence=0.5,
+                    confidence=confidence(i),
                     latency_ms=1.0,
                 )
             )
+    return db
+
+
+def test_the_queue_tops_up_to_its_budget_and_labels_come_back_from_label_studio(tmp_path) -> None:
+    from nfl_mlops.monitoring import labeling as lb
+
+    db = _served_tweets(tmp_path, 40, lambda i: f"p{i:03d}", lambda i: 0.5)
+    rng = np.random.default_rng(2)
     emb = rng.normal(size=(40, 8))
     by_text = {f"tweet {i} about the game": i for i in range(40)}
     margin = rng.uniform(0, 1, 40)
@@ -215,27 +222,10 @@ def test_the_typical_strategy_samples_the_window_and_queues_one_tweet_per_region
     """`MLOPS_LABELING_STRATEGY=typical`: the database cut is a uniform sample of the window (not its least
     confident predictions, which the margin strategy wants), and the queue gets the typical tweet of each
     cluster of the traffic."""
-    from nfl_mlops.db import Prediction, session_scope
     from nfl_mlops.monitoring import labeling as lb
 
-    db = f"sqlite:///{tmp_path / 'state.db'}"
-    now = datetime.now(UTC)
-    with session_scope(db) as s:
-        for i in range(40):
-            s.add(
-                Prediction(
-                    id=f"{i:02x}" * 8,  # ids are random hex in the service; here their order is i's
-                    request_id=f"r{i}",
-                    created_at=now,
-                    model_name="m",
-                    model_version=1,
-                    text=f"tweet {i} about the game",
-                    text_hash=str(i),
-                    label="neutral",
-                    confidence=1.0 - i / 100,  # the later, the less confident
-                    latency_ms=1.0,
-                )
-            )
+    # ids are random hex in the service (here their order is i's); the later, the less confident
+    db = _served_tweets(tmp_path, 40, lambda i: f"{i:02x}" * 8, lambda i: 1.0 - i / 100)
     unsure = lb.queue_candidates("m", 1, None, None, db, limit=10)
     sample = lb.queue_candidates("m", 1, None, None, db, limit=10, order="sample")
     assert [t for _, t in unsure] == [f"tweet {i} about the game" for i in range(39, 29, -1)]

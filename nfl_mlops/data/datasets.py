@@ -63,7 +63,7 @@ class TrainingData:
                 h.update(f"{text}\x1f{label}\x1e".encode())
         return h.hexdigest()[:16]
 
-    def fit_rows(self, repeat: int = 1, max_share: float = 0.5) -> tuple[list[str], list[str], int]:
+    def fit_rows(self, repeat: int = 1, max_share: float = 0.25) -> tuple[list[str], list[str], int]:
         """The training rows as (texts, labels), each feedback row `repeat` times, and the repeat used.
 
         Feedback rows are the last `feedback_train_rows` of `train` (`build_training_data`); the repeat is

@@ -87,13 +87,16 @@ class TrainParams(BaseModel):
         "epoch at the default eval_every); None = run every epoch, still keeping the best weights.",
     )
     feedback_repeat: int = Field(
-        5,
+        1,
         ge=1,
         le=20,
         description="Each labelled feedback row of the training split is seen this many times per epoch. A "
         "retraining adds a few hundred labels of the drifted traffic to thousands of base rows; seen once, "
-        "they are swamped (bench/labeling.py: 100 NFL labels repeated 5x gave +0.07 to +0.09 NFL macro-F1 "
-        "over adding them once). Capped by feedback_max_share; 1 = plain.",
+        "they are swamped (bench/labeling.py: 200 NFL labels x5 gave 0.49-0.54 NFL macro-F1 against "
+        "0.25-0.26 once). It costs the old traffic: in the demo x3 and x5 lost 0.010 and 0.018 general "
+        "macro-F1, and the gate's non-inferiority check rejected both; so 1 (plain) by default. Raise it "
+        "(e.g. 5) when the drifted traffic is what the model serves and the gate's margin allows it. "
+        "Capped by feedback_max_share.",
     )
     feedback_max_share: float = Field(
         0.25,

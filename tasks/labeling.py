@@ -46,7 +46,7 @@ def queue_for_labelling(
             stop,
             settings.db_url,
             limit=max(1000, int(8 * budget)),
-            order="sample" if settings.labeling_strategy == "typical" else "least_confident",
+            strategy=settings.labeling_strategy,
         )
         have = lb.queued_count(episode_id, model_name, settings.db_url)
         if have >= budget or not candidates:

@@ -296,16 +296,16 @@ def queue_candidates(
     end: datetime | None,
     db_url: str | None = None,
     limit: int = 2000,
-    order: Literal["least_confident", "sample"] = "least_confident",
+    strategy: Literal["uncertain", "typical"] = "uncertain",
 ) -> list[tuple[str, str]]:
     """(prediction id, text) of the served, unlabelled, not yet queued predictions of a version's window:
     the `limit` least confident ones (the logged top-1 probability).
 
     A busy day's window holds far more predictions than are worth a forward pass and an embedding each;
     the served confidence already ranks them nearly as the margin does (with three classes a low top-1
-    probability is a small margin's precondition), so the database does the first cut. With `order="sample"`
-    (the typical strategy, which needs the traffic as it is) the cut is a uniform sample instead: prediction
-    ids are random hex, so ordering by them draws one."""
+    probability is a small margin's precondition), so the database does the first cut. For the typical
+    strategy (which needs the traffic as it is) the cut is a uniform sample instead: prediction ids are
+    random hex, so ordering by them draws one. Pass the same `strategy` to `top_up_queue`."""
     q = (
         select(Prediction.id, Prediction.text)
         .outerjoin(LabelingTask, LabelingTask.prediction_id == Prediction.id)
@@ -320,7 +320,7 @@ def queue_candidates(
         .order_by(
             *(
                 (Prediction.id,)
-                if order == "sample"
+                if strategy == "typical"
                 else (Prediction.confidence.asc(), Prediction.created_at.desc())
             )
         )
@@ -379,20 +379,11 @@ def top_up_queue(
     already = np.asarray(encode(queued)) if queued else None
     known = {normalise(t) for t in queued}
     keep = [i for i, t in enumerate(texts) if normalise(t) not in known]
+    kept = ([texts[i] for i in keep], proba[keep], embeddings[keep], room)
     sel = (
-        select_typical(
-            [texts[i] for i in keep], proba[keep], embeddings[keep], room, duplicate_similarity, already
-        )
+        select_typical(*kept, duplicate_similarity, already)
         if strategy == "typical"
-        else select_diverse_uncertain(
-            [texts[i] for i in keep],
-            proba[keep],
-            embeddings[keep],
-            room,
-            pool_factor,
-            duplicate_similarity,
-            already,
-        )
+        else select_diverse_uncertain(*kept, pool_factor, duplicate_similarity, already)
     )
     rows = []
     for rank, j in enumerate(sel.picked, start=before):

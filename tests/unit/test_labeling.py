@@ -227,7 +227,7 @@ def test_the_typical_strategy_samples_the_window_and_queues_one_tweet_per_region
     # ids are random hex in the service (here their order is i's); the later, the less confident
     db = _served_tweets(tmp_path, 40, lambda i: f"{i:02x}" * 8, lambda i: 1.0 - i / 100)
     unsure = lb.queue_candidates("m", 1, None, None, db, limit=10)
-    sample = lb.queue_candidates("m", 1, None, None, db, limit=10, order="sample")
+    sample = lb.queue_candidates("m", 1, None, None, db, limit=10, strategy="typical")
     assert [t for _, t in unsure] == [f"tweet {i} about the game" for i in range(39, 29, -1)]
     assert sorted(t for _, t in sample) == sorted(f"tweet {i} about the game" for i in range(10))
 
@@ -246,7 +246,7 @@ def test_the_typical_strategy_samples_the_window_and_queues_one_tweet_per_region
     got = lb.top_up_queue(
         "m",
         "ep1",
-        lb.queue_candidates("m", 1, None, None, db, order="sample"),
+        lb.queue_candidates("m", 1, None, None, db, strategy="typical"),
         proba,
         encode,
         4,
